@@ -1,0 +1,56 @@
+"""med42-rs: run the clinical LLM Med42 from its GGUF files.
+
+A Rust engine (candle) memory-maps the GGUF file and runs the Llama forward pass; this package
+adds the typed Python surface.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _native
+from .errors import (
+    ContextLengthExceededError,
+    DeviceUnavailableError,
+    GenerationCancelled,
+    InsufficientMemoryError,
+    InvalidModelFileError,
+    InvalidParameterError,
+    LicenseNotAcceptedError,
+    Med42Error,
+    MetadataError,
+    ModelFileError,
+    NotGGUFError,
+    TokenizerError,
+    TruncatedFileError,
+    UnsupportedModelError,
+)
+from .model import Model
+
+__version__: str = _native.build_info()["version"]
+
+__all__ = [
+    "ContextLengthExceededError",
+    "DeviceUnavailableError",
+    "GenerationCancelled",
+    "InsufficientMemoryError",
+    "InvalidModelFileError",
+    "InvalidParameterError",
+    "LicenseNotAcceptedError",
+    "Med42Error",
+    "MetadataError",
+    "Model",
+    "ModelFileError",
+    "NotGGUFError",
+    "TokenizerError",
+    "TruncatedFileError",
+    "UnsupportedModelError",
+    "__version__",
+    "build_info",
+]
+
+
+def build_info() -> dict[str, Any]:
+    """What this build was compiled with: the quantized kernel family (``avx2``, ``neon``, or
+    ``scalar``, which is slow), the SIMD features compiled in and those the CPU offers."""
+    return dict(_native.build_info())

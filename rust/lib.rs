@@ -1,0 +1,19 @@
+//! med42-rs: run Med42 (and other Llama-architecture GGUF models) with candle.
+//!
+//! Module map (dependencies point one way): `error` ← `gguf` ← `weights` ← `model` ← `generate`
+//! ← `python` (the only module that touches PyO3, behind the `python` feature).
+
+pub mod build;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod model;
+pub mod sampling;
+pub mod weights;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};
+pub use gguf::{GgmlType, GgufFile, LlamaConfig};
+pub use model::{KvCache, Llama, LoadOptions, Logits};

@@ -1,0 +1,223 @@
+//! The PyO3 boundary: the only file that imports pyo3. Arguments are converted while attached to
+//! the interpreter; computation runs detached (`Python::detach`) so other Python threads run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyType};
+
+use crate::error::Error;
+use crate::generate::Session;
+use crate::gguf::{Array, Value};
+use crate::model::{Llama, LoadOptions, Logits};
+
+/// Map a crate error to the Python exception class named by [`Error::python_class`].
+fn to_py(py: Python<'_>, e: Error) -> PyErr {
+    let msg = e.to_string();
+    let class = e.python_class();
+    if class == "FileNotFoundError" {
+        return PyFileNotFoundError::new_err(msg);
+    }
+    let found = py
+        .import("med42_rs.errors")
+        .and_then(|m| m.getattr(class))
+        .ok()
+        .and_then(|c| c.cast_into::<PyType>().ok());
+    match found {
+        Some(ty) => PyErr::from_type(ty, msg),
+        None => PyRuntimeError::new_err(msg),
+    }
+}
+
+/// Run `f` detached from the interpreter, turning a panic into a Python exception instead of an
+/// abort of the host process.
+fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
+    let r = py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(to_py(py, e)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(to_py(
+                py,
+                Error::Unsupported(format!(
+                    "internal error (a bug in med42-rs, please report it): {what}"
+                )),
+            ))
+        }
+    }
+}
+
+fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::U8(x) => x.into_pyobject(py)?.into_any(),
+        Value::I8(x) => x.into_pyobject(py)?.into_any(),
+        Value::U16(x) => x.into_pyobject(py)?.into_any(),
+        Value::I16(x) => x.into_pyobject(py)?.into_any(),
+        Value::U32(x) => x.into_pyobject(py)?.into_any(),
+        Value::I32(x) => x.into_pyobject(py)?.into_any(),
+        Value::U64(x) => x.into_pyobject(py)?.into_any(),
+        Value::I64(x) => x.into_pyobject(py)?.into_any(),
+        Value::F32(x) => x.into_pyobject(py)?.into_any(),
+        Value::F64(x) => x.into_pyobject(py)?.into_any(),
+        Value::Bool(x) => x.into_pyobject(py)?.to_owned().into_any(),
+        Value::String(s) => s.into_pyobject(py)?.into_any(),
+        Value::Array(a) => array_to_py(py, a)?,
+    })
+}
+
+fn array_to_py<'py>(py: Python<'py>, a: &Array) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match a {
+        Array::U8(v) => PyList::new(py, v)?.into_any(),
+        Array::I8(v) => PyList::new(py, v)?.into_any(),
+        Array::U16(v) => PyList::new(py, v)?.into_any(),
+        Array::I16(v) => PyList::new(py, v)?.into_any(),
+        Array::U32(v) => PyList::new(py, v)?.into_any(),
+        Array::I32(v) => PyList::new(py, v)?.into_any(),
+        Array::U64(v) => PyList::new(py, v)?.into_any(),
+        Array::I64(v) => PyList::new(py, v)?.into_any(),
+        Array::F32(v) => PyList::new(py, v)?.into_any(),
+        Array::F64(v) => PyList::new(py, v)?.into_any(),
+        Array::Bool(v) => PyList::new(py, v)?.into_any(),
+        Array::String(v) => PyList::new(py, v)?.into_any(),
+        Array::Array(v) => {
+            let items = v
+                .iter()
+                .map(|x| array_to_py(py, x))
+                .collect::<PyResult<Vec<_>>>()?;
+            PyList::new(py, items)?.into_any()
+        }
+    })
+}
+
+/// A loaded model (weights mapped once, shared by every generation and thread).
+#[pyclass(frozen, module = "med42_rs._native")]
+struct NativeModel {
+    model: Arc<Llama>,
+}
+
+#[pymethods]
+impl NativeModel {
+    #[staticmethod]
+    #[pyo3(signature = (paths, device="cpu", n_ctx=None))]
+    fn load(
+        py: Python<'_>,
+        paths: Vec<PathBuf>,
+        device: &str,
+        n_ctx: Option<usize>,
+    ) -> PyResult<Self> {
+        let opts = LoadOptions {
+            n_ctx,
+            device: device.to_string(),
+        };
+        let model = detached(py, move || Llama::load(&paths, &opts))?;
+        Ok(NativeModel {
+            model: Arc::new(model),
+        })
+    }
+
+    /// Hyper-parameters as a dict.
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = &self.model.config;
+        let d = PyDict::new(py);
+        d.set_item("arch", &c.arch)?;
+        d.set_item("n_ctx_train", c.n_ctx_train)?;
+        d.set_item("n_embd", c.n_embd)?;
+        d.set_item("n_layer", c.n_layer)?;
+        d.set_item("n_ff", c.n_ff)?;
+        d.set_item("n_head", c.n_head)?;
+        d.set_item("n_head_kv", c.n_head_kv)?;
+        d.set_item("head_dim", c.head_dim)?;
+        d.set_item("n_rot", c.n_rot)?;
+        d.set_item("rope_freq_base", c.rope_freq_base)?;
+        d.set_item("rope_freq_scale", c.rope_freq_scale)?;
+        d.set_item("rms_norm_eps", c.rms_norm_eps)?;
+        d.set_item("n_vocab", c.n_vocab)?;
+        Ok(d)
+    }
+
+    /// The context length sessions may use.
+    #[getter]
+    fn n_ctx(&self) -> usize {
+        self.model.n_ctx
+    }
+
+    /// All GGUF metadata as a dict (in file order).
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.model.file.metadata.entries() {
+            d.set_item(k, value_to_py(py, v)?)?;
+        }
+        Ok(d)
+    }
+
+    /// The tensor directory: `(name, dims, type, n_bytes)` per tensor.
+    #[getter]
+    fn tensors(&self) -> Vec<(String, Vec<u64>, String, u64)> {
+        self.model
+            .file
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.dims.clone(), t.dtype.name(), t.n_bytes))
+            .collect()
+    }
+
+    /// True when every weight matrix is read in place from the file mapping.
+    #[getter]
+    fn weights_mapped(&self) -> bool {
+        self.model.all_weights_mapped()
+    }
+
+    /// Logits for every position of `ids` as raw little-endian f32 bytes `(len(ids), n_vocab)`.
+    fn logits_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<u32>,
+    ) -> PyResult<(Bound<'py, PyBytes>, usize, usize)> {
+        let model = Arc::clone(&self.model);
+        let (data, rows, cols) = detached(py, move || {
+            let mut s = Session::new(Arc::clone(&model), Some(ids.len().max(1).min(model.n_ctx)))?;
+            let t = s.append(&ids, Logits::All, &mut || false)?;
+            let (rows, cols) = t.dims2()?;
+            let v = t.flatten_all()?.to_vec1::<f32>()?;
+            Ok((v, rows, cols))
+        })?;
+        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Ok((PyBytes::new(py, &bytes), rows, cols))
+    }
+
+    /// Greedy continuation of `ids` for `n` tokens.
+    fn greedy(&self, py: Python<'_>, ids: Vec<u32>, n: usize) -> PyResult<Vec<u32>> {
+        let model = Arc::clone(&self.model);
+        detached(py, move || crate::generate::greedy(&model, &ids, n))
+    }
+}
+
+/// What this build was compiled with and what the CPU offers.
+#[pyfunction]
+fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("version", env!("CARGO_PKG_VERSION"))?;
+    d.set_item("kernels", crate::build::kernel_family())?;
+    d.set_item("compiled_simd", crate::build::compiled_features())?;
+    d.set_item("cpu_simd", crate::build::runtime_features())?;
+    d.set_item("cargo_features", crate::build::cargo_features())?;
+    d.set_item("candle", "0.11.1")?;
+    d.set_item("target", std::env::consts::ARCH)?;
+    Ok(d)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeModel>()?;
+    m.add_function(wrap_pyfunction!(build_info, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! Quantized weight matrices used where they lie in the file mapping.
+//!
+//! On CPU a [`QWeight`] is a typed view of the mapped bytes: matmuls run candle's quantized kernels
+//! directly on the mapped blocks (a candle `CustomOp1`), and embedding rows are dequantized one by
+//! one. Nothing is copied into anonymous memory. On CUDA/Metal the mapped bytes are uploaded once
+//! into a candle `QMatMul`.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::quantized::k_quants::{
+    self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
+    BlockQ6K, BlockQ8K, BlockQ8_0, GgmlType as CandleBlock,
+};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::{CpuStorage, DType, Device, Layout, Module, Shape, Tensor};
+use half::{bf16, f16};
+
+use crate::error::{Error, Result};
+use crate::gguf::{Bytes, GgmlType, GgufFile, TensorInfo};
+
+/// A 2-D weight `[n_out, n_in]` (ggml dims `[n_in, n_out]`), rows of `n_in` elements.
+pub struct QWeight {
+    pub name: String,
+    pub dtype: GgmlType,
+    pub n_out: usize,
+    pub n_in: usize,
+    bytes: Bytes,
+    /// The uploaded copy on a GPU device; `None` on CPU.
+    device_mm: Option<QMatMul>,
+}
+
+/// Map our type enum to candle's.
+pub fn candle_dtype(t: GgmlType) -> Option<GgmlDType> {
+    Some(match t {
+        GgmlType::F32 => GgmlDType::F32,
+        GgmlType::F16 => GgmlDType::F16,
+        GgmlType::BF16 => GgmlDType::BF16,
+        GgmlType::Q4_0 => GgmlDType::Q4_0,
+        GgmlType::Q4_1 => GgmlDType::Q4_1,
+        GgmlType::Q5_0 => GgmlDType::Q5_0,
+        GgmlType::Q5_1 => GgmlDType::Q5_1,
+        GgmlType::Q8_0 => GgmlDType::Q8_0,
+        GgmlType::Q2_K => GgmlDType::Q2K,
+        GgmlType::Q3_K => GgmlDType::Q3K,
+        GgmlType::Q4_K => GgmlDType::Q4K,
+        GgmlType::Q5_K => GgmlDType::Q5K,
+        GgmlType::Q6_K => GgmlDType::Q6K,
+        GgmlType::Q8_K => GgmlDType::Q8K,
+        _ => return None,
+    })
+}
+
+/// Reinterpret mapped bytes as ggml blocks.
+fn blocks<T: CandleBlock>(bytes: &[u8]) -> &[T] {
+    let size = std::mem::size_of::<T>();
+    assert_eq!(
+        size,
+        T::DTYPE.type_size(),
+        "candle block layout differs from ggml"
+    );
+    assert!(bytes.len().is_multiple_of(size));
+    assert!((bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()));
+    // SAFETY: the block types are `#[repr(C)]` plain data (integers and f16/f32) valid for any bit
+    // pattern; length and alignment were asserted just above; the bytes outlive the slice.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) }
+}
+
+/// Dispatch `f` on the block type of `dtype`.
+macro_rules! with_block_type {
+    ($dtype:expr, $name:expr, |$T:ident| $body:expr) => {
+        match $dtype {
+            GgmlType::F32 => {
+                type $T = f32;
+                $body
+            }
+            GgmlType::F16 => {
+                type $T = f16;
+                $body
+            }
+            GgmlType::BF16 => {
+                type $T = bf16;
+                $body
+            }
+            GgmlType::Q4_0 => {
+                type $T = BlockQ4_0;
+                $body
+            }
+            GgmlType::Q4_1 => {
+                type $T = BlockQ4_1;
+                $body
+            }
+            GgmlType::Q5_0 => {
+                type $T = BlockQ5_0;
+                $body
+            }
+            GgmlType::Q5_1 => {
+                type $T = BlockQ5_1;
+                $body
+            }
+            GgmlType::Q8_0 => {
+                type $T = BlockQ8_0;
+                $body
+            }
+            GgmlType::Q2_K => {
+                type $T = BlockQ2K;
+                $body
+            }
+            GgmlType::Q3_K => {
+                type $T = BlockQ3K;
+                $body
+            }
+            GgmlType::Q4_K => {
+                type $T = BlockQ4K;
+                $body
+            }
+            GgmlType::Q5_K => {
+                type $T = BlockQ5K;
+                $body
+            }
+            GgmlType::Q6_K => {
+                type $T = BlockQ6K;
+                $body
+            }
+            GgmlType::Q8_K => {
+                type $T = BlockQ8K;
+                $body
+            }
+            other => return Err(unsupported_type($name, other)),
+        }
+    };
+}
+
+/// The error for a tensor whose type the engine cannot compute with.
+pub fn unsupported_type(name: &str, t: GgmlType) -> Error {
+    Error::Unsupported(format!(
+        "tensor `{name}` has type {t}, which this engine cannot compute with (supported: {}); \
+         use a file quantized to one of those types",
+        GgmlType::supported_names()
+    ))
+}
+
+impl QWeight {
+    /// The 2-D weight `info` of `file`, checked to be `[n_out, n_in]`.
+    pub fn load(
+        file: &GgufFile,
+        info: &TensorInfo,
+        n_in: usize,
+        n_out: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let expected = [n_in as u64, n_out as u64];
+        if info.dims != expected {
+            return Err(Error::tensor(
+                &info.name,
+                format!(
+                    "has shape {:?}, expected {expected:?} from the model config",
+                    info.dims
+                ),
+            ));
+        }
+        if candle_dtype(info.dtype).is_none() || !info.dtype.is_supported() {
+            return Err(unsupported_type(&info.name, info.dtype));
+        }
+        let bytes = file.tensor_bytes(info)?;
+        let device_mm = match device {
+            Device::Cpu => None,
+            dev => {
+                let dtype = candle_dtype(info.dtype).expect("checked above");
+                let storage = QStorage::from_data(Cow::Borrowed(bytes.as_slice()), dev, dtype)?;
+                Some(QMatMul::from_qtensor(QTensor::new(
+                    storage,
+                    (n_out, n_in),
+                )?)?)
+            }
+        };
+        Ok(QWeight {
+            name: info.name.clone(),
+            dtype: info.dtype,
+            n_out,
+            n_in,
+            bytes,
+            device_mm,
+        })
+    }
+
+    /// True when the weight bytes are read from the file mapping (no private copy).
+    pub fn is_mapped(&self) -> bool {
+        self.bytes.is_mapped()
+    }
+
+    /// Bytes occupied by the weight.
+    pub fn n_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// `x @ W^T`: `x` is `(.., n_in)` f32, the result `(.., n_out)`.
+    pub fn forward(self: &Arc<Self>, x: &Tensor) -> Result<Tensor> {
+        match &self.device_mm {
+            Some(mm) => Ok(mm.forward(x)?),
+            None => Ok(x.apply_op1_no_bwd(&MappedMatMul(Arc::clone(self)))?),
+        }
+    }
+
+    /// `dst[m, n_out] = lhs[m, n_in] @ W^T` on CPU slices.
+    pub fn matmul_cpu(&self, m: usize, lhs: &[f32], dst: &mut [f32]) -> Result<()> {
+        let mkn = (m, self.n_in, self.n_out);
+        let b = self.bytes.as_slice();
+        with_block_type!(self.dtype, &self.name, |T| {
+            k_quants::matmul::<T>(mkn, lhs, blocks::<T>(b), dst)?
+        });
+        Ok(())
+    }
+
+    /// Dequantize rows `ids` into `out` (`ids.len() * n_in` floats), reading only those rows.
+    pub fn gather_rows(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
+        let n_in = self.n_in;
+        assert_eq!(out.len(), ids.len() * n_in);
+        let b = self.bytes.as_slice();
+        let row_bytes = b.len() / self.n_out;
+        for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(n_in)) {
+            let id = id as usize;
+            if id >= self.n_out {
+                return Err(Error::arg(
+                    "tokens",
+                    format!(
+                        "token id {id} is out of range for a vocabulary of {}",
+                        self.n_out
+                    ),
+                ));
+            }
+            let row = &b[id * row_bytes..(id + 1) * row_bytes];
+            with_block_type!(self.dtype, &self.name, |T| T::to_float(
+                blocks::<T>(row),
+                dst
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rows `ids` as a `(ids.len(), n_in)` f32 tensor on `device`.
+    pub fn embedding(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+        let mut out = vec![0f32; ids.len() * self.n_in];
+        self.gather_rows(ids, &mut out)?;
+        Ok(Tensor::from_vec(out, (ids.len(), self.n_in), device)?)
+    }
+
+    /// The whole matrix dequantized to f32 (tests and small tensors only).
+    pub fn dequantize(&self) -> Result<Vec<f32>> {
+        let ids: Vec<u32> = (0..self.n_out as u32).collect();
+        let mut out = vec![0f32; self.n_out * self.n_in];
+        self.gather_rows(&ids, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Load a 1-D f32 vector (norm weights): small, so copied into a tensor on `device`.
+pub fn load_vector(
+    file: &GgufFile,
+    info: &TensorInfo,
+    n: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    if info.dims != [n as u64] {
+        return Err(Error::tensor(
+            &info.name,
+            format!(
+                "has shape {:?}, expected [{n}] from the model config",
+                info.dims
+            ),
+        ));
+    }
+    let bytes = file.tensor_bytes(info)?;
+    let b = bytes.as_slice();
+    let v: Vec<f32> = match info.dtype {
+        GgmlType::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        GgmlType::F16 => b
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes(c.try_into().unwrap()).to_f32())
+            .collect(),
+        GgmlType::BF16 => b
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes(c.try_into().unwrap()).to_f32())
+            .collect(),
+        other => {
+            return Err(Error::tensor(
+                &info.name,
+                format!("has type {other}; 1-D weights must be F32, F16 or BF16"),
+            ))
+        }
+    };
+    Ok(Tensor::from_vec(v, n, device)?)
+}
+
+/// candle custom op: `x @ W^T` with `W` read from the mapping.
+struct MappedMatMul(Arc<QWeight>);
+
+impl candle_core::CustomOp1 for MappedMatMul {
+    fn name(&self) -> &'static str {
+        "mapped-qmatmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let w = &self.0;
+        let dims = layout.shape().dims();
+        let k = *dims.last().unwrap_or(&0);
+        if k != w.n_in || !layout.is_contiguous() || storage.dtype() != DType::F32 {
+            candle_core::bail!(
+                "mapped-qmatmul `{}`: input {:?} ({:?}, contiguous: {}) does not fit [{}, {}]",
+                w.name,
+                dims,
+                storage.dtype(),
+                layout.is_contiguous(),
+                w.n_out,
+                w.n_in
+            );
+        }
+        let m = layout.shape().elem_count() / k;
+        let x = &storage.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
+        let mut dst = vec![0f32; m * w.n_out];
+        w.matmul_cpu(m, x, &mut dst)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank >= 1") = w.n_out;
+        Ok((CpuStorage::F32(dst), Shape::from(out_dims)))
+    }
+}
