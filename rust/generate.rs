@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use candle_core::Tensor;
-
 use crate::error::{Error, Result};
 use crate::model::{KvCache, Llama, Logits};
 
@@ -71,15 +69,15 @@ impl Session {
         Ok(())
     }
 
-    /// Append `tokens` and return logits of the last position `(n_vocab,)` or all new positions
-    /// `(T, n_vocab)`. `cancelled` is polled between batches; on cancellation the cache keeps what
-    /// was processed and `Error::Cancelled` is returned.
+    /// Append `tokens` and return logits, row-major: the last position (`n_vocab` floats) or all
+    /// new positions (`T * n_vocab`). `cancelled` is polled between batches; on cancellation the
+    /// cache keeps what was processed and `Error::Cancelled` is returned.
     pub fn append(
         &mut self,
         tokens: &[u32],
         which: Logits,
         cancelled: &mut dyn FnMut() -> bool,
-    ) -> Result<Tensor> {
+    ) -> Result<Vec<f32>> {
         if tokens.is_empty() {
             return Err(Error::arg("tokens", "at least one token is required"));
         }
@@ -97,23 +95,19 @@ impl Session {
                 format!("token id {bad} is out of range for a vocabulary of {n_vocab}"),
             ));
         }
-        let mut outs = Vec::new();
-        let mut last = None;
+        let mut out = Vec::new();
         for chunk in tokens.chunks(self.batch) {
             if cancelled() {
                 return Err(Error::Cancelled);
             }
-            let out = self.model.forward(chunk, &mut self.cache, which)?;
+            let logits = self.model.forward(chunk, &mut self.cache, which)?;
             self.tokens.extend_from_slice(chunk);
             match which {
-                Logits::All => outs.push(out),
-                Logits::Last => last = Some(out),
+                Logits::All => out.extend_from_slice(&logits),
+                Logits::Last => out = logits,
             }
         }
-        match which {
-            Logits::All => Ok(Tensor::cat(&outs, 0)?),
-            Logits::Last => Ok(last.expect("at least one chunk").squeeze(0)?),
-        }
+        Ok(out)
     }
 
     /// Make the cache hold exactly `prompt`, reusing the longest common prefix already cached, and
@@ -123,7 +117,7 @@ impl Session {
         &mut self,
         prompt: &[u32],
         cancelled: &mut dyn FnMut() -> bool,
-    ) -> Result<Tensor> {
+    ) -> Result<Vec<f32>> {
         if prompt.is_empty() {
             return Err(Error::arg("prompt", "the prompt has no tokens"));
         }
@@ -143,7 +137,7 @@ impl Session {
         &mut self,
         tokens: &[u32],
         cancelled: &mut dyn FnMut() -> bool,
-    ) -> Result<Tensor> {
+    ) -> Result<Vec<f32>> {
         self.reset();
         self.append(tokens, Logits::All, cancelled)
     }
@@ -155,7 +149,7 @@ pub fn greedy(model: &Arc<Llama>, prompt: &[u32], n: usize) -> Result<Vec<u32>> 
     let mut logits = s.prefill(prompt, &mut || false)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let next = crate::sampling::argmax(&logits.to_vec1::<f32>()?);
+        let next = crate::sampling::argmax(&logits);
         out.push(next);
         if out.len() == n {
             break;

@@ -7,6 +7,7 @@ pub mod build;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod kernels;
 pub mod model;
 pub mod sampling;
 pub mod weights;
@@ -16,4 +17,4 @@ mod python;
 
 pub use error::{Error, Result};
 pub use gguf::{GgmlType, GgufFile, LlamaConfig};
-pub use model::{KvCache, Llama, LoadOptions, Logits};
+pub use model::{Backend, KvCache, Llama, LoadOptions, Logits};

@@ -11,7 +11,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyType};
 use crate::error::Error;
 use crate::generate::Session;
 use crate::gguf::{Array, Value};
-use crate::model::{Llama, LoadOptions, Logits};
+use crate::model::{Backend, Llama, LoadOptions, Logits};
 
 /// Map a crate error to the Python exception class named by [`Error::python_class`].
 fn to_py(py: Python<'_>, e: Error) -> PyErr {
@@ -105,21 +105,54 @@ struct NativeModel {
 #[pymethods]
 impl NativeModel {
     #[staticmethod]
-    #[pyo3(signature = (paths, device="cpu", n_ctx=None))]
+    #[pyo3(signature = (paths, device="cpu", n_ctx=None, n_threads=None, backend=None))]
     fn load(
         py: Python<'_>,
         paths: Vec<PathBuf>,
         device: &str,
         n_ctx: Option<usize>,
+        n_threads: Option<usize>,
+        backend: Option<&str>,
     ) -> PyResult<Self> {
+        let backend = match backend {
+            None => None,
+            Some("native") => Some(Backend::Native),
+            Some("candle") => Some(Backend::Candle),
+            Some(other) => {
+                return Err(to_py(
+                    py,
+                    Error::arg(
+                        "backend",
+                        format!("`{other}`; use \"native\" or \"candle\""),
+                    ),
+                ))
+            }
+        };
         let opts = LoadOptions {
             n_ctx,
             device: device.to_string(),
+            n_threads,
+            backend,
         };
         let model = detached(py, move || Llama::load(&paths, &opts))?;
         Ok(NativeModel {
             model: Arc::new(model),
         })
+    }
+
+    /// Threads the CPU forward pass uses.
+    #[getter]
+    fn n_threads(&self) -> usize {
+        self.model.n_threads
+    }
+
+    /// `native` or `candle`.
+    #[getter]
+    fn backend(&self) -> &'static str {
+        match self.model.backend {
+            Backend::Native => "native",
+            Backend::Candle => "candle",
+        }
     }
 
     /// Hyper-parameters as a dict.
@@ -185,10 +218,9 @@ impl NativeModel {
         let model = Arc::clone(&self.model);
         let (data, rows, cols) = detached(py, move || {
             let mut s = Session::new(Arc::clone(&model), Some(ids.len().max(1).min(model.n_ctx)))?;
-            let t = s.append(&ids, Logits::All, &mut || false)?;
-            let (rows, cols) = t.dims2()?;
-            let v = t.flatten_all()?.to_vec1::<f32>()?;
-            Ok((v, rows, cols))
+            let v = s.append(&ids, Logits::All, &mut || false)?;
+            let cols = model.config.n_vocab;
+            Ok((v, ids.len(), cols))
         })?;
         let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
         Ok((PyBytes::new(py, &bytes), rows, cols))

@@ -9,16 +9,13 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
-use candle_core::quantized::k_quants::{
-    self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
-    BlockQ6K, BlockQ8K, BlockQ8_0, GgmlType as CandleBlock,
-};
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{CpuStorage, DType, Device, Layout, Module, Shape, Tensor};
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
 use crate::gguf::{Bytes, GgmlType, GgufFile, TensorInfo};
+use crate::kernels::{self, ActKind, DotFn, QActs, WeightView};
 
 /// A 2-D weight `[n_out, n_in]` (ggml dims `[n_in, n_out]`), rows of `n_in` elements.
 pub struct QWeight {
@@ -27,6 +24,7 @@ pub struct QWeight {
     pub n_out: usize,
     pub n_in: usize,
     bytes: Bytes,
+    dot: DotFn,
     /// The uploaded copy on a GPU device; `None` on CPU.
     device_mm: Option<QMatMul>,
 }
@@ -50,86 +48,6 @@ pub fn candle_dtype(t: GgmlType) -> Option<GgmlDType> {
         GgmlType::Q8_K => GgmlDType::Q8K,
         _ => return None,
     })
-}
-
-/// Reinterpret mapped bytes as ggml blocks.
-fn blocks<T: CandleBlock>(bytes: &[u8]) -> &[T] {
-    let size = std::mem::size_of::<T>();
-    assert_eq!(
-        size,
-        T::DTYPE.type_size(),
-        "candle block layout differs from ggml"
-    );
-    assert!(bytes.len().is_multiple_of(size));
-    assert!((bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()));
-    // SAFETY: the block types are `#[repr(C)]` plain data (integers and f16/f32) valid for any bit
-    // pattern; length and alignment were asserted just above; the bytes outlive the slice.
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) }
-}
-
-/// Dispatch `f` on the block type of `dtype`.
-macro_rules! with_block_type {
-    ($dtype:expr, $name:expr, |$T:ident| $body:expr) => {
-        match $dtype {
-            GgmlType::F32 => {
-                type $T = f32;
-                $body
-            }
-            GgmlType::F16 => {
-                type $T = f16;
-                $body
-            }
-            GgmlType::BF16 => {
-                type $T = bf16;
-                $body
-            }
-            GgmlType::Q4_0 => {
-                type $T = BlockQ4_0;
-                $body
-            }
-            GgmlType::Q4_1 => {
-                type $T = BlockQ4_1;
-                $body
-            }
-            GgmlType::Q5_0 => {
-                type $T = BlockQ5_0;
-                $body
-            }
-            GgmlType::Q5_1 => {
-                type $T = BlockQ5_1;
-                $body
-            }
-            GgmlType::Q8_0 => {
-                type $T = BlockQ8_0;
-                $body
-            }
-            GgmlType::Q2_K => {
-                type $T = BlockQ2K;
-                $body
-            }
-            GgmlType::Q3_K => {
-                type $T = BlockQ3K;
-                $body
-            }
-            GgmlType::Q4_K => {
-                type $T = BlockQ4K;
-                $body
-            }
-            GgmlType::Q5_K => {
-                type $T = BlockQ5K;
-                $body
-            }
-            GgmlType::Q6_K => {
-                type $T = BlockQ6K;
-                $body
-            }
-            GgmlType::Q8_K => {
-                type $T = BlockQ8K;
-                $body
-            }
-            other => return Err(unsupported_type($name, other)),
-        }
-    };
 }
 
 /// The error for a tensor whose type the engine cannot compute with.
@@ -160,9 +78,10 @@ impl QWeight {
                 ),
             ));
         }
-        if candle_dtype(info.dtype).is_none() || !info.dtype.is_supported() {
-            return Err(unsupported_type(&info.name, info.dtype));
-        }
+        let dot = match (candle_dtype(info.dtype), kernels::dot_fn(info.dtype)) {
+            (Some(_), Some(dot)) if info.dtype.is_supported() => dot,
+            _ => return Err(unsupported_type(&info.name, info.dtype)),
+        };
         let bytes = file.tensor_bytes(info)?;
         let device_mm = match device {
             Device::Cpu => None,
@@ -181,6 +100,7 @@ impl QWeight {
             n_out,
             n_in,
             bytes,
+            dot,
             device_mm,
         })
     }
@@ -195,22 +115,35 @@ impl QWeight {
         self.bytes.len()
     }
 
-    /// `x @ W^T`: `x` is `(.., n_in)` f32, the result `(.., n_out)`.
-    pub fn forward(self: &Arc<Self>, x: &Tensor) -> Result<Tensor> {
+    /// `x @ W^T` on candle tensors: `x` is `(.., n_in)` f32, the result `(.., n_out)`.
+    pub fn forward(self: &Arc<Self>, x: &Tensor, n_threads: usize) -> Result<Tensor> {
         match &self.device_mm {
             Some(mm) => Ok(mm.forward(x)?),
-            None => Ok(x.apply_op1_no_bwd(&MappedMatMul(Arc::clone(self)))?),
+            None => Ok(x.apply_op1_no_bwd(&MappedMatMul(Arc::clone(self), n_threads))?),
         }
     }
 
+    /// The raw view the CPU kernels use.
+    pub fn view(&self) -> WeightView<'_> {
+        WeightView {
+            dtype: self.dtype,
+            n_out: self.n_out,
+            k: self.n_in,
+            data: self.bytes.as_slice(),
+            dot: self.dot,
+        }
+    }
+
+    /// The activation format this weight multiplies with.
+    pub fn act_kind(&self) -> ActKind {
+        ActKind::of(self.dtype).expect("checked at load")
+    }
+
     /// `dst[m, n_out] = lhs[m, n_in] @ W^T` on CPU slices.
-    pub fn matmul_cpu(&self, m: usize, lhs: &[f32], dst: &mut [f32]) -> Result<()> {
-        let mkn = (m, self.n_in, self.n_out);
-        let b = self.bytes.as_slice();
-        with_block_type!(self.dtype, &self.name, |T| {
-            k_quants::matmul::<T>(mkn, lhs, blocks::<T>(b), dst)?
-        });
-        Ok(())
+    pub fn matmul_cpu(&self, m: usize, lhs: &[f32], dst: &mut [f32], n_threads: usize) {
+        let mut acts = QActs::default();
+        acts.convert(self.act_kind(), lhs, m, self.n_in, n_threads);
+        kernels::matmul(&self.view(), &acts, dst, n_threads);
     }
 
     /// Dequantize rows `ids` into `out` (`ids.len() * n_in` floats), reading only those rows.
@@ -231,10 +164,9 @@ impl QWeight {
                 ));
             }
             let row = &b[id * row_bytes..(id + 1) * row_bytes];
-            with_block_type!(self.dtype, &self.name, |T| T::to_float(
-                blocks::<T>(row),
-                dst
-            ));
+            if !kernels::dequantize_row(self.dtype, row, dst) {
+                return Err(unsupported_type(&self.name, self.dtype));
+            }
         }
         Ok(())
     }
@@ -255,13 +187,8 @@ impl QWeight {
     }
 }
 
-/// Load a 1-D f32 vector (norm weights): small, so copied into a tensor on `device`.
-pub fn load_vector(
-    file: &GgufFile,
-    info: &TensorInfo,
-    n: usize,
-    device: &Device,
-) -> Result<Tensor> {
+/// Load a 1-D vector (norm weights) as f32: small, so copied.
+pub fn load_vector(file: &GgufFile, info: &TensorInfo, n: usize) -> Result<Vec<f32>> {
     if info.dims != [n as u64] {
         return Err(Error::tensor(
             &info.name,
@@ -293,11 +220,11 @@ pub fn load_vector(
             ))
         }
     };
-    Ok(Tensor::from_vec(v, n, device)?)
+    Ok(v)
 }
 
-/// candle custom op: `x @ W^T` with `W` read from the mapping.
-struct MappedMatMul(Arc<QWeight>);
+/// candle custom op: `x @ W^T` with `W` read from the mapping by the project's CPU kernels.
+struct MappedMatMul(Arc<QWeight>, usize);
 
 impl candle_core::CustomOp1 for MappedMatMul {
     fn name(&self) -> &'static str {
@@ -326,8 +253,7 @@ impl candle_core::CustomOp1 for MappedMatMul {
         let m = layout.shape().elem_count() / k;
         let x = &storage.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
         let mut dst = vec![0f32; m * w.n_out];
-        w.matmul_cpu(m, x, &mut dst)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        w.matmul_cpu(m, x, &mut dst, self.1);
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("rank >= 1") = w.n_out;
         Ok((CpuStorage::F32(dst), Shape::from(out_dims)))

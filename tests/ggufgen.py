@@ -30,6 +30,9 @@ class TinyConfig:
     rope_base: float = 10000.0
     eps: float = 1e-5
     std: float = 0.2
+    # Std of Q/K weights when different from ``std`` (large Q/K make attention position-sensitive,
+    # so a RoPE bug changes the output).
+    std_qk: float | None = None
     tied: bool = False
     seed: int = 0
     name: str = "tiny-llama"
@@ -63,8 +66,8 @@ def random_weights(cfg: TinyConfig) -> dict[str, np.ndarray]:
     e, hd = cfg.n_embd, cfg.head_dim
     qd, kvd = cfg.n_head * hd, cfg.n_head_kv * hd
 
-    def mat(rows: int, cols: int) -> np.ndarray:
-        return (rng.standard_normal((rows, cols)) * cfg.std).astype(np.float32)
+    def mat(rows: int, cols: int, std: float | None = None) -> np.ndarray:
+        return (rng.standard_normal((rows, cols)) * (std or cfg.std)).astype(np.float32)
 
     def norm(n: int) -> np.ndarray:
         return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
@@ -73,8 +76,8 @@ def random_weights(cfg: TinyConfig) -> dict[str, np.ndarray]:
     for i in range(cfg.n_layer):
         p = f"blk.{i}."
         w[p + "attn_norm.weight"] = norm(e)
-        w[p + "attn_q.weight"] = mat(qd, e)
-        w[p + "attn_k.weight"] = mat(kvd, e)
+        w[p + "attn_q.weight"] = mat(qd, e, cfg.std_qk)
+        w[p + "attn_k.weight"] = mat(kvd, e, cfg.std_qk)
         w[p + "attn_v.weight"] = mat(kvd, e)
         w[p + "attn_output.weight"] = mat(e, qd)
         w[p + "ffn_norm.weight"] = norm(e)
@@ -144,6 +147,7 @@ def llama_cpp_quantize(src: Path, dst: Path, ftype_name: str, threads: int = 2) 
     """Quantize ``src`` with llama.cpp's quantizer (``ftype_name`` like ``Q4_K_M``)."""
     import llama_cpp
 
+    quiet_llama_cpp()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype_name}")
     params.nthread = threads
@@ -199,13 +203,65 @@ def rope_halves(x: np.ndarray, pos: np.ndarray, base: float) -> np.ndarray:
     return np.concatenate([x0 * c - x1 * s, x0 * s + x1 * c], axis=-1)
 
 
+# ggml multiplies quantized weights with activations that it first quantizes itself (its
+# "vec_dot_type"): Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, f16 for F16.
+# The reference models that step from ggml's scalar reference code (quantize_row_q8_0_ref,
+# quantize_row_q8_K_ref), so it agrees with any ggml-compatible engine to f32 rounding.
+ACT_QUANT = {
+    "Q4_0": "Q8_0", "Q5_0": "Q8_0", "Q8_0": "Q8_0",
+    "Q4_1": "Q8_1", "Q5_1": "Q8_1",
+    "Q2_K": "Q8_K", "Q3_K": "Q8_K", "Q4_K": "Q8_K", "Q5_K": "Q8_K", "Q6_K": "Q8_K",
+    "F16": "F16", "F32": "F32",
+}
+
+
+def _round_away(v: np.ndarray) -> np.ndarray:
+    return np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+
+
+def fake_quant(x: np.ndarray, kind: str) -> np.ndarray:
+    """Quantize then dequantize each row of ``x`` the way ggml quantizes activations."""
+    if kind == "F32":
+        return x
+    x32 = x.astype(np.float32)
+    if kind == "F16":
+        return x32.astype(np.float16).astype(np.float64)
+    t, k = x32.shape
+    if kind in ("Q8_0", "Q8_1"):
+        b = x32.reshape(t, k // 32, 32)
+        d = np.abs(b).max(-1, keepdims=True) / np.float32(127)
+        with np.errstate(divide="ignore"):
+            inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+        q = _round_away(b * inv)
+        dq = d.astype(np.float16).astype(np.float64)
+        return (q.astype(np.float64) * dq).reshape(t, k)
+    if kind == "Q8_K":
+        b = x32.reshape(t, k // 256, 256)
+        idx = np.abs(b).argmax(-1)[..., None]
+        mx = np.take_along_axis(b, idx, -1)
+        with np.errstate(divide="ignore"):
+            iscale = np.where(mx != 0, np.float32(-127) / mx, np.float32(0)).astype(np.float32)
+            d = np.where(iscale != 0, np.float32(1) / iscale, np.float32(0)).astype(np.float32)
+        q = np.clip(_round_away(iscale * b), -128, 127)
+        return (q.astype(np.float64) * d.astype(np.float64)).reshape(t, k)
+    raise ValueError(kind)
+
+
 def reference_forward(
     w: dict[str, np.ndarray],
     cfg: TinyConfig,
     tokens: list[int],
     rope: Any = rope_pairs,
+    types: dict[str, str] | None = None,
 ) -> np.ndarray:
-    """Logits (T, n_vocab) for ``tokens`` from position 0."""
+    """Logits (T, n_vocab) for ``tokens`` from position 0. With ``types`` (tensor name -> ggml
+    type), activations are quantized before each weight matmul as ggml does."""
+
+    def mm(x: np.ndarray, name: str) -> np.ndarray:
+        if types is not None:
+            x = fake_quant(x, ACT_QUANT[types[name]])
+        return np.asarray(x @ w[name].T)
+
     t = len(tokens)
     hd, nh, nkv = cfg.head_dim, cfg.n_head, cfg.n_head_kv
     rep = nh // nkv
@@ -215,9 +271,9 @@ def reference_forward(
     for i in range(cfg.n_layer):
         p = f"blk.{i}."
         h = rmsnorm(x, w[p + "attn_norm.weight"], cfg.eps)
-        q = (h @ w[p + "attn_q.weight"].T).reshape(t, nh, hd)
-        k = (h @ w[p + "attn_k.weight"].T).reshape(t, nkv, hd)
-        v = (h @ w[p + "attn_v.weight"].T).reshape(t, nkv, hd)
+        q = (mm(h, p + "attn_q.weight")).reshape(t, nh, hd)
+        k = (mm(h, p + "attn_k.weight")).reshape(t, nkv, hd)
+        v = (mm(h, p + "attn_v.weight")).reshape(t, nkv, hd)
         q = rope(q, pos, cfg.rope_base)
         k = rope(k, pos, cfg.rope_base)
         o = np.empty((t, nh, hd))
@@ -227,14 +283,13 @@ def reference_forward(
             att = np.exp(att - att.max(-1, keepdims=True))
             att /= att.sum(-1, keepdims=True)
             o[:, head] = att @ v[:, g]
-        x = x + o.reshape(t, nh * hd) @ w[p + "attn_output.weight"].T
+        x = x + mm(o.reshape(t, nh * hd), p + "attn_output.weight")
         h = rmsnorm(x, w[p + "ffn_norm.weight"], cfg.eps)
-        g_ = h @ w[p + "ffn_gate.weight"].T
-        u = h @ w[p + "ffn_up.weight"].T
-        x = x + ((g_ / (1.0 + np.exp(-g_))) * u) @ w[p + "ffn_down.weight"].T
+        g_ = mm(h, p + "ffn_gate.weight")
+        u = mm(h, p + "ffn_up.weight")
+        x = x + mm((g_ / (1.0 + np.exp(-g_))) * u, p + "ffn_down.weight")
     x = rmsnorm(x, w["output_norm.weight"], cfg.eps)
-    out = w.get("output.weight", w["token_embd.weight"])
-    return np.asarray(x @ out.T)
+    return mm(x, "output.weight" if "output.weight" in w else "token_embd.weight")
 
 
 def cache_dir() -> Path:
@@ -245,3 +300,16 @@ def cache_dir() -> Path:
     p = Path(base)
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+_LOG_CB: Any = None
+
+
+def quiet_llama_cpp() -> None:
+    """Silence llama.cpp's logging (model loader dumps, quantizer progress)."""
+    global _LOG_CB
+    import llama_cpp
+
+    if _LOG_CB is None:
+        _LOG_CB = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        llama_cpp.llama_log_set(_LOG_CB, ctypes.c_void_p(0))

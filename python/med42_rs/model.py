@@ -39,13 +39,16 @@ class Model:
         *,
         device: str = "cpu",
         n_ctx: int | None = None,
+        n_threads: int | None = None,
+        backend: str | None = None,
     ) -> Model:
         """Map and validate a GGUF file (or its byte-split parts, in order) and load the model.
 
         ``device`` is ``"cpu"``, ``"cuda"``/``"cuda:N"`` or ``"metal"``; ``n_ctx`` caps the context
-        (default: the trained context length).
+        (default: the trained context length); ``n_threads`` sets the CPU threads (default: all
+        CPUs available to the process). ``backend`` forces ``"native"`` (CPU only) or ``"candle"``.
         """
-        return cls(_native.NativeModel.load(_paths(path), device, n_ctx))
+        return cls(_native.NativeModel.load(_paths(path), device, n_ctx, n_threads, backend))
 
     @property
     def config(self) -> dict[str, Any]:
@@ -61,6 +64,16 @@ class Model:
     def n_ctx(self) -> int:
         """The context length generations may use."""
         return self._native.n_ctx
+
+    @property
+    def n_threads(self) -> int:
+        """CPU threads the forward pass uses."""
+        return self._native.n_threads
+
+    @property
+    def backend(self) -> str:
+        """The forward-pass implementation: ``"native"`` (CPU) or ``"candle"`` (GPUs)."""
+        return self._native.backend
 
     @property
     def tensors(self) -> list[tuple[str, list[int], str, int]]:

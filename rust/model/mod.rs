@@ -1,41 +1,41 @@
-//! The Llama forward pass.
+//! The Llama model: loading and checking every tensor, the KV cache, and the forward pass.
 //!
-//! One `forward` function over a batch of new tokens of one sequence: embedding rows gathered from
-//! the quantized table, then per block RMSNorm → Q/K/V → RoPE (ggml "normal" mode: adjacent pairs,
-//! as llama.cpp applies it for `llama`) → grouped-query attention over the KV cache without
-//! repeating K/V → output projection → RMSNorm → SwiGLU feed-forward; final RMSNorm and the output
-//! matrix (the token embedding when `output.weight` is absent). Shapes are noted after every reshape;
-//! `T` is the number of new tokens, `L` the number of cached positions after this call.
+//! One model, two implementations of the same forward pass:
+//! - [`cpu`]: the CPU path over plain f32 buffers and the project's kernels (no per-op allocation;
+//!   weights read in place from the mapping). Used whenever the device is `cpu`.
+//! - [`candle`](self::candle): the same steps on candle tensors, for CUDA and Metal (also runnable
+//!   on CPU with `backend="candle"`, which is how the tests keep it honest on a machine without a
+//!   GPU).
+
+mod candle;
+mod cpu;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, LlamaConfig, TensorInfo};
+use crate::kernels::pool;
 use crate::weights::{load_vector, QWeight};
-
-/// One transformer block's weights.
-struct Block {
-    attn_norm: Tensor,
-    wq: Arc<QWeight>,
-    wk: Arc<QWeight>,
-    wv: Arc<QWeight>,
-    wo: Arc<QWeight>,
-    ffn_norm: Tensor,
-    w_gate: Arc<QWeight>,
-    w_up: Arc<QWeight>,
-    w_down: Arc<QWeight>,
-}
 
 /// Which positions to return logits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logits {
-    /// Only the last new position: `(1, n_vocab)`.
+    /// Only the last new position: one row.
     Last,
-    /// Every new position: `(T, n_vocab)` (scoring and evaluation).
+    /// Every new position: `T` rows (scoring and evaluation).
     All,
+}
+
+/// Which implementation of the forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The project's CPU path (CPU only).
+    Native,
+    /// candle tensors (CUDA, Metal, or CPU for cross-checking).
+    Candle,
 }
 
 /// Options for loading.
@@ -45,6 +45,10 @@ pub struct LoadOptions {
     pub n_ctx: Option<usize>,
     /// `cpu`, `cuda[:N]` or `metal[:N]`.
     pub device: String,
+    /// CPU threads for the forward pass (default: all CPUs available to the process).
+    pub n_threads: Option<usize>,
+    /// Force an implementation (default: native on CPU, candle on GPUs).
+    pub backend: Option<Backend>,
 }
 
 impl Default for LoadOptions {
@@ -52,6 +56,8 @@ impl Default for LoadOptions {
         LoadOptions {
             n_ctx: None,
             device: "cpu".into(),
+            n_threads: None,
+            backend: None,
         }
     }
 }
@@ -77,7 +83,7 @@ pub fn device_from_name(name: &str) -> Result<Device> {
                 return Err(Error::Device {
                     device: name.into(),
                     detail: "this build has no CUDA support; build med42-rs with the cargo feature `cuda` \
-                             (e.g. `pip install . --config-settings=build-args=--features=python,cuda`)"
+                             (pip install . --config-settings=build-args=\"--features python,cuda\")"
                         .into(),
                 });
             }
@@ -106,29 +112,55 @@ pub fn device_from_name(name: &str) -> Result<Device> {
     }
 }
 
+/// A 1-D weight on the host (CPU path) and on the device (candle path).
+pub(crate) struct Vector {
+    pub host: Vec<f32>,
+    pub dev: Tensor,
+}
+
+/// One transformer block's weights.
+pub(crate) struct Block {
+    pub attn_norm: Vector,
+    pub wq: Arc<QWeight>,
+    pub wk: Arc<QWeight>,
+    pub wv: Arc<QWeight>,
+    pub wo: Arc<QWeight>,
+    pub ffn_norm: Vector,
+    pub w_gate: Arc<QWeight>,
+    pub w_up: Arc<QWeight>,
+    pub w_down: Arc<QWeight>,
+}
+
 /// A loaded Llama model: immutable, shared between sessions and threads.
 pub struct Llama {
     pub config: LlamaConfig,
     pub device: Device,
+    pub backend: Backend,
     /// Largest context a session may allocate.
     pub n_ctx: usize,
+    /// Threads the CPU forward pass uses.
+    pub n_threads: usize,
     pub file: Arc<GgufFile>,
-    tok_embd: Arc<QWeight>,
-    output: Arc<QWeight>,
-    output_norm: Tensor,
-    blocks: Vec<Block>,
-    /// RoPE tables `(n_ctx, n_rot/2)`.
-    rope_cos: Tensor,
-    rope_sin: Tensor,
+    pub(crate) tok_embd: Arc<QWeight>,
+    pub(crate) output: Arc<QWeight>,
+    pub(crate) output_norm: Vector,
+    pub(crate) blocks: Vec<Block>,
+    /// RoPE tables `(n_ctx, n_rot/2)`, row-major, as ggml computes them.
+    pub(crate) rope_cos: Vec<f32>,
+    pub(crate) rope_sin: Vec<f32>,
 }
 
-/// A per-sequence KV cache, preallocated to its context length.
+/// A per-sequence KV cache, preallocated to its context length (memory is committed by the OS as
+/// positions are written).
 pub struct KvCache {
-    /// Per layer `(n_head_kv, n_ctx, head_dim)`.
-    k: Vec<Tensor>,
-    v: Vec<Tensor>,
     len: usize,
     n_ctx: usize,
+    store: KvStore,
+}
+
+enum KvStore {
+    Native(Box<cpu::NativeCache>),
+    Candle(candle::CandleCache),
 }
 
 impl KvCache {
@@ -152,8 +184,7 @@ impl KvCache {
         self.len = 0;
     }
 
-    /// Keep the first `n` positions (rewind for prompt reuse). `n` larger than the current length
-    /// is an error.
+    /// Keep the first `n` positions (rewind for prompt reuse).
     pub fn truncate(&mut self, n: usize) -> Result<()> {
         if n > self.len {
             return Err(Error::arg(
@@ -187,6 +218,17 @@ impl Llama {
     pub fn from_gguf(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Self> {
         let cfg = LlamaConfig::from_gguf(&file)?;
         let device = device_from_name(&opts.device)?;
+        let backend = match (opts.backend, device.is_cpu()) {
+            (None, true) => Backend::Native,
+            (None, false) | (Some(Backend::Candle), _) => Backend::Candle,
+            (Some(Backend::Native), true) => Backend::Native,
+            (Some(Backend::Native), false) => {
+                return Err(Error::arg(
+                    "backend",
+                    "the native backend runs on the CPU only",
+                ))
+            }
+        };
         let n_ctx = opts.n_ctx.unwrap_or(cfg.n_ctx_train);
         if n_ctx == 0 || n_ctx > (1 << 20) {
             return Err(Error::arg(
@@ -194,14 +236,22 @@ impl Llama {
                 format!("{n_ctx} is outside 1..=1048576"),
             ));
         }
+        let max_threads = pool::pool().max_threads();
+        let n_threads = match opts.n_threads {
+            None => max_threads,
+            Some(0) => return Err(Error::arg("n_threads", "must be at least 1")),
+            Some(n) => n.min(max_threads),
+        };
         let (e, hd) = (cfg.n_embd, cfg.head_dim);
         let q_dim = cfg.n_head * hd;
         let kv_dim = cfg.n_head_kv * hd;
 
         // Check every tensor before loading any of them.
         let mut plan: Vec<(&TensorInfo, [u64; 2])> = Vec::new();
-        let tok = required(&file, "token_embd.weight")?;
-        plan.push((tok, [e as u64, cfg.n_vocab as u64]));
+        plan.push((
+            required(&file, "token_embd.weight")?,
+            [e as u64, cfg.n_vocab as u64],
+        ));
         let out_info = file.tensor_info("output.weight");
         if let Some(o) = out_info {
             plan.push((o, [e as u64, cfg.n_vocab as u64]));
@@ -219,7 +269,11 @@ impl Llama {
                 let info = required(&file, &format!("blk.{i}.{suffix}.weight"))?;
                 plan.push((info, [shape[0] as u64, shape[1] as u64]));
             }
+            for norm in ["attn_norm", "ffn_norm"] {
+                required(&file, &format!("blk.{i}.{norm}.weight"))?;
+            }
         }
+        required(&file, "output_norm.weight")?;
         for (info, shape) in &plan {
             if info.dims != shape {
                 return Err(Error::tensor(
@@ -256,7 +310,11 @@ impl Llama {
                 &device,
             )?))
         };
-        let v = |name: &str| load_vector(&file, required(&file, name)?, e, &device);
+        let v = |name: &str| -> Result<Vector> {
+            let host = load_vector(&file, required(&file, name)?, e)?;
+            let dev = Tensor::from_slice(&host, e, &device)?;
+            Ok(Vector { host, dev })
+        };
 
         let tok_embd = w("token_embd.weight", e, cfg.n_vocab)?;
         let output = match out_info {
@@ -281,18 +339,17 @@ impl Llama {
         let output_norm = v("output_norm.weight")?;
 
         let freq_factors = match file.tensor_info("rope_freqs.weight") {
-            Some(info) => {
-                let t = load_vector(&file, info, cfg.n_rot / 2, &Device::Cpu)?;
-                Some(t.to_vec1::<f32>()?)
-            }
+            Some(info) => Some(load_vector(&file, info, cfg.n_rot / 2)?),
             None => None,
         };
-        let (rope_cos, rope_sin) = rope_tables(&cfg, n_ctx, freq_factors.as_deref(), &device)?;
+        let (rope_cos, rope_sin) = rope_tables(&cfg, n_ctx, freq_factors.as_deref());
 
         Ok(Llama {
             config: cfg,
             device,
+            backend,
             n_ctx,
+            n_threads,
             file,
             tok_embd,
             output,
@@ -303,8 +360,7 @@ impl Llama {
         })
     }
 
-    /// A fresh KV cache for up to `n_ctx` positions (default: the model's `n_ctx`). Memory is
-    /// reserved lazily by the OS as positions are written.
+    /// A fresh KV cache for up to `n_ctx` positions (default: the model's `n_ctx`).
     pub fn new_cache(&self, n_ctx: Option<usize>) -> Result<KvCache> {
         let n_ctx = n_ctx.unwrap_or(self.n_ctx);
         if n_ctx == 0 || n_ctx > self.n_ctx {
@@ -316,19 +372,16 @@ impl Llama {
                 ),
             ));
         }
-        let c = &self.config;
-        let shape = (c.n_head_kv, n_ctx, c.head_dim);
-        let mut k = Vec::with_capacity(c.n_layer);
-        let mut v = Vec::with_capacity(c.n_layer);
-        for _ in 0..c.n_layer {
-            k.push(Tensor::zeros(shape, DType::F32, &self.device)?);
-            v.push(Tensor::zeros(shape, DType::F32, &self.device)?);
-        }
+        let store = match self.backend {
+            Backend::Native => {
+                KvStore::Native(Box::new(cpu::NativeCache::new(&self.config, n_ctx)))
+            }
+            Backend::Candle => KvStore::Candle(candle::CandleCache::new(self, n_ctx)?),
+        };
         Ok(KvCache {
-            k,
-            v,
             len: 0,
             n_ctx,
+            store,
         })
     }
 
@@ -356,150 +409,58 @@ impl Llama {
         ws.iter().all(|w| w.is_mapped())
     }
 
-    /// Run `tokens` (appended after the cached positions) and return logits `(1 or T, n_vocab)`.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Tensor> {
-        let c = &self.config;
+    /// Run `tokens` (appended after the cached positions) and return logits, row-major
+    /// `rows x n_vocab` with one row (`Last`) or `tokens.len()` rows (`All`).
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Vec<f32>> {
         let t = tokens.len();
         if t == 0 {
             return Err(Error::arg("tokens", "at least one token is required"));
         }
-        let pos = cache.len;
-        let l = pos + t;
+        let l = cache.len + t;
         if l > cache.n_ctx {
             return Err(Error::ContextOverflow {
                 needed: l,
                 n_ctx: cache.n_ctx,
             });
         }
-        if cache.k.len() != c.n_layer {
+        let n_vocab = self.config.n_vocab as u32;
+        if let Some(&bad) = tokens.iter().find(|&&id| id >= n_vocab) {
             return Err(Error::arg(
-                "cache",
-                "the KV cache belongs to a different model",
+                "tokens",
+                format!("token id {bad} is out of range for a vocabulary of {n_vocab}"),
             ));
         }
-        let (hd, n_head, n_kv, n_rep) = (c.head_dim, c.n_head, c.n_head_kv, c.n_rep());
-        let scale = 1.0 / (hd as f64).sqrt();
-
-        let mut x = self.tok_embd.embedding(tokens, &self.device)?; // (T, n_embd)
-        let cos = self.rope_cos.narrow(0, pos, t)?; // (T, n_rot/2)
-        let sin = self.rope_sin.narrow(0, pos, t)?;
-        let mask = if t > 1 {
-            Some(causal_mask(t, pos, &self.device)?)
-        } else {
-            None
-        }; // (T, L)
-
-        for (i, b) in self.blocks.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &b.attn_norm, c.rms_norm_eps)?; // (T, n_embd)
-            let q = b.wq.forward(&h)?; // (T, n_head*hd)
-            let k = b.wk.forward(&h)?; // (T, n_kv*hd)
-            let v = b.wv.forward(&h)?; // (T, n_kv*hd)
-
-            let q = q
-                .reshape((1, t, n_head, hd))?
-                .transpose(1, 2)?
-                .contiguous()?; // (1, n_head, T, hd)
-            let k = k.reshape((1, t, n_kv, hd))?.transpose(1, 2)?.contiguous()?; // (1, n_kv, T, hd)
-            let v = v.reshape((t, n_kv, hd))?.transpose(0, 1)?.contiguous()?; // (n_kv, T, hd)
-            let q = self.rope(&q, &cos, &sin)?.squeeze(0)?; // (n_head, T, hd)
-            let k = self.rope(&k, &cos, &sin)?.squeeze(0)?; // (n_kv, T, hd)
-
-            cache.k[i].slice_set(&k, 1, pos)?;
-            cache.v[i].slice_set(&v, 1, pos)?;
-            let kc = cache.k[i].narrow(1, 0, l)?; // (n_kv, L, hd), strided view of the cache
-            let vc = cache.v[i].narrow(1, 0, l)?; // (n_kv, L, hd)
-
-            // Grouped-query attention: query head g*n_rep + r reads KV head g. Group the query
-            // heads instead of repeating K/V.
-            let q = q.reshape((n_kv, n_rep * t, hd))?; // (n_kv, n_rep*T, hd)
-            let att = (q.matmul(&kc.t()?)? * scale)?; // (n_kv, n_rep*T, L)
-            let att = match &mask {
-                Some(m) => att
-                    .reshape((n_kv, n_rep, t, l))? // (n_kv, n_rep, T, L)
-                    .broadcast_add(m)?
-                    .reshape((n_kv, n_rep * t, l))?, // (n_kv, n_rep*T, L)
-                None => att,
-            };
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let o = att.matmul(&vc)?; // (n_kv, n_rep*T, hd)
-            let o = o
-                .reshape((n_head, t, hd))? // (n_head, T, hd)
-                .transpose(0, 1)? // (T, n_head, hd)
-                .reshape((t, n_head * hd))?; // (T, n_head*hd)
-            x = (x + b.wo.forward(&o)?)?; // (T, n_embd)
-
-            let h = candle_nn::ops::rms_norm(&x, &b.ffn_norm, c.rms_norm_eps)?; // (T, n_embd)
-            let g = b.w_gate.forward(&h)?; // (T, n_ff)
-            let u = b.w_up.forward(&h)?; // (T, n_ff)
-            let f = (candle_nn::ops::silu(&g)? * u)?; // (T, n_ff)
-            x = (x + b.w_down.forward(&f)?)?; // (T, n_embd)
-        }
-        cache.len = l;
-
-        let x = match which {
-            Logits::Last => x.narrow(0, t - 1, 1)?, // (1, n_embd)
-            Logits::All => x,                       // (T, n_embd)
+        let pos = cache.len;
+        let out = match &mut cache.store {
+            KvStore::Native(c) => cpu::forward(self, tokens, pos, c, which)?,
+            KvStore::Candle(c) => candle::forward(self, tokens, pos, c, which)?,
         };
-        let x = candle_nn::ops::rms_norm(&x.contiguous()?, &self.output_norm, c.rms_norm_eps)?;
-        self.output.forward(&x) // (1 or T, n_vocab)
-    }
-
-    /// Apply RoPE to `x` `(1, heads, T, hd)` on its first `n_rot` dimensions.
-    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let (n_rot, hd) = (self.config.n_rot, self.config.head_dim);
-        if n_rot == hd {
-            return Ok(candle_nn::rotary_emb::rope_i(x, cos, sin)?);
-        }
-        let rot = x.narrow(D::Minus1, 0, n_rot)?.contiguous()?;
-        let pass = x.narrow(D::Minus1, n_rot, hd - n_rot)?;
-        let rot = candle_nn::rotary_emb::rope_i(&rot, cos, sin)?;
-        Ok(Tensor::cat(&[&rot, &pass], D::Minus1)?.contiguous()?)
+        cache.len = l;
+        Ok(out)
     }
 }
 
-/// cos/sin tables `(n_ctx, n_rot/2)`: `theta(p, i) = p * freq_scale * base^(-2i/n_rot) / factor_i`.
+/// cos/sin tables `(n_ctx, n_rot/2)` computed as ggml's rope cache does for `llama`: in f32,
+/// `theta_0 = p`, `theta_{i+1} = theta_i * base^(-2/n_rot)`, angle `freq_scale * theta_i /
+/// factor_i`.
 fn rope_tables(
     cfg: &LlamaConfig,
     n_ctx: usize,
     freq_factors: Option<&[f32]>,
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
+) -> (Vec<f32>, Vec<f32>) {
     let half = cfg.n_rot / 2;
-    let base = cfg.rope_freq_base as f64;
-    let inv_freq: Vec<f64> = (0..half)
-        .map(|i| {
-            let f = base.powf(-2.0 * i as f64 / cfg.n_rot as f64);
-            match freq_factors {
-                Some(ff) => f / ff[i] as f64,
-                None => f,
-            }
-        })
-        .collect();
+    let theta_scale = cfg.rope_freq_base.powf(-2.0 / cfg.n_rot as f32);
     let mut cos = Vec::with_capacity(n_ctx * half);
     let mut sin = Vec::with_capacity(n_ctx * half);
     for p in 0..n_ctx {
-        let p = p as f64 * cfg.rope_freq_scale as f64;
-        for f in &inv_freq {
-            let th = p * f;
-            cos.push(th.cos() as f32);
-            sin.push(th.sin() as f32);
+        let mut theta = p as f32;
+        for i in 0..half {
+            let ff = freq_factors.map_or(1.0, |f| f[i]);
+            let th = cfg.rope_freq_scale * (theta / ff);
+            cos.push(th.cos());
+            sin.push(th.sin());
+            theta *= theta_scale;
         }
     }
-    Ok((
-        Tensor::from_vec(cos, (n_ctx, half), device)?,
-        Tensor::from_vec(sin, (n_ctx, half), device)?,
-    ))
-}
-
-/// Additive causal mask `(T, pos+T)`: new token `i` (at absolute position `pos+i`) sees keys
-/// `0..=pos+i`.
-fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Tensor> {
-    let l = pos + t;
-    let mut m = vec![0f32; t * l];
-    for i in 0..t {
-        for j in (pos + i + 1)..l {
-            m[i * l + j] = f32::NEG_INFINITY;
-        }
-    }
-    Ok(Tensor::from_vec(m, (t, l), device)?)
+    (cos, sin)
 }

@@ -1,0 +1,337 @@
+//! CPU kernels: activation quantization, quantized dot products with run-time SIMD dispatch, the
+//! tiled multi-threaded matmul over weights in the file mapping, and the thread pool.
+//!
+//! Dot products for Q4_0, Q8_0 and the K-quants are candle's (AVX2 chosen at run time, NEON on
+//! ARM); Q4_1, Q5_0, Q5_1, F16 and F32 have AVX2 kernels here (candle's are scalar). Activations
+//! are quantized by this module with ggml's exact rules (see [`quantize`]).
+
+pub mod pool;
+pub mod quantize;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+use candle_core::quantized::k_quants::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8K, BlockQ8_0, GgmlType as CandleBlock,
+};
+use half::{bf16, f16};
+
+use crate::gguf::GgmlType;
+
+/// The format activations are converted to before a dot product with a weight type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActKind {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    Q8_1,
+    Q8K,
+}
+
+impl ActKind {
+    /// ggml's vec-dot type for weights of type `t`.
+    pub fn of(t: GgmlType) -> Option<Self> {
+        use GgmlType::*;
+        Some(match t {
+            F32 => ActKind::F32,
+            F16 => ActKind::F16,
+            BF16 => ActKind::BF16,
+            Q4_0 | Q5_0 | Q8_0 => ActKind::Q8_0,
+            Q4_1 | Q5_1 => ActKind::Q8_1,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K => ActKind::Q8K,
+            _ => return None,
+        })
+    }
+
+    /// Bytes of one converted row of `k` elements.
+    pub fn row_bytes(self, k: usize) -> usize {
+        match self {
+            ActKind::F32 => 4 * k,
+            ActKind::F16 | ActKind::BF16 => 2 * k,
+            ActKind::Q8_0 => k / 32 * quantize::Q8_0_BYTES,
+            ActKind::Q8_1 => k / 32 * quantize::Q8_1_BYTES,
+            ActKind::Q8K => k / 256 * quantize::Q8_K_BYTES,
+        }
+    }
+
+    /// Convert one row.
+    pub fn convert_row(self, x: &[f32], out: &mut [u8]) {
+        match self {
+            ActKind::F32 => quantize::quantize_row_f32(x, out),
+            ActKind::F16 => quantize::quantize_row_f16(x, out),
+            ActKind::BF16 => quantize::quantize_row_bf16(x, out),
+            ActKind::Q8_0 => quantize::quantize_row_q8_0(x, out),
+            ActKind::Q8_1 => quantize::quantize_row_q8_1(x, out),
+            ActKind::Q8K => quantize::quantize_row_q8_k(x, out),
+        }
+    }
+}
+
+/// Activation rows converted for one [`ActKind`]: reusable scratch (8-byte aligned).
+#[derive(Default)]
+pub struct QActs {
+    buf: Vec<u64>,
+    kind: Option<ActKind>,
+    rows: usize,
+    row_bytes: usize,
+}
+
+impl QActs {
+    /// Convert `m` rows of `k` floats (`x.len() == m * k`) for `kind`, in parallel.
+    pub fn convert(&mut self, kind: ActKind, x: &[f32], m: usize, k: usize, n_threads: usize) {
+        let rb = kind.row_bytes(k);
+        let need = (m * rb).div_ceil(8);
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
+        }
+        self.kind = Some(kind);
+        self.rows = m;
+        self.row_bytes = rb;
+        let base = SendPtr(self.buf.as_mut_ptr() as *mut u8);
+        pool::pool().for_chunks(n_threads, m, 4, &|r| {
+            for t in r {
+                // SAFETY: rows are disjoint byte ranges of `buf`, which holds `m * rb` bytes.
+                let out = unsafe { std::slice::from_raw_parts_mut(base.get().add(t * rb), rb) };
+                kind.convert_row(&x[t * k..(t + 1) * k], out);
+            }
+        });
+    }
+
+    /// The converted kind, if any.
+    pub fn kind(&self) -> Option<ActKind> {
+        self.kind
+    }
+
+    /// Row `t` as bytes.
+    pub fn row(&self, t: usize) -> &[u8] {
+        debug_assert!(t < self.rows);
+        // SAFETY: `buf` holds `rows * row_bytes` initialised bytes.
+        let all = unsafe {
+            std::slice::from_raw_parts(self.buf.as_ptr() as *const u8, self.rows * self.row_bytes)
+        };
+        &all[t * self.row_bytes..(t + 1) * self.row_bytes]
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// A raw pointer that may cross threads; each use states why its accesses are disjoint.
+#[derive(Clone, Copy)]
+pub struct SendPtr<T>(pub *mut T);
+// SAFETY: only used for writes to disjoint index ranges from pool threads (see each use).
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so closures capture the `Sync` wrapper, not the raw field).
+    #[inline]
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Dot product of one weight row with one converted activation row (`k` elements).
+pub type DotFn = fn(k: usize, w: &[u8], a: &[u8]) -> f32;
+
+fn cast<T>(b: &[u8]) -> &[T] {
+    let size = std::mem::size_of::<T>();
+    assert!(
+        b.len().is_multiple_of(size)
+            && (b.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+    );
+    // SAFETY: the block types are `#[repr(C)]` plain data valid for any bit pattern; length and
+    // alignment checked above.
+    unsafe { std::slice::from_raw_parts(b.as_ptr() as *const T, b.len() / size) }
+}
+
+fn candle_dot<T: CandleBlock>(k: usize, w: &[u8], a: &[u8]) -> f32 {
+    T::vec_dot(k, cast::<T>(w), cast::<T::VecDotType>(a))
+}
+
+fn candle_dot_scalar<T: CandleBlock>(k: usize, w: &[u8], a: &[u8]) -> f32 {
+    T::vec_dot_unopt(k, cast::<T>(w), cast::<T::VecDotType>(a))
+}
+
+/// The portable (scalar, or candle's compile-time NEON) dot for `t`: the reference the SIMD
+/// kernels are tested against.
+pub fn dot_fn_reference(t: GgmlType) -> Option<DotFn> {
+    use GgmlType::*;
+    Some(match t {
+        F32 => candle_dot_scalar::<f32>,
+        F16 => candle_dot_scalar::<f16>,
+        BF16 => candle_dot_scalar::<bf16>,
+        Q4_0 => candle_dot_scalar::<BlockQ4_0>,
+        Q4_1 => candle_dot_scalar::<BlockQ4_1>,
+        Q5_0 => candle_dot_scalar::<BlockQ5_0>,
+        Q5_1 => candle_dot_scalar::<BlockQ5_1>,
+        Q8_0 => candle_dot_scalar::<BlockQ8_0>,
+        Q2_K => candle_dot_scalar::<BlockQ2K>,
+        Q3_K => candle_dot_scalar::<BlockQ3K>,
+        Q4_K => candle_dot_scalar::<BlockQ4K>,
+        Q5_K => candle_dot_scalar::<BlockQ5K>,
+        Q6_K => candle_dot_scalar::<BlockQ6K>,
+        Q8_K => candle_dot_scalar::<BlockQ8K>,
+        _ => return None,
+    })
+}
+
+/// The fastest dot for `t` on this CPU.
+pub fn dot_fn(t: GgmlType) -> Option<DotFn> {
+    use GgmlType::*;
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx2() {
+        // SAFETY (all five): AVX2/FMA/F16C were detected; lengths are checked by the callers'
+        // shapes (one weight row and one activation row of the same `k`).
+        let f: Option<DotFn> = match t {
+            Q4_1 => Some(|k, w, a| unsafe { x86::dot_q4_1(k / 32, w, a) }),
+            Q5_0 => Some(|k, w, a| unsafe { x86::dot_q5_0(k / 32, w, a) }),
+            Q5_1 => Some(|k, w, a| unsafe { x86::dot_q5_1(k / 32, w, a) }),
+            F16 => Some(|k, w, a| unsafe { x86::dot_f16(k, w, a) }),
+            F32 => Some(|k, w, a| unsafe { x86::dot_f32(k, w, a) }),
+            _ => None,
+        };
+        if f.is_some() {
+            return f;
+        }
+    }
+    Some(match t {
+        F32 => candle_dot::<f32>,
+        F16 => candle_dot::<f16>,
+        BF16 => candle_dot::<bf16>,
+        Q4_0 => candle_dot::<BlockQ4_0>,
+        Q4_1 => candle_dot::<BlockQ4_1>,
+        Q5_0 => candle_dot::<BlockQ5_0>,
+        Q5_1 => candle_dot::<BlockQ5_1>,
+        Q8_0 => candle_dot::<BlockQ8_0>,
+        Q2_K => candle_dot::<BlockQ2K>,
+        Q3_K => candle_dot::<BlockQ3K>,
+        Q4_K => candle_dot::<BlockQ4K>,
+        Q5_K => candle_dot::<BlockQ5K>,
+        Q6_K => candle_dot::<BlockQ6K>,
+        Q8_K => candle_dot::<BlockQ8K>,
+        _ => return None,
+    })
+}
+
+/// Dequantize rows of a weight matrix (`row_bytes` each) into `out` (`k` floats per row).
+pub fn dequantize_row(t: GgmlType, row: &[u8], out: &mut [f32]) -> bool {
+    use GgmlType::*;
+    fn deq<T: CandleBlock>(row: &[u8], out: &mut [f32]) {
+        T::to_float(cast::<T>(row), out)
+    }
+    match t {
+        F32 => deq::<f32>(row, out),
+        F16 => deq::<f16>(row, out),
+        BF16 => deq::<bf16>(row, out),
+        Q4_0 => deq::<BlockQ4_0>(row, out),
+        Q4_1 => deq::<BlockQ4_1>(row, out),
+        Q5_0 => deq::<BlockQ5_0>(row, out),
+        Q5_1 => deq::<BlockQ5_1>(row, out),
+        Q8_0 => deq::<BlockQ8_0>(row, out),
+        Q2_K => deq::<BlockQ2K>(row, out),
+        Q3_K => deq::<BlockQ3K>(row, out),
+        Q4_K => deq::<BlockQ4K>(row, out),
+        Q5_K => deq::<BlockQ5K>(row, out),
+        Q6_K => deq::<BlockQ6K>(row, out),
+        Q8_K => deq::<BlockQ8K>(row, out),
+        _ => return false,
+    }
+    true
+}
+
+/// A weight matrix `[n_out, k]` as raw rows in the mapping.
+#[derive(Clone, Copy)]
+pub struct WeightView<'a> {
+    pub dtype: GgmlType,
+    pub n_out: usize,
+    pub k: usize,
+    pub data: &'a [u8],
+    pub dot: DotFn,
+}
+
+impl WeightView<'_> {
+    #[inline]
+    fn row(&self, j: usize) -> &[u8] {
+        let rb = self.data.len() / self.n_out;
+        &self.data[j * rb..(j + 1) * rb]
+    }
+}
+
+/// `out[t, j] = dot(W[j], act[t])` for all `t < acts.rows()`, `j < n_out`, on `n_threads`.
+///
+/// Decode (one row) splits the weight rows across threads. Prefill tiles the work into blocks of
+/// activation rows × weight rows, sized so both stay in cache, so the weights are streamed from
+/// memory a few times per batch instead of once per token.
+pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usize) {
+    let m = acts.rows();
+    let n = w.n_out;
+    assert!(out.len() >= m * n);
+    let dst = SendPtr(out.as_mut_ptr());
+    let p = pool::pool();
+    if m == 1 {
+        let a = acts.row(0);
+        let chunk = (n / (n_threads.max(1) * 8)).clamp(8, 256);
+        p.for_chunks(n_threads, n, chunk, &|r| {
+            for j in r {
+                // SAFETY: each j is written by exactly one chunk.
+                unsafe { *dst.get().add(j) = (w.dot)(w.k, w.row(j), a) };
+            }
+        });
+        return;
+    }
+    let act_rb = acts.row_bytes.max(1);
+    let w_rb = (w.data.len() / n).max(1);
+    // ~256 KiB of activations and ~128 KiB of weights per tile.
+    let t_blk = (256 * 1024 / act_rb).clamp(1, 64).min(m);
+    let j_blk = (128 * 1024 / w_rb).clamp(4, 64).min(n);
+    let n_tb = m.div_ceil(t_blk);
+    let n_jb = n.div_ceil(j_blk);
+    p.for_chunks(n_threads, n_tb * n_jb, 1, &|r| {
+        for task in r {
+            // activation-block major: consecutive tasks reuse the same activations
+            let (tb, jb) = (task / n_jb, task % n_jb);
+            let t0 = tb * t_blk;
+            let t1 = (t0 + t_blk).min(m);
+            let j0 = jb * j_blk;
+            let j1 = (j0 + j_blk).min(n);
+            for j in j0..j1 {
+                let wr = w.row(j);
+                for t in t0..t1 {
+                    // SAFETY: (t, j) pairs of different tasks are disjoint.
+                    unsafe { *dst.get().add(t * n + j) = (w.dot)(w.k, wr, acts.row(t)) };
+                }
+            }
+        }
+    });
+}
+
+/// Dot product of two f32 slices, SIMD when available.
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx2() {
+        // SAFETY: AVX2/FMA detected.
+        return unsafe { x86::dot_f32_slices(a, b) };
+    }
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `y += a * x`, SIMD when available.
+#[inline]
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx2() {
+        // SAFETY: AVX2/FMA detected.
+        return unsafe { x86::axpy(a, x, y) };
+    }
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+//! Kernel correctness: every SIMD dot against the scalar reference and against an f64 dot of the
+//! dequantized operands; the tiled matmul against a plain loop.
+
+use super::*;
+use candle_core::quantized::k_quants::BlockQ8_1;
+
+const TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = crate::sampling::Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            // roughly normal: sum of uniforms, plus an offset so min-based formats are exercised
+            let s: f64 = (0..4).map(|_| rng.next_f64()).sum::<f64>() - 2.0;
+            (s * 1.7 + 0.1) as f32
+        })
+        .collect()
+}
+
+fn as_bytes<T>(v: &[T]) -> &[u8] {
+    // SAFETY: plain-data block types; any bit pattern is a valid u8.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+/// Quantize `rows x k` weights to `t` with candle's quantizers; returns the raw bytes.
+fn quantize_weights(t: GgmlType, w: &[f32]) -> Vec<u8> {
+    fn q<T: CandleBlock>(w: &[f32]) -> Vec<u8> {
+        let mut blocks = vec![T::zeros(); w.len() / T::BLCK_SIZE];
+        T::from_float(w, &mut blocks);
+        as_bytes(&blocks).to_vec()
+    }
+    use GgmlType::*;
+    match t {
+        F32 => q::<f32>(w),
+        F16 => q::<f16>(w),
+        BF16 => q::<bf16>(w),
+        Q4_0 => q::<BlockQ4_0>(w),
+        Q4_1 => q::<BlockQ4_1>(w),
+        Q5_0 => q::<BlockQ5_0>(w),
+        Q5_1 => q::<BlockQ5_1>(w),
+        Q8_0 => q::<BlockQ8_0>(w),
+        Q2_K => q::<BlockQ2K>(w),
+        Q3_K => q::<BlockQ3K>(w),
+        Q4_K => q::<BlockQ4K>(w),
+        Q5_K => q::<BlockQ5K>(w),
+        Q6_K => q::<BlockQ6K>(w),
+        _ => unreachable!(),
+    }
+}
+
+/// Dequantize a converted activation row back to floats.
+fn dequant_act(kind: ActKind, row: &[u8], k: usize) -> Vec<f32> {
+    let mut out = vec![0f32; k];
+    match kind {
+        ActKind::F32 => out.copy_from_slice(cast::<f32>(row)),
+        ActKind::F16 => f16::to_float(cast::<f16>(row), &mut out),
+        ActKind::BF16 => bf16::to_float(cast::<bf16>(row), &mut out),
+        ActKind::Q8_0 => BlockQ8_0::to_float(cast::<BlockQ8_0>(row), &mut out),
+        ActKind::Q8_1 => BlockQ8_1::to_float(cast::<BlockQ8_1>(row), &mut out),
+        ActKind::Q8K => BlockQ8K::to_float(cast::<BlockQ8K>(row), &mut out),
+    }
+    out
+}
+
+#[test]
+fn simd_dots_match_the_scalar_reference_and_f64_math() {
+    let k = 1024;
+    for (i, &t) in TYPES.iter().enumerate() {
+        let wf = rand_vec(k, 100 + i as u64);
+        let xf = rand_vec(k, 200 + i as u64);
+        let wb = quantize_weights(t, &wf);
+        let kind = ActKind::of(t).unwrap();
+        let mut acts = QActs::default();
+        acts.convert(kind, &xf, 1, k, 1);
+        let a = acts.row(0);
+        let fast = dot_fn(t).unwrap()(k, &wb, a);
+        let slow = dot_fn_reference(t).unwrap()(k, &wb, a);
+        let mut wd = vec![0f32; k];
+        assert!(dequantize_row(t, &wb, &mut wd));
+        let xd = dequant_act(kind, a, k);
+        let exact: f64 = wd.iter().zip(&xd).map(|(&p, &q)| p as f64 * q as f64).sum();
+        let scale: f64 = wd
+            .iter()
+            .zip(&xd)
+            .map(|(&p, &q)| (p as f64 * q as f64).abs())
+            .sum();
+        let tol = scale
+            * if matches!(t, GgmlType::F16 | GgmlType::BF16) {
+                2e-3
+            } else {
+                2e-6
+            };
+        assert!(
+            (fast as f64 - slow as f64).abs() <= tol,
+            "{t}: simd {fast} vs scalar {slow}"
+        );
+        // The Q8_1 `s` field is rounded to f16, so Q4_1/Q5_1 differ from exact math by that rounding.
+        let tol_exact = if matches!(t, GgmlType::Q4_1 | GgmlType::Q5_1) {
+            scale * 2e-3
+        } else {
+            tol
+        };
+        assert!(
+            (fast as f64 - exact).abs() <= tol_exact,
+            "{t}: simd {fast} vs f64 {exact}"
+        );
+    }
+}
+
+#[test]
+fn a_corrupted_weight_block_changes_the_dot() {
+    // negative control: the comparison above would notice a kernel reading the wrong bytes
+    let k = 256;
+    let t = GgmlType::Q4_1;
+    let mut wb = quantize_weights(t, &rand_vec(k, 1));
+    let mut acts = QActs::default();
+    acts.convert(ActKind::Q8_1, &rand_vec(k, 2), 1, k, 1);
+    let before = dot_fn(t).unwrap()(k, &wb, acts.row(0));
+    wb[4 + 3] ^= 0x5A; // flip quant bits in block 0
+    let after = dot_fn(t).unwrap()(k, &wb, acts.row(0));
+    assert_ne!(before, after);
+}
+
+#[test]
+fn tiled_matmul_equals_plain_loop() {
+    let (k, n) = (512, 70);
+    for &t in &[GgmlType::Q4_K, GgmlType::Q5_0, GgmlType::F16] {
+        let wf = rand_vec(k * n, 7);
+        let wb = quantize_weights(t, &wf);
+        let view = WeightView {
+            dtype: t,
+            n_out: n,
+            k,
+            data: &wb,
+            dot: dot_fn(t).unwrap(),
+        };
+        for m in [1usize, 3, 37] {
+            let x = rand_vec(m * k, 9 + m as u64);
+            let mut acts = QActs::default();
+            acts.convert(ActKind::of(t).unwrap(), &x, m, k, 2);
+            let mut out = vec![f32::NAN; m * n];
+            matmul(&view, &acts, &mut out, 2);
+            for tt in 0..m {
+                for j in 0..n {
+                    let want = (view.dot)(k, view.row(j), acts.row(tt));
+                    assert_eq!(out[tt * n + j], want, "{t} m={m} t={tt} j={j}");
+                }
+            }
+        }
+    }
+}
