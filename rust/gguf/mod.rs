@@ -169,3 +169,6 @@ impl GgufFile {
             })
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

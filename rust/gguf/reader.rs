@@ -76,19 +76,20 @@ impl<'a> Cursor<'a> {
         Ok(String::from_utf8_lossy(&b).into_owned())
     }
 
-    /// Check that `count` items of at least `min_size` bytes each can fit in the file at all.
+    /// Reject a count that no file could hold. A count that merely exceeds what is left of this
+    /// file is allowed through: the file was cut short, and reading on reports the truncation at
+    /// the exact item (loops end at the end of the file; capacities are capped separately).
     fn plausible_count(&self, count: u64, min_size: u64, what: &str) -> Result<()> {
-        let remaining = self.src.len().saturating_sub(self.pos);
-        match count.checked_mul(min_size) {
-            Some(bytes) if bytes <= remaining => Ok(()),
-            // A count that fits the whole file but not what is left means the file was cut short;
-            // reading on reports the truncation at the exact item.
-            Some(bytes) if bytes <= self.src.len() => Ok(()),
-            _ => Err(self.invalid(format!(
-                "{what} declares {count} entries, which cannot fit in a file of {} bytes",
-                self.src.len()
-            ))),
+        let fits_file = count
+            .checked_mul(min_size)
+            .is_some_and(|b| b <= self.src.len());
+        if fits_file || count <= MAX_ARRAY_LEN {
+            return Ok(());
         }
+        Err(self.invalid(format!(
+            "{what} declares {count} entries, which cannot fit in a file of {} bytes",
+            self.src.len()
+        )))
     }
 
     fn value(&mut self, t: u32, key: &str, depth: u32) -> Result<Value> {
@@ -166,14 +167,14 @@ impl<'a> Cursor<'a> {
             vt::INT64 => prim!(I64, i64),
             vt::FLOAT64 => prim!(F64, f64),
             vt::BOOL => {
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(n.min(1 << 16));
                 for _ in 0..n {
                     v.push(self.bool(key)?);
                 }
                 Array::Bool(v)
             }
             vt::STRING => {
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(n.min(1 << 16));
                 for _ in 0..n {
                     v.push(self.string(MAX_STRING_LEN, &ewhat)?);
                 }

@@ -464,3 +464,6 @@ fn rope_tables(
     }
     (cos, sin)
 }
+
+#[cfg(test)]
+mod tests;
