@@ -6,13 +6,15 @@ use std::path::PathBuf;
 use super::types::value_type as vt;
 use super::*;
 
+/// A test tensor: (name, dims, type id, relative offset, data).
+pub(crate) type RawTensor = (String, Vec<u64>, u32, u64, Vec<u8>);
+
 /// A tiny GGUF writer for tests (independent of the reader).
 #[derive(Default)]
 pub(crate) struct Writer {
     pub version: u32,
     pub kv: Vec<(String, u32, Vec<u8>)>,
-    /// (name, dims, type id, relative offset, data)
-    pub tensors: Vec<(String, Vec<u64>, u32, u64, Vec<u8>)>,
+    pub tensors: Vec<RawTensor>,
     pub alignment: u64,
 }
 
