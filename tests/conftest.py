@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import ggufgen as g  # noqa: E402
+import ggufgen as g
 
 # Types gguf-py writes itself, and llama.cpp ftypes made with its quantizer from the F32 file.
 GGUF_PY_TYPES = ["F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]

@@ -157,8 +157,13 @@ def llama_cpp_quantize(src: Path, dst: Path, ftype_name: str, threads: int = 2) 
     return dst
 
 
+# Q4_1 and Q5_1 blocks start with (d: f16, m: f16); their block sizes in bytes.
+_MIN_FORMATS = {"Q4_1": 20, "Q5_1": 24}
+
+
 def read_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Every tensor of a GGUF dequantized by gguf-py to float64 in numpy layout, and its type."""
+    """Every tensor of a GGUF dequantized by gguf-py to float64 in numpy layout, and its type.
+    For Q4_1/Q5_1 tensors the per-block minimums are also returned, under ``name + "#min"``."""
     r = gguf.GGUFReader(str(path))
     out: dict[str, np.ndarray] = {}
     types: dict[str, str] = {}
@@ -167,6 +172,11 @@ def read_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))
         out[t.name] = np.asarray(arr, dtype=np.float64).reshape(shape)
         types[t.name] = t.tensor_type.name
+        bs = _MIN_FORMATS.get(t.tensor_type.name)
+        if bs is not None:
+            raw = np.asarray(t.data, dtype=np.uint8).reshape(shape[0], -1, bs)
+            mins = raw[:, :, 2:4].copy().view(np.float16)[:, :, 0]
+            out[t.name + "#min"] = mins.astype(np.float64)
     return out, types
 
 
@@ -205,18 +215,42 @@ def rope_halves(x: np.ndarray, pos: np.ndarray, base: float) -> np.ndarray:
 
 # ggml multiplies quantized weights with activations that it first quantizes itself (its
 # "vec_dot_type"): Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, f16 for F16.
-# The reference models that step from ggml's scalar reference code (quantize_row_q8_0_ref,
-# quantize_row_q8_K_ref), so it agrees with any ggml-compatible engine to f32 rounding.
+# The reference models that step with ggml's x86 rules (scale 127/amax, round half to even; Q8_K
+# with iscale = -127/max), including the f16-rounded block sum ggml stores for Q8_1, so it agrees
+# with a ggml-compatible engine to f32 rounding.
 ACT_QUANT = {
-    "Q4_0": "Q8_0", "Q5_0": "Q8_0", "Q8_0": "Q8_0",
-    "Q4_1": "Q8_1", "Q5_1": "Q8_1",
-    "Q2_K": "Q8_K", "Q3_K": "Q8_K", "Q4_K": "Q8_K", "Q5_K": "Q8_K", "Q6_K": "Q8_K",
-    "F16": "F16", "F32": "F32",
+    "Q4_0": "Q8_0",
+    "Q5_0": "Q8_0",
+    "Q8_0": "Q8_0",
+    "Q4_1": "Q8_1",
+    "Q5_1": "Q8_1",
+    "Q2_K": "Q8_K",
+    "Q3_K": "Q8_K",
+    "Q4_K": "Q8_K",
+    "Q5_K": "Q8_K",
+    "Q6_K": "Q8_K",
+    "F16": "F16",
+    "F32": "F32",
 }
 
 
-def _round_away(v: np.ndarray) -> np.ndarray:
-    return np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+def _round_even(v: np.ndarray) -> np.ndarray:
+    return np.rint(v)
+
+
+def q8_1_sum_error(x: np.ndarray) -> np.ndarray:
+    """Per block of 32: ggml's stored sum ``f16(d * sum(q))`` minus the exact ``f16(d) * sum(q)``
+    that a plain dequantized product implies. Shape (T, K/32)."""
+    x32 = x.astype(np.float32)
+    t, k = x32.shape
+    b = x32.reshape(t, k // 32, 32)
+    amax = np.abs(b).max(-1)
+    d = amax / np.float32(127)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax != 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    q = _round_even(b * inv[..., None]).sum(-1)
+    s16 = (d * q.astype(np.float32)).astype(np.float16).astype(np.float64)
+    return np.asarray(s16 - d.astype(np.float16).astype(np.float64) * q)
 
 
 def fake_quant(x: np.ndarray, kind: str) -> np.ndarray:
@@ -229,10 +263,11 @@ def fake_quant(x: np.ndarray, kind: str) -> np.ndarray:
     t, k = x32.shape
     if kind in ("Q8_0", "Q8_1"):
         b = x32.reshape(t, k // 32, 32)
-        d = np.abs(b).max(-1, keepdims=True) / np.float32(127)
+        amax = np.abs(b).max(-1, keepdims=True)
+        d = amax / np.float32(127)
         with np.errstate(divide="ignore"):
-            inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
-        q = _round_away(b * inv)
+            inv = np.where(amax != 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+        q = _round_even(b * inv)
         dq = d.astype(np.float16).astype(np.float64)
         return (q.astype(np.float64) * dq).reshape(t, k)
     if kind == "Q8_K":
@@ -242,7 +277,7 @@ def fake_quant(x: np.ndarray, kind: str) -> np.ndarray:
         with np.errstate(divide="ignore"):
             iscale = np.where(mx != 0, np.float32(-127) / mx, np.float32(0)).astype(np.float32)
             d = np.where(iscale != 0, np.float32(1) / iscale, np.float32(0)).astype(np.float32)
-        q = np.clip(_round_away(iscale * b), -128, 127)
+        q = np.minimum(_round_even(iscale * b), 127)
         return (q.astype(np.float64) * d.astype(np.float64)).reshape(t, k)
     raise ValueError(kind)
 
@@ -253,14 +288,18 @@ def reference_forward(
     tokens: list[int],
     rope: Any = rope_pairs,
     types: dict[str, str] | None = None,
+    kv_head_of: Any = None,
 ) -> np.ndarray:
     """Logits (T, n_vocab) for ``tokens`` from position 0. With ``types`` (tensor name -> ggml
     type), activations are quantized before each weight matmul as ggml does."""
 
     def mm(x: np.ndarray, name: str) -> np.ndarray:
-        if types is not None:
-            x = fake_quant(x, ACT_QUANT[types[name]])
-        return np.asarray(x @ w[name].T)
+        if types is None:
+            return np.asarray(x @ w[name].T)
+        y = fake_quant(x, ACT_QUANT[types[name]]) @ w[name].T
+        if ACT_QUANT[types[name]] == "Q8_1":
+            y = y + q8_1_sum_error(x) @ w[name + "#min"].T
+        return np.asarray(y)
 
     t = len(tokens)
     hd, nh, nkv = cfg.head_dim, cfg.n_head, cfg.n_head_kv
@@ -278,7 +317,7 @@ def reference_forward(
         k = rope(k, pos, cfg.rope_base)
         o = np.empty((t, nh, hd))
         for head in range(nh):
-            g = head // rep
+            g = head // rep if kv_head_of is None else kv_head_of(head)
             att = q[:, head] @ k[:, g].T / np.sqrt(hd) + mask
             att = np.exp(att - att.max(-1, keepdims=True))
             att /= att.sum(-1, keepdims=True)

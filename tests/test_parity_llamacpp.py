@@ -1,0 +1,158 @@
+"""Parity with llama.cpp (llama-cpp-python, F32 KV cache, no flash attention) on the same files.
+
+What "identical" can mean: both engines quantize activations to 8 bits before each quantized
+matmul, so an f32 difference of one ulp (a different summation order in attention, say) can flip
+one rounding and move later logits by about 1%. llama.cpp itself shows that noise between its own
+batched and token-by-token runs (measured in ``test_llamacpp_self_noise_is_real``). So:
+
+- logits: per position, the median difference must be at f32-rounding level (a systematic error
+  would show everywhere) and the worst position within the same noise llama.cpp has with itself;
+- greedy decoding: 64 identical steps, except that a step where llama.cpp's own top-2 margin is
+  inside the measured noise may go either way. F32, F16 and Q8_0 (no noise source) must be identical.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ggufgen as g
+import med42_rs
+import numpy as np
+import pytest
+from conftest import ALL_QUANTS, tiny_path
+
+llama_cpp = pytest.importorskip("llama_cpp")
+g.quiet_llama_cpp()
+
+STRICT = {"F32", "F16", "Q8_0"}
+N_STEPS = 64
+
+
+def llama(path: Path, n_ctx: int = 256, n_batch: int = 512) -> object:
+    return llama_cpp.Llama(
+        str(path),
+        n_ctx=n_ctx,
+        n_batch=n_batch,
+        n_ubatch=n_batch,
+        type_k=0,
+        type_v=0,
+        n_threads=2,
+        flash_attn=False,
+        logits_all=True,
+        verbose=False,
+    )
+
+
+def llama_greedy(L: object, prompt: list[int], n: int) -> list[int]:
+    L.reset()
+    out: list[int] = []
+    for t in L.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
+        out.append(int(t))
+        if len(out) == n:
+            break
+    return out
+
+
+def llama_logits(L: object, seq: list[int]) -> np.ndarray:
+    L.reset()
+    L.eval(seq)
+    return np.array(L.scores[: len(seq)], dtype=np.float32)
+
+
+def check_greedy(
+    m: med42_rs.Model, L: object, L1: object, prompt: list[int], strict: bool
+) -> tuple[int, list[int]]:
+    """Compare greedy paths; return (first divergence, llama.cpp path). Asserts the rules above."""
+    ref = llama_greedy(L, prompt, N_STEPS)
+    mine = m.greedy_ids(prompt, N_STEPS)
+    first = next((i for i, (a, b) in enumerate(zip(ref, mine)) if a != b), N_STEPS)
+    if first < N_STEPS:
+        assert not strict, f"diverged at step {first} on a type with no noise source"
+        seq = prompt + ref
+        lc = llama_logits(L, seq)
+        l1 = llama_logits(L1, seq)
+        ours = m.logits(seq)
+        i = len(prompt) - 1 + first
+        top2 = np.sort(lc[i])[-2:]
+        noise = max(np.abs(ours[i] - lc[i]).max(), np.abs(l1[i] - lc[i]).max())
+        assert top2[1] - top2[0] <= 2 * noise, (
+            f"diverged at step {first} with llama.cpp margin {top2[1] - top2[0]:.4f} > 2 x noise {noise:.4f}"
+        )
+    return first, ref
+
+
+SMOL_PROMPTS = [
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+    "The patient presented with chest pain and shortness of breath. The most likely diagnosis is",
+    "<|im_start|>system\nYou are a helpful medical assistant.<|im_end|>\n<|im_start|>user\n"
+    "What is the first-line treatment for type 2 diabetes?<|im_end|>\n<|im_start|>assistant\n",
+    "Metformin 500 mg twice daily is",
+]
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("quant", ALL_QUANTS)
+def test_logits_and_greedy_match_llama_cpp(quant: str) -> None:
+    path = tiny_path(quant)
+    m = med42_rs.Model.load(path)
+    L, L1 = llama(path), llama(path, n_batch=1)
+    for seed in range(3):
+        prompt = [1, *np.random.default_rng(seed).integers(3, 384, 15).tolist()]
+        _first, ref = check_greedy(m, L, L1, prompt, quant in STRICT)
+        seq = prompt + ref
+        lc = llama_logits(L, seq)
+        r = np.abs(m.logits(seq) - lc).max(1) / np.abs(lc).max(1)
+        tol_med = 3e-3 if quant == "F16" else 1e-4 if quant == "F32" else 1e-5
+        assert np.median(r) <= tol_med, f"median relative difference {np.median(r):.2e}"
+        assert r.max() <= (1e-4 if quant == "F32" else 6e-2), f"max {r.max():.2e}"
+
+
+@pytest.mark.oracle
+def test_negative_control_a_different_model_is_not_close() -> None:
+    """The comparison above is not vacuous: another model's logits fail it by far."""
+    a = med42_rs.Model.load(tiny_path("Q8_0"))
+    other = tiny_path("Q8_0", g.TinyConfig(seed=99))
+    seq = [1, 5, 9, 300, 20, 31]
+    lc = llama_logits(llama(other), seq)
+    r = np.abs(a.logits(seq) - lc).max(1) / np.abs(lc).max(1)
+    assert np.median(r) > 0.3
+
+
+@pytest.mark.oracle
+def test_llamacpp_self_noise_is_real(smollm2: Path) -> None:
+    """llama.cpp batched vs token-by-token on the same real model differ by about a percent: the
+    noise floor the rules above are built on."""
+    L, L1 = llama(smollm2, 512), llama(smollm2, 512, n_batch=1)
+    prompt = L.tokenize(SMOL_PROMPTS[2].encode(), add_bos=False, special=True)
+    seq = prompt + llama_greedy(L, prompt, 32)
+    a, b = llama_logits(L, seq), llama_logits(L1, seq)
+    r = np.abs(a - b).max(1) / np.abs(a).max(1)
+    assert r.max() > 1e-3
+
+
+@pytest.mark.oracle
+@pytest.mark.slow
+def test_smollm2_greedy_and_logits_match_llama_cpp(smollm2: Path) -> None:
+    """The real SmolLM2-135M-Instruct (Q4_1, tied Q8_0 embeddings, 30 blocks)."""
+    m = med42_rs.Model.load(smollm2, n_ctx=512)
+    L, L1 = llama(smollm2, 512), llama(smollm2, 512, n_batch=1)
+    firsts = []
+    for text in SMOL_PROMPTS:
+        prompt = L.tokenize(text.encode(), add_bos=False, special=True)
+        first, ref = check_greedy(m, L, L1, prompt, strict=False)
+        firsts.append(first)
+        seq = prompt + ref
+        lc = llama_logits(L, seq)
+        l1 = llama_logits(L1, seq)
+        ours = m.logits(seq)
+        r = np.abs(ours - lc).max(1) / np.abs(lc).max(1)
+        self_noise = np.abs(l1 - lc).max(1) / np.abs(lc).max(1)
+        # within a small multiple of llama.cpp's own batched-vs-incremental difference
+        assert np.median(r) <= 3 * np.median(self_noise) + 1e-3
+        assert r.max() <= 3 * self_noise.max() + 1e-2
+    # the chat question is answered identically (up to the end of the answer), and correctly
+    prompt = L.tokenize(SMOL_PROMPTS[0].encode(), add_bos=False, special=True)
+    ids = m.greedy_ids(prompt, 12)
+    assert ids == llama_greedy(L, prompt, 12)
+    assert "Paris" in L.detokenize(ids).decode()
+    assert min(firsts) >= 8, f"first divergences {firsts}"
