@@ -10,6 +10,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod model;
 pub mod sampling;
+pub mod tokenizer;
 pub mod weights;
 
 #[cfg(feature = "python")]

@@ -10,8 +10,10 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyType};
 
 use crate::error::Error;
 use crate::generate::Session;
+use crate::gguf::GgufFile;
 use crate::gguf::{Array, Value};
 use crate::model::{Backend, Llama, LoadOptions, Logits};
+use crate::tokenizer::{attr, StreamDecoder, Tokenizer, TokenizerKind};
 
 /// Map a crate error to the Python exception class named by [`Error::python_class`].
 fn to_py(py: Python<'_>, e: Error) -> PyErr {
@@ -100,6 +102,7 @@ fn array_to_py<'py>(py: Python<'py>, a: &Array) -> PyResult<Bound<'py, PyAny>> {
 #[pyclass(frozen, module = "med42_rs._native")]
 struct NativeModel {
     model: Arc<Llama>,
+    tokenizer: std::sync::OnceLock<Arc<Tokenizer>>,
 }
 
 #[pymethods]
@@ -137,6 +140,21 @@ impl NativeModel {
         let model = detached(py, move || Llama::load(&paths, &opts))?;
         Ok(NativeModel {
             model: Arc::new(model),
+            tokenizer: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The tokenizer from this file's `tokenizer.ggml.*` metadata (built on first use).
+    fn tokenizer(&self, py: Python<'_>) -> PyResult<NativeTokenizer> {
+        if let Some(t) = self.tokenizer.get() {
+            return Ok(NativeTokenizer { tok: Arc::clone(t) });
+        }
+        let file = Arc::clone(&self.model.file);
+        let tok = Arc::new(detached(py, move || {
+            Tokenizer::from_metadata(&file.metadata)
+        })?);
+        Ok(NativeTokenizer {
+            tok: Arc::clone(self.tokenizer.get_or_init(|| tok)),
         })
     }
 
@@ -233,6 +251,191 @@ impl NativeModel {
     }
 }
 
+/// A tokenizer built from GGUF metadata; immutable and shared across threads.
+#[pyclass(frozen, module = "med42_rs._native")]
+struct NativeTokenizer {
+    tok: Arc<Tokenizer>,
+}
+
+#[pymethods]
+impl NativeTokenizer {
+    /// Read only the metadata of a GGUF file (vocabulary-only files work) and build its tokenizer.
+    #[staticmethod]
+    fn from_file(py: Python<'_>, paths: Vec<PathBuf>) -> PyResult<Self> {
+        let tok = detached(py, move || {
+            let file = GgufFile::open(&paths)?;
+            Tokenizer::from_metadata(&file.metadata)
+        })?;
+        Ok(NativeTokenizer { tok: Arc::new(tok) })
+    }
+
+    /// Text to ids (`add_special`: BOS/EOS as the vocabulary asks; `parse_special`: control-token
+    /// text becomes control tokens).
+    fn encode(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Vec<u32> {
+        let tok = Arc::clone(&self.tok);
+        let text = text.to_owned();
+        py.detach(move || tok.encode(&text, add_special, parse_special))
+    }
+
+    /// Ids to text as llama.cpp's `llama_detokenize(ids, remove_special=False, unparse_special=special)`.
+    fn decode(&self, py: Python<'_>, ids: Vec<u32>, special: bool) -> PyResult<String> {
+        self.tok.decode(&ids, special).map_err(|e| to_py(py, e))
+    }
+
+    /// Raw bytes of `llama_detokenize(ids, remove_special, unparse_special)`.
+    fn detokenize<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Vec<u32>,
+        remove_special: bool,
+        unparse_special: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let b = self
+            .tok
+            .detokenize(&ids, remove_special, unparse_special)
+            .map_err(|e| to_py(py, e))?;
+        Ok(PyBytes::new(py, &b))
+    }
+
+    /// The bytes of one token.
+    fn token_to_piece<'py>(
+        &self,
+        py: Python<'py>,
+        id: u32,
+        special: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let b = self
+            .tok
+            .token_to_piece(id, special, 0)
+            .map_err(|e| to_py(py, e))?;
+        Ok(PyBytes::new(py, b))
+    }
+
+    /// The vocabulary text of one token.
+    fn token_text(&self, py: Python<'_>, id: u32) -> PyResult<String> {
+        self.tok
+            .token_text(id)
+            .map(str::to_owned)
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// The type of one token.
+    fn token_type(&self, py: Python<'_>, id: u32) -> PyResult<&'static str> {
+        let a = self.tok.token_attr(id).map_err(|e| to_py(py, e))?;
+        Ok(if a & attr::CONTROL != 0 {
+            "control"
+        } else if a & attr::USER_DEFINED != 0 {
+            "user_defined"
+        } else if a & attr::UNKNOWN != 0 {
+            "unknown"
+        } else if a & attr::BYTE != 0 {
+            "byte"
+        } else if a & attr::NORMAL != 0 {
+            "normal"
+        } else if a & attr::UNUSED != 0 {
+            "unused"
+        } else {
+            "undefined"
+        })
+    }
+
+    /// The id of a token text, or None.
+    fn token_id(&self, text: &str) -> Option<u32> {
+        self.tok.token_id(text)
+    }
+
+    /// A fresh stream decoder.
+    fn stream(&self, special: bool) -> NativeStreamDecoder {
+        NativeStreamDecoder {
+            tok: Arc::clone(&self.tok),
+            dec: std::sync::Mutex::new(self.tok.stream(special)),
+        }
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.tok.vocab_size()
+    }
+    #[getter]
+    fn kind(&self) -> &'static str {
+        match self.tok.kind() {
+            TokenizerKind::Spm => "llama",
+            TokenizerKind::Bpe => "gpt2",
+        }
+    }
+    #[getter]
+    fn pre(&self) -> Option<&'static str> {
+        match self.tok.kind() {
+            TokenizerKind::Spm => None,
+            TokenizerKind::Bpe => Some(self.tok.pre_tokenizer().name()),
+        }
+    }
+    #[getter]
+    fn bos_id(&self) -> Option<u32> {
+        self.tok.bos()
+    }
+    #[getter]
+    fn eos_id(&self) -> Option<u32> {
+        self.tok.eos()
+    }
+    #[getter]
+    fn eot_id(&self) -> Option<u32> {
+        self.tok.eot()
+    }
+    #[getter]
+    fn unk_id(&self) -> Option<u32> {
+        self.tok.unk()
+    }
+    #[getter]
+    fn pad_id(&self) -> Option<u32> {
+        self.tok.pad()
+    }
+    #[getter]
+    fn eog_ids(&self) -> Vec<u32> {
+        self.tok.eog().to_vec()
+    }
+    #[getter]
+    fn add_bos(&self) -> bool {
+        self.tok.add_bos()
+    }
+    #[getter]
+    fn add_eos(&self) -> bool {
+        self.tok.add_eos()
+    }
+    #[getter]
+    fn add_space_prefix(&self) -> bool {
+        self.tok.add_space_prefix()
+    }
+}
+
+/// Incremental decoder: ids in, whole-character text chunks out.
+#[pyclass(frozen, module = "med42_rs._native")]
+struct NativeStreamDecoder {
+    tok: Arc<Tokenizer>,
+    dec: std::sync::Mutex<StreamDecoder>,
+}
+
+#[pymethods]
+impl NativeStreamDecoder {
+    /// Add one id; the text that became final.
+    fn push(&self, py: Python<'_>, id: u32) -> PyResult<String> {
+        let mut d = self.dec.lock().unwrap_or_else(|p| p.into_inner());
+        d.push(&self.tok, id).map_err(|e| to_py(py, e))
+    }
+
+    /// End of stream: the rest.
+    fn finish(&self) -> String {
+        let mut d = self.dec.lock().unwrap_or_else(|p| p.into_inner());
+        d.finish(&self.tok)
+    }
+}
+
 /// What this build was compiled with and what the CPU offers.
 #[pyfunction]
 fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -250,6 +453,8 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeModel>()?;
+    m.add_class::<NativeTokenizer>()?;
+    m.add_class::<NativeStreamDecoder>()?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     Ok(())
 }

@@ -26,6 +26,7 @@ from .errors import (
     UnsupportedModelError,
 )
 from .model import Model
+from .tokenizer import StreamDecoder, Tokenizer
 
 __version__: str = _native.build_info()["version"]
 
@@ -42,6 +43,8 @@ __all__ = [
     "Model",
     "ModelFileError",
     "NotGGUFError",
+    "StreamDecoder",
+    "Tokenizer",
     "TokenizerError",
     "TruncatedFileError",
     "UnsupportedModelError",

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _native
+from .tokenizer import Tokenizer
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -31,6 +32,7 @@ class Model:
 
     def __init__(self, native: _native.NativeModel) -> None:
         self._native = native
+        self._tokenizer: Tokenizer | None = None
 
     @classmethod
     def load(
@@ -54,6 +56,13 @@ class Model:
     def config(self) -> dict[str, Any]:
         """Hyper-parameters read from the ``llama.*`` metadata keys."""
         return self._native.config
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer stored in the file's ``tokenizer.ggml.*`` metadata."""
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer(self._native.tokenizer())
+        return self._tokenizer
 
     @property
     def metadata(self) -> dict[str, Any]:

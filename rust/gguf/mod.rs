@@ -106,6 +106,20 @@ impl Metadata {
     }
 }
 
+impl FromIterator<(String, Value)> for Metadata {
+    /// Metadata built in memory (a later duplicate key replaces the earlier value).
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
+        let mut md = Metadata::default();
+        for (k, v) in iter {
+            match md.index.get(&k) {
+                Some(&i) => md.entries[i].1 = v,
+                None => md.insert(k, v),
+            }
+        }
+        md
+    }
+}
+
 fn bad_key(key: &str, expected: &str, found: &Value) -> Error {
     Error::BadKey {
         key: key.into(),
