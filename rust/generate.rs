@@ -100,7 +100,9 @@ impl Session {
             if cancelled() {
                 return Err(Error::Cancelled);
             }
-            let logits = self.model.forward(chunk, &mut self.cache, which)?;
+            let logits =
+                self.model
+                    .forward_cancellable(chunk, &mut self.cache, which, cancelled)?;
             self.tokens.extend_from_slice(chunk);
             match which {
                 Logits::All => out.extend_from_slice(&logits),
@@ -157,4 +159,258 @@ pub fn greedy(model: &Arc<Llama>, prompt: &[u32], n: usize) -> Result<Vec<u32>> 
         logits = s.append(&[next], Logits::Last, &mut || false)?;
     }
     Ok(out)
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// An end-of-generation token (EOS / EOT) was sampled.
+    Eos,
+    /// `max_tokens` were generated.
+    Length,
+}
+
+impl Finish {
+    /// `"eos"` or `"length"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Eos => "eos",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// One produced token (or the end): the text that became final, the ids, and the finish reason on
+/// the last step.
+#[derive(Debug, Clone, Default)]
+pub struct Step {
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub finish: Option<Finish>,
+}
+
+/// A streaming generation: prompt, sampler, its own session, and a stream decoder.
+///
+/// Each [`Generation::step`] runs the remaining prompt (first call) or one decode forward pass and
+/// samples one token. The sampled token is fed to the model at the start of the following step, so
+/// a cancellation never loses text that was already returned.
+pub struct Generation {
+    session: Session,
+    sampler: crate::sampling::Sampler,
+    prompt: Vec<u32>,
+    logits: Option<Vec<f32>>,
+    pending: Option<u32>,
+    history: Vec<u32>,
+    generated: usize,
+    max_tokens: usize,
+    stop_ids: Vec<u32>,
+    decoder: Option<(
+        Arc<crate::tokenizer::Tokenizer>,
+        crate::tokenizer::StreamDecoder,
+    )>,
+    finished: bool,
+    /// Seconds spent on the prompt.
+    pub prompt_secs: f64,
+    /// Seconds spent generating tokens after the prompt.
+    pub decode_secs: f64,
+}
+
+impl Generation {
+    /// Check that the prompt and `max_tokens` fit the context, then allocate a KV cache of exactly
+    /// that size. `stop_ids` end the generation (the tokenizer's end-of-generation ids are added).
+    pub fn new(
+        model: Arc<Llama>,
+        tokenizer: Option<Arc<crate::tokenizer::Tokenizer>>,
+        prompt: Vec<u32>,
+        params: crate::sampling::SamplingParams,
+        max_tokens: usize,
+        stop_ids: &[u32],
+    ) -> Result<Self> {
+        if prompt.is_empty() {
+            return Err(Error::arg("prompt", "the prompt has no tokens"));
+        }
+        let needed = prompt.len().saturating_add(max_tokens);
+        if needed > model.n_ctx {
+            return Err(Error::ContextOverflow {
+                needed,
+                n_ctx: model.n_ctx,
+            });
+        }
+        let n_vocab = model.config.n_vocab as u32;
+        if let Some(&bad) = prompt.iter().find(|&&t| t >= n_vocab) {
+            return Err(Error::arg(
+                "prompt",
+                format!("token id {bad} is out of range for a vocabulary of {n_vocab}"),
+            ));
+        }
+        let sampler = crate::sampling::Sampler::new(params)?;
+        let mut stops = stop_ids.to_vec();
+        if let Some(t) = &tokenizer {
+            stops.extend_from_slice(t.eog());
+        }
+        stops.sort_unstable();
+        stops.dedup();
+        let session = Session::new(model, Some(needed.max(1)))?;
+        let decoder = tokenizer.map(|t| {
+            let d = t.stream(false);
+            (t, d)
+        });
+        Ok(Generation {
+            session,
+            sampler,
+            history: prompt.clone(),
+            prompt,
+            logits: None,
+            pending: None,
+            generated: 0,
+            max_tokens,
+            stop_ids: stops,
+            decoder,
+            finished: false,
+            prompt_secs: 0.0,
+            decode_secs: 0.0,
+        })
+    }
+
+    /// Prompt tokens.
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt.len()
+    }
+
+    /// Tokens generated so far.
+    pub fn completion_tokens(&self) -> usize {
+        self.generated
+    }
+
+    /// True once the last step was returned.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// End the generation now and free its KV cache.
+    pub fn close(&mut self) {
+        self.finished = true;
+        self.session.reset();
+        self.logits = None;
+    }
+
+    fn finish_text(&mut self) -> String {
+        match &mut self.decoder {
+            Some((t, d)) => d.finish(t),
+            None => String::new(),
+        }
+    }
+
+    /// Produce the next token; `None` once finished. `cancelled` is polled before every layer.
+    pub fn step(&mut self, cancelled: &mut dyn FnMut() -> bool) -> Result<Option<Step>> {
+        if self.finished {
+            return Ok(None);
+        }
+        if self.logits.is_none() {
+            let t0 = std::time::Instant::now();
+            let r = self.session.prefill(&self.prompt, cancelled);
+            self.prompt_secs += t0.elapsed().as_secs_f64();
+            self.logits = Some(r?);
+        }
+        if let Some(tok) = self.pending {
+            let t0 = std::time::Instant::now();
+            let r = self.session.append(&[tok], Logits::Last, cancelled);
+            self.decode_secs += t0.elapsed().as_secs_f64();
+            self.logits = Some(r?);
+            self.pending = None;
+        }
+        if self.generated >= self.max_tokens {
+            self.finished = true;
+            let text = self.finish_text();
+            return Ok(Some(Step {
+                text,
+                ids: Vec::new(),
+                finish: Some(Finish::Length),
+            }));
+        }
+        let t0 = std::time::Instant::now();
+        let logits = self.logits.as_mut().expect("logits after prefill");
+        let next = self.sampler.sample(logits, &self.history);
+        self.decode_secs += t0.elapsed().as_secs_f64();
+        self.history.push(next);
+        self.generated += 1;
+        if self.stop_ids.binary_search(&next).is_ok() {
+            self.finished = true;
+            let text = self.finish_text();
+            return Ok(Some(Step {
+                text,
+                ids: vec![next],
+                finish: Some(Finish::Eos),
+            }));
+        }
+        let mut text = match &mut self.decoder {
+            Some((t, d)) => d.push(t, next)?,
+            None => String::new(),
+        };
+        let mut finish = None;
+        if self.generated >= self.max_tokens {
+            self.finished = true;
+            text.push_str(&self.finish_text());
+            finish = Some(Finish::Length);
+        } else {
+            self.pending = Some(next);
+        }
+        Ok(Some(Step {
+            text,
+            ids: vec![next],
+            finish,
+        }))
+    }
+}
+
+/// Log-probability of `continuation` after `context` and whether every continuation token is the
+/// greedy choice, from one batched pass (the primitive of lm-evaluation-harness `loglikelihood`).
+pub fn score(
+    model: &Arc<Llama>,
+    context: &[u32],
+    continuation: &[u32],
+    cancelled: &mut dyn FnMut() -> bool,
+) -> Result<(f64, bool)> {
+    if context.is_empty() {
+        return Err(Error::arg(
+            "context",
+            "needs at least one token (start it with BOS)",
+        ));
+    }
+    if continuation.is_empty() {
+        return Err(Error::arg("continuation", "needs at least one token"));
+    }
+    let all: Vec<u32> = context.iter().chain(continuation).copied().collect();
+    let mut s = Session::new(Arc::clone(model), Some(all.len()))?;
+    let n_vocab = model.config.n_vocab;
+    // logits of the positions that predict the continuation only
+    if let Some(&bad) = continuation.iter().find(|&&t| t as usize >= n_vocab) {
+        return Err(Error::arg(
+            "continuation",
+            format!("token id {bad} is out of range for a vocabulary of {n_vocab}"),
+        ));
+    }
+    if context.len() > 1 {
+        s.append(&context[..context.len() - 1], Logits::Last, cancelled)?;
+    }
+    let rows = s.append(
+        &all[context.len() - 1..all.len() - 1],
+        Logits::All,
+        cancelled,
+    )?;
+    let mut total = 0.0f64;
+    let mut greedy = true;
+    for (i, &tok) in continuation.iter().enumerate() {
+        let row = &rows[i * n_vocab..(i + 1) * n_vocab];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        total += row[tok as usize] as f64 - lse;
+        greedy &= crate::sampling::argmax(row) == tok;
+    }
+    Ok((total, greedy))
 }

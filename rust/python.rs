@@ -9,10 +9,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyType};
 
 use crate::error::Error;
-use crate::generate::Session;
+use crate::generate::{Generation, Session};
 use crate::gguf::GgufFile;
 use crate::gguf::{Array, Value};
 use crate::model::{Backend, Llama, LoadOptions, Logits};
+use crate::sampling::SamplingParams;
 use crate::tokenizer::{attr, StreamDecoder, Tokenizer, TokenizerKind};
 
 /// Map a crate error to the Python exception class named by [`Error::python_class`].
@@ -244,6 +245,68 @@ impl NativeModel {
         Ok((PyBytes::new(py, &bytes), rows, cols))
     }
 
+    /// Start a streaming generation (nothing runs until the first `next`).
+    #[pyo3(signature = (ids, max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed, stop_ids))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate(
+        &self,
+        py: Python<'_>,
+        ids: Vec<u32>,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: usize,
+        top_p: f32,
+        min_p: f32,
+        repeat_penalty: f32,
+        repeat_last_n: usize,
+        seed: u64,
+        stop_ids: Vec<u32>,
+    ) -> PyResult<NativeGeneration> {
+        let params = SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            repeat_last_n,
+            seed,
+        };
+        let tok = self.tokenizer(py).ok().map(|t| t.tok);
+        let model = Arc::clone(&self.model);
+        let g = detached(py, move || {
+            Generation::new(model, tok, ids, params, max_tokens, &stop_ids)
+        })?;
+        Ok(NativeGeneration {
+            gen: std::sync::Mutex::new(Some(g)),
+            cancel: std::sync::atomic::AtomicBool::new(false),
+            usage: std::sync::Mutex::new((0, 0, 0.0, 0.0)),
+        })
+    }
+
+    /// `(sum of log-probabilities of continuation, whether it is the greedy continuation)`.
+    fn score(
+        &self,
+        py: Python<'_>,
+        context: Vec<u32>,
+        continuation: Vec<u32>,
+    ) -> PyResult<(f64, bool)> {
+        let model = Arc::clone(&self.model);
+        let mut err = None;
+        let main = is_main_thread(py);
+        let r = {
+            let err = &mut err;
+            py.detach(move || {
+                let mut check = SignalCheck::new(main, None, err);
+                crate::generate::score(&model, &context, &continuation, &mut || check.cancelled())
+            })
+        };
+        match (r, err) {
+            (_, Some(e)) => Err(e),
+            (Ok(v), None) => Ok(v),
+            (Err(e), None) => Err(to_py(py, e)),
+        }
+    }
+
     /// Greedy continuation of `ids` for `n` tokens.
     fn greedy(&self, py: Python<'_>, ids: Vec<u32>, n: usize) -> PyResult<Vec<u32>> {
         let model = Arc::clone(&self.model);
@@ -436,6 +499,141 @@ impl NativeStreamDecoder {
     }
 }
 
+fn is_main_thread(py: Python<'_>) -> bool {
+    (|| -> PyResult<bool> {
+        let th = py.import("threading")?;
+        let main = th.call_method0("main_thread")?;
+        let cur = th.call_method0("current_thread")?;
+        Ok(main.is(&cur))
+    })()
+    .unwrap_or(false)
+}
+
+/// Polled from detached engine code before every layer: an explicit cancel flag, and on the main
+/// thread (where Python delivers signals) pending signals such as Ctrl-C, at most every 20 ms.
+struct SignalCheck<'a> {
+    main: bool,
+    flag: Option<&'a std::sync::atomic::AtomicBool>,
+    err: &'a mut Option<PyErr>,
+    last: std::time::Instant,
+}
+
+impl<'a> SignalCheck<'a> {
+    fn new(
+        main: bool,
+        flag: Option<&'a std::sync::atomic::AtomicBool>,
+        err: &'a mut Option<PyErr>,
+    ) -> Self {
+        SignalCheck {
+            main,
+            flag,
+            err,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn cancelled(&mut self) -> bool {
+        if self
+            .flag
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return true;
+        }
+        if !self.main || self.last.elapsed() < std::time::Duration::from_millis(20) {
+            return false;
+        }
+        self.last = std::time::Instant::now();
+        match Python::attach(|py| py.check_signals()) {
+            Ok(()) => false,
+            Err(e) => {
+                *self.err = Some(e);
+                true
+            }
+        }
+    }
+}
+
+/// A running generation: an iterator of `(text, ids, finish_reason)` steps.
+#[pyclass(frozen, module = "med42_rs._native")]
+struct NativeGeneration {
+    gen: std::sync::Mutex<Option<Generation>>,
+    cancel: std::sync::atomic::AtomicBool,
+    /// prompt tokens, completion tokens, prompt seconds, decode seconds
+    usage: std::sync::Mutex<(usize, usize, f64, f64)>,
+}
+
+type StepTuple = (String, Vec<u32>, Option<&'static str>);
+
+#[pymethods]
+impl NativeGeneration {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<StepTuple>> {
+        let main = is_main_thread(py);
+        let mut err: Option<PyErr> = None;
+        let r = {
+            let err = &mut err;
+            let (gen, cancel, usage) = (&self.gen, &self.cancel, &self.usage);
+            py.detach(move || {
+                let mut guard = gen.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(g) = guard.as_mut() else {
+                    return Ok(None);
+                };
+                let mut check = SignalCheck::new(main, Some(cancel), err);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    g.step(&mut || check.cancelled())
+                }));
+                *usage.lock().unwrap_or_else(|p| p.into_inner()) = (
+                    g.prompt_tokens(),
+                    g.completion_tokens(),
+                    g.prompt_secs,
+                    g.decode_secs,
+                );
+                let r = match r {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Unsupported(
+                        "internal error during generation (a bug in med42-rs)".into(),
+                    )),
+                };
+                if g.is_finished() || r.is_err() {
+                    // free the KV cache as soon as nothing more can come
+                    if g.is_finished() {
+                        *guard = None;
+                    }
+                }
+                r
+            })
+        };
+        if let Some(e) = err {
+            return Err(e);
+        }
+        match r {
+            Ok(Some(step)) => Ok(Some((step.text, step.ids, step.finish.map(|f| f.as_str())))),
+            Ok(None) => Ok(None),
+            Err(Error::Cancelled) => Ok(None),
+            Err(e) => Err(to_py(py, e)),
+        }
+    }
+
+    /// Stop the generation and free its KV cache; safe to call from any thread, any time.
+    fn close(&self, py: Python<'_>) {
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let gen = &self.gen;
+        py.detach(|| {
+            *gen.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        });
+    }
+
+    /// `(prompt_tokens, completion_tokens, prompt_seconds, decode_seconds)`.
+    #[getter]
+    fn usage(&self) -> (usize, usize, f64, f64) {
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// What this build was compiled with and what the CPU offers.
 #[pyfunction]
 fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -455,6 +653,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeModel>()?;
     m.add_class::<NativeTokenizer>()?;
     m.add_class::<NativeStreamDecoder>()?;
+    m.add_class::<NativeGeneration>()?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     Ok(())
 }

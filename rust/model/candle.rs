@@ -64,6 +64,7 @@ pub(crate) fn forward(
     pos: usize,
     cache: &mut CandleCache,
     which: Logits,
+    cancelled: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<f32>> {
     let c = &m.config;
     let nt = m.n_threads;
@@ -82,6 +83,9 @@ pub(crate) fn forward(
     }; // (T, L)
 
     for (i, b) in m.blocks.iter().enumerate() {
+        if cancelled() {
+            return Err(crate::Error::Cancelled);
+        }
         let h = candle_nn::ops::rms_norm(&x, &b.attn_norm.dev, c.rms_norm_eps)?; // (T, E)
         let q = b.wq.forward(&h, nt)?; // (T, H*D)
         let k = b.wk.forward(&h, nt)?; // (T, G*D)

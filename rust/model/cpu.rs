@@ -187,6 +187,7 @@ pub(crate) fn forward(
     pos: usize,
     c: &mut NativeCache,
     which: Logits,
+    cancelled: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<f32>> {
     let cfg = &m.config;
     let nt = m.n_threads;
@@ -213,6 +214,9 @@ pub(crate) fn forward(
     m.tok_embd.gather_rows(tokens, &mut s.x[..t * e])?; // (T, E)
 
     for (li, b) in m.blocks.iter().enumerate() {
+        if cancelled() {
+            return Err(crate::Error::Cancelled);
+        }
         rms_norm(
             &s.x[..t * e],
             &b.attn_norm.host,

@@ -412,6 +412,18 @@ impl Llama {
     /// Run `tokens` (appended after the cached positions) and return logits, row-major
     /// `rows x n_vocab` with one row (`Last`) or `tokens.len()` rows (`All`).
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Vec<f32>> {
+        self.forward_cancellable(tokens, cache, which, &mut || false)
+    }
+
+    /// [`Self::forward`], polling `cancelled` before every block: on cancellation the cache is left
+    /// as it was before the call and `Error::Cancelled` is returned.
+    pub fn forward_cancellable(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+        cancelled: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<f32>> {
         let t = tokens.len();
         if t == 0 {
             return Err(Error::arg("tokens", "at least one token is required"));
@@ -432,8 +444,8 @@ impl Llama {
         }
         let pos = cache.len;
         let out = match &mut cache.store {
-            KvStore::Native(c) => cpu::forward(self, tokens, pos, c, which)?,
-            KvStore::Candle(c) => candle::forward(self, tokens, pos, c, which)?,
+            KvStore::Native(c) => cpu::forward(self, tokens, pos, c, which, cancelled)?,
+            KvStore::Candle(c) => candle::forward(self, tokens, pos, c, which, cancelled)?,
         };
         cache.len = l;
         Ok(out)

@@ -419,13 +419,14 @@ impl Tokenizer {
         }
 
         // end-of-turn / end-of-generation tokens recognised by text, forced to control type
+        // In list order. llama.cpp takes whichever token its hash map yields first: `<|eot_id|>`
+        // for Llama-3 (the list order agrees), `<|endoftext|>` for SmolLM2 (the list order gives the
+        // chat template's `<|im_end|>`; both end generation either way).
         let find = |names: &[&str]| -> Vec<u32> {
-            let mut v: Vec<u32> = names
+            names
                 .iter()
                 .filter_map(|t| ids.get(t.as_bytes()).copied())
-                .collect();
-            v.sort_unstable();
-            v
+                .collect()
         };
         if eot.is_none() {
             eot = find(EOT_TEXTS).first().copied();
