@@ -346,6 +346,15 @@ impl NativeTokenizer {
         py.detach(move || tok.encode(&text, add_special, parse_special))
     }
 
+    /// Encode `(text, parse_special)` parts as one text (see `Tokenizer::encode_parts`).
+    fn encode_parts(&self, py: Python<'_>, parts: Vec<(String, bool)>, add_special: bool) -> Vec<u32> {
+        let tok = Arc::clone(&self.tok);
+        py.detach(move || {
+            let refs: Vec<(&str, bool)> = parts.iter().map(|(s, b)| (s.as_str(), *b)).collect();
+            tok.encode_parts(&refs, add_special)
+        })
+    }
+
     /// Ids to text as llama.cpp's `llama_detokenize(ids, remove_special=False, unparse_special=special)`.
     fn decode(&self, py: Python<'_>, ids: Vec<u32>, special: bool) -> PyResult<String> {
         self.tok.decode(&ids, special).map_err(|e| to_py(py, e))

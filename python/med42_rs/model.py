@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any, Union
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, Union, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _native
+from .chat import MED42_STOPS, Message, Part, med42_parts, render_jinja_parts
+from .generation import Chunk, Completion, SamplingOptions, collect, start
+from .generation import stream as _stream
 from .tokenizer import Tokenizer
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -102,3 +105,195 @@ class Model:
     def greedy_ids(self, ids: Sequence[int], n: int) -> list[int]:
         """Greedy continuation of the token ids ``ids`` for ``n`` tokens."""
         return self._native.greedy(list(ids), n)
+
+    # ------------------------------------------------------------------------------------------
+    # generation
+
+    @overload
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        max_tokens: int = ...,
+        temperature: float = ...,
+        top_p: float = ...,
+        top_k: int = ...,
+        min_p: float = ...,
+        repeat_penalty: float = ...,
+        repeat_last_n: int = ...,
+        seed: int | None = ...,
+        stop: str | Sequence[str] | None = ...,
+        stream: Literal[False] = ...,
+        special: bool = ...,
+    ) -> Completion: ...
+    @overload
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        max_tokens: int = ...,
+        temperature: float = ...,
+        top_p: float = ...,
+        top_k: int = ...,
+        min_p: float = ...,
+        repeat_penalty: float = ...,
+        repeat_last_n: int = ...,
+        seed: int | None = ...,
+        stop: str | Sequence[str] | None = ...,
+        stream: Literal[True],
+        special: bool = ...,
+    ) -> Iterator[Chunk]: ...
+
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.1,
+        repeat_last_n: int = 64,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        stream: bool = False,
+        special: bool = False,
+    ) -> Completion | Iterator[Chunk]:
+        """Continue ``prompt`` (text, or token ids used as given).
+
+        Text is encoded with BOS as the vocabulary asks; ``special=True`` lets control-token text in
+        the prompt become control tokens (for prompts built from a template). Sampling applies the
+        repeat penalty, then top-k, top-p and min-p, then ``temperature`` (0 means greedy); the
+        same ``seed`` gives the same output. Generation ends at an end-of-generation token
+        (``finish_reason="eos"``), after ``max_tokens`` (``"length"``) or at a ``stop`` string
+        (``"stop"``; the stop string and what follows are not returned).
+
+        With ``stream=True`` an iterator of :class:`Chunk` is returned; otherwise a
+        :class:`Completion`. A prompt that cannot fit ``max_tokens`` more tokens in the context
+        raises :class:`~med42_rs.ContextLengthExceededError` before anything runs.
+        """
+        opts = SamplingOptions.make(
+            max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+            repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed,
+        )  # fmt: skip
+        stops = _stops(stop)
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt, special=special)
+        else:
+            ids = [int(i) for i in prompt]
+        gen = start(self._native, ids, opts, [])
+        chunks = _stream(gen, stops)
+        return chunks if stream else collect(chunks)
+
+    def chat_prompt(
+        self, messages: Sequence[Message], *, system: str | None = None, template: str | None = None
+    ) -> str:
+        """The prompt text for ``messages`` (dicts with ``role`` and ``content``).
+
+        ``template``: ``"med42"`` for the Med42 format, a Jinja chat template string, or ``None``
+        to use the file's ``tokenizer.chat_template`` when it has one and the Med42 format
+        otherwise. Jinja templates render in an immutable sandbox.
+        """
+        return "".join(t for t, _ in self._chat_parts(messages, system, template))
+
+    def _chat_parts(
+        self, messages: Sequence[Message], system: str | None, template: str | None
+    ) -> list[Part]:
+        if template is None:
+            template = self.metadata.get("tokenizer.chat_template") or "med42"
+        if template == "med42":
+            return med42_parts(messages, system)
+        tok = self.tokenizer
+        bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else ""
+        eos = tok.token_text(tok.eos_id) if tok.eos_id is not None else ""
+        parts = render_jinja_parts(template, messages, bos_token=bos, eos_token=eos, system=system)
+        if bos and tok.add_bos and parts and parts[0][1] and parts[0][0].startswith(bos):
+            parts[0] = (parts[0][0][len(bos) :], True)  # encoding adds BOS itself
+        return parts
+
+    def chat_ids(
+        self, messages: Sequence[Message], *, system: str | None = None, template: str | None = None
+    ) -> list[int]:
+        """The prompt token ids for ``messages``: special tokens are parsed in the template's markup
+        only, never in message contents (a user typing ``</s>`` gets text, not EOS)."""
+        parts = self._chat_parts(messages, system, template)
+        return self.tokenizer._native.encode_parts(list(parts), True)
+
+    @overload
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = ...,
+        template: str | None = ...,
+        stream: Literal[False] = ...,
+        max_tokens: int = ...,
+        temperature: float = ...,
+        top_p: float = ...,
+        top_k: int = ...,
+        min_p: float = ...,
+        repeat_penalty: float = ...,
+        repeat_last_n: int = ...,
+        seed: int | None = ...,
+        stop: str | Sequence[str] | None = ...,
+    ) -> Completion: ...
+    @overload
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = ...,
+        template: str | None = ...,
+        stream: Literal[True],
+        max_tokens: int = ...,
+        temperature: float = ...,
+        top_p: float = ...,
+        top_k: int = ...,
+        min_p: float = ...,
+        repeat_penalty: float = ...,
+        repeat_last_n: int = ...,
+        seed: int | None = ...,
+        stop: str | Sequence[str] | None = ...,
+    ) -> Iterator[Chunk]: ...
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        system: str | None = None,
+        template: str | None = None,
+        stop: str | Sequence[str] | None = None,
+        stream: bool = False,
+        **kw: Any,
+    ) -> Completion | Iterator[Chunk]:
+        """Answer the last user message of ``messages``.
+
+        The prompt is :meth:`chat_ids` (the Med42 template with the card's system prompt unless
+        the file carries its own chat template). With the Med42 format, generation also stops at
+        the next role marker, so the model does not write the user's turn. Other keyword arguments
+        are those of :meth:`generate`.
+        """
+        ids = self.chat_ids(messages, system=system, template=template)
+        stops = _stops(stop)
+        if (template or self.metadata.get("tokenizer.chat_template") or "med42") == "med42":
+            stops += [s for s in MED42_STOPS if s not in stops]
+        return self.generate(ids, stop=stops, stream=stream, **kw)  # type: ignore[call-overload, no-any-return]
+
+    def score(self, context: Sequence[int], continuation: Sequence[int]) -> tuple[float, bool]:
+        """``(log P(continuation | context), is_greedy)`` from one batched forward pass: the
+        lm-evaluation-harness ``loglikelihood`` primitive. Both are token-id lists; ``context``
+        usually starts with BOS."""
+        return self._native.score([int(i) for i in context], [int(i) for i in continuation])
+
+
+def _stops(stop: str | Sequence[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop]
+    out = list(stop)
+    for s in out:
+        if not isinstance(s, str) or not s:
+            raise ValueError(f"stop: each stop must be a non-empty str, got {s!r}")
+    return out

@@ -615,6 +615,31 @@ impl Tokenizer {
     /// `<|eot_id|>`) become those tokens; otherwise they are tokenized as plain text.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
         let frags = self.partition(text, parse_special);
+        self.encode_fragments(text, frags, add_special)
+    }
+
+    /// Encode the concatenation of `parts`, where special tokens are recognised only inside parts
+    /// flagged `true` (a template's markup) and never inside the others (message contents). Text
+    /// runs that meet across parts are tokenized as one, so the ids equal `encode(whole, ..,
+    /// true)` whenever the unflagged parts contain no special-token text.
+    pub fn encode_parts(&self, parts: &[(&str, bool)], add_special: bool) -> Vec<u32> {
+        let mut text = String::new();
+        let mut frags: Vec<Fragment> = Vec::new();
+        for &(part, parse) in parts {
+            let base = text.len();
+            text.push_str(part);
+            for f in self.partition(part, parse) {
+                match (f, frags.last_mut()) {
+                    (Fragment::Text(a, b), Some(Fragment::Text(_, end))) if *end == base + a => *end = base + b,
+                    (Fragment::Text(a, b), _) => frags.push(Fragment::Text(base + a, base + b)),
+                    (tok, _) => frags.push(tok),
+                }
+            }
+        }
+        self.encode_fragments(&text, frags, add_special)
+    }
+
+    fn encode_fragments(&self, text: &str, frags: Vec<Fragment>, add_special: bool) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
             out.extend(self.bos);
