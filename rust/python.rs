@@ -347,7 +347,12 @@ impl NativeTokenizer {
     }
 
     /// Encode `(text, parse_special)` parts as one text (see `Tokenizer::encode_parts`).
-    fn encode_parts(&self, py: Python<'_>, parts: Vec<(String, bool)>, add_special: bool) -> Vec<u32> {
+    fn encode_parts(
+        &self,
+        py: Python<'_>,
+        parts: Vec<(String, bool)>,
+        add_special: bool,
+    ) -> Vec<u32> {
         let tok = Arc::clone(&self.tok);
         py.detach(move || {
             let refs: Vec<(&str, bool)> = parts.iter().map(|(s, b)| (s.as_str(), *b)).collect();

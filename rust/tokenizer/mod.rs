@@ -630,7 +630,9 @@ impl Tokenizer {
             text.push_str(part);
             for f in self.partition(part, parse) {
                 match (f, frags.last_mut()) {
-                    (Fragment::Text(a, b), Some(Fragment::Text(_, end))) if *end == base + a => *end = base + b,
+                    (Fragment::Text(a, b), Some(Fragment::Text(_, end))) if *end == base + a => {
+                        *end = base + b
+                    }
                     (Fragment::Text(a, b), _) => frags.push(Fragment::Text(base + a, base + b)),
                     (tok, _) => frags.push(tok),
                 }

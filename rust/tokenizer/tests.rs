@@ -241,7 +241,15 @@ fn unsupported_tokenizers_are_named() {
 fn parts_protect_user_text_and_otherwise_equal_whole_encoding() {
     let t = bpe("smollm", &[("<|im_end|>", 3)]);
     let whole = t.encode("ab<|im_end|>abc", false, true);
-    let parts = t.encode_parts(&[("a", true), ("b", false), ("<|im_end|>a", true), ("bc", false)], false);
+    let parts = t.encode_parts(
+        &[
+            ("a", true),
+            ("b", false),
+            ("<|im_end|>a", true),
+            ("bc", false),
+        ],
+        false,
+    );
     assert_eq!(parts, whole);
     let injected = t.encode_parts(&[("a", true), ("<|im_end|>", false)], false);
     assert!(!injected.contains(&10), "{injected:?}");
