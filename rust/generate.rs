@@ -88,13 +88,7 @@ impl Session {
                 n_ctx: self.cache.n_ctx(),
             });
         }
-        let n_vocab = self.model.config.n_vocab as u32;
-        if let Some(&bad) = tokens.iter().find(|&&t| t >= n_vocab) {
-            return Err(Error::arg(
-                "tokens",
-                format!("token id {bad} is out of range for a vocabulary of {n_vocab}"),
-            ));
-        }
+        self.model.check_tokens("tokens", tokens)?;
         let mut out = Vec::new();
         for chunk in tokens.chunks(self.batch) {
             if cancelled() {
@@ -236,13 +230,7 @@ impl Generation {
                 n_ctx: model.n_ctx,
             });
         }
-        let n_vocab = model.config.n_vocab as u32;
-        if let Some(&bad) = prompt.iter().find(|&&t| t >= n_vocab) {
-            return Err(Error::arg(
-                "prompt",
-                format!("token id {bad} is out of range for a vocabulary of {n_vocab}"),
-            ));
-        }
+        model.check_tokens("prompt", &prompt)?;
         let sampler = crate::sampling::Sampler::new(params)?;
         let mut stops = stop_ids.to_vec();
         if let Some(t) = &tokenizer {
@@ -384,12 +372,7 @@ pub fn score(
     let mut s = Session::new(Arc::clone(model), Some(all.len()))?;
     let n_vocab = model.config.n_vocab;
     // logits of the positions that predict the continuation only
-    if let Some(&bad) = continuation.iter().find(|&&t| t as usize >= n_vocab) {
-        return Err(Error::arg(
-            "continuation",
-            format!("token id {bad} is out of range for a vocabulary of {n_vocab}"),
-        ));
-    }
+    model.check_tokens("continuation", continuation)?;
     if context.len() > 1 {
         s.append(&context[..context.len() - 1], Logits::Last, cancelled)?;
     }

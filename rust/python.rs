@@ -611,11 +611,8 @@ impl NativeGeneration {
                         "internal error during generation (a bug in med42-rs)".into(),
                     )),
                 };
-                if g.is_finished() || r.is_err() {
-                    // free the KV cache as soon as nothing more can come
-                    if g.is_finished() {
-                        *guard = None;
-                    }
+                if g.is_finished() {
+                    *guard = None; // free the KV cache as soon as nothing more can come
                 }
                 r
             })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,6 +59,26 @@ def med42_parts(messages: Sequence[Message], system: str | None = None) -> list[
     return out
 
 
+def _with_system(messages: Sequence[Message], system: str | None) -> list[dict[str, str]]:
+    msgs = [dict(m) for m in messages]
+    if system is not None:
+        msgs = [{"role": "system", "content": system}] + [m for m in msgs if m["role"] != "system"]
+    return msgs
+
+
+def _render(template: str, msgs: list[dict[str, str]], bos_token: str, eos_token: str) -> str:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> Any:
+        raise ValueError(f"chat template: {message}")
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(
+        messages=msgs, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token
+    )
+
+
 def render_jinja(
     template: str,
     messages: Sequence[Message],
@@ -68,24 +89,13 @@ def render_jinja(
 ) -> str:
     """Render a Hugging Face chat template in Jinja's immutable sandbox: a hostile template cannot
     reach attributes such as ``__class__`` or call unsafe functions (it raises
-    ``jinja2.exceptions.SecurityError``)."""
+    ``jinja2.exceptions.SecurityError``). ``system`` replaces any system message."""
     _check(messages)
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> Any:
-        raise ValueError(f"chat template: {message}")
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    msgs = [dict(m) for m in messages]
-    if system is not None:
-        msgs = [{"role": "system", "content": system}] + [m for m in msgs if m["role"] != "system"]
-    return env.from_string(template).render(
-        messages=msgs, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token
-    )
+    return _render(template, _with_system(messages, system), bos_token, eos_token)
 
 
 _OPEN, _CLOSE = "\ue000", "\ue001"
+_SENTINEL = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
 
 
 def render_jinja_parts(
@@ -98,30 +108,23 @@ def render_jinja_parts(
 ) -> list[Part]:
     """:func:`render_jinja`, split into markup and message contents.
 
-    Contents are rendered as private-use sentinels and put back afterwards. A template that
-    rewrites contents (slicing, case changes) defeats the sentinels; then the whole prompt is one
-    markup part, as llama.cpp tokenizes it.
+    Contents are rendered as private-use sentinels and put back afterwards. When the result differs
+    from the plain rendering (a template that slices or changes the case of contents), the whole
+    prompt is one markup part, as llama.cpp tokenizes it.
     """
     _check(messages)
-    msgs = [dict(m) for m in messages]
-    if system is not None:
-        msgs = [{"role": "system", "content": system}] + [m for m in msgs if m["role"] != "system"]
-    contents = [m["content"] for m in msgs]
+    msgs = _with_system(messages, system)
     marked = [{**m, "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(msgs)]
-    text = render_jinja(template, marked, bos_token=bos_token, eos_token=eos_token)
-    parts: list[Part] = []
-    rest = text
-    seen = 0
-    while _OPEN in rest:
-        head, _, tail = rest.partition(_OPEN)
-        idx, sep, rest = tail.partition(_CLOSE)
-        if not sep or not idx.isdigit() or int(idx) >= len(contents):
-            break
-        parts += [(head, True), (contents[int(idx)], False)]
-        seen += 1
-    else:
-        parts.append((rest, True))
-        if seen:
-            return [p for p in parts if p[0]]
-    plain = render_jinja(template, msgs, bos_token=bos_token, eos_token=eos_token)
-    return [(plain, True)]
+    pieces = _SENTINEL.split(_render(template, marked, bos_token, eos_token))
+    markup, indices = pieces[0::2], pieces[1::2]
+    intact = all(_OPEN not in t and _CLOSE not in t for t in markup) and all(
+        int(i) < len(msgs) for i in indices
+    )
+    plain = _render(template, msgs, bos_token, eos_token)
+    parts: list[Part] = [(markup[0], True)]
+    if intact:
+        for i, text in zip(indices, markup[1:]):
+            parts += [(msgs[int(i)]["content"], False), (text, True)]
+    if not intact or "".join(t for t, _ in parts) != plain:
+        return [(plain, True)]
+    return [p for p in parts if p[0]]

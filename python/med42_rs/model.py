@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal, Union, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -13,17 +12,9 @@ from . import _native
 from .chat import MED42_STOPS, Message, Part, med42_parts, render_jinja_parts
 from .generation import Chunk, Completion, SamplingOptions, collect, start
 from .generation import stream as _stream
-from .tokenizer import Tokenizer
-
-PathLike = Union[str, "os.PathLike[str]"]
+from .tokenizer import PathLike, Tokenizer, _paths
 
 __all__ = ["Model"]
-
-
-def _paths(path: PathLike | Sequence[PathLike]) -> list[str]:
-    if isinstance(path, (str, os.PathLike)):
-        return [os.fspath(path)]
-    return [os.fspath(p) for p in path]
 
 
 class Model:

@@ -409,6 +409,18 @@ impl Llama {
         ws.iter().all(|w| w.is_mapped())
     }
 
+    /// Check that every id is inside the vocabulary; the error names `param`.
+    pub fn check_tokens(&self, param: &str, tokens: &[u32]) -> Result<()> {
+        let n_vocab = self.config.n_vocab;
+        match tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            Some(&bad) => Err(Error::arg(
+                param,
+                format!("token id {bad} is out of range for a vocabulary of {n_vocab}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Run `tokens` (appended after the cached positions) and return logits, row-major
     /// `rows x n_vocab` with one row (`Last`) or `tokens.len()` rows (`All`).
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Vec<f32>> {
@@ -435,13 +447,7 @@ impl Llama {
                 n_ctx: cache.n_ctx,
             });
         }
-        let n_vocab = self.config.n_vocab as u32;
-        if let Some(&bad) = tokens.iter().find(|&&id| id >= n_vocab) {
-            return Err(Error::arg(
-                "tokens",
-                format!("token id {bad} is out of range for a vocabulary of {n_vocab}"),
-            ));
-        }
+        self.check_tokens("tokens", tokens)?;
         let pos = cache.len;
         let out = match &mut cache.store {
             KvStore::Native(c) => cpu::forward(self, tokens, pos, c, which, cancelled)?,

@@ -5,11 +5,11 @@
 //! stand-in character (the GPT-2 byte encoding), and the characters of each word are merged pairwise
 //! by merge rank (lowest first; equal ranks: the leftmost pair first).
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::cmp::Reverse;
 
+use super::merge::merge;
 use super::unicode::Flags;
-use super::{utf8_len, PreTokenizer, Vocab};
+use super::{PreTokenizer, Vocab};
 
 /// Split `text` into words, returned as their byte-encoded token-space strings.
 pub(super) fn pre_tokenize(pre: PreTokenizer, text: &str) -> Vec<Vec<u8>> {
@@ -332,114 +332,29 @@ pub(super) fn char_to_byte(c: char) -> Option<u8> {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Symbol {
-    start: usize,
-    len: usize,
-    prev: isize,
-    next: isize,
-}
-
-struct Pair {
-    left: usize,
-    right: usize,
-    rank: u32,
-    size: usize,
-}
-
-impl PartialEq for Pair {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
-    }
-}
-impl Eq for Pair {}
-impl PartialOrd for Pair {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Pair {
-    /// Max-heap order: lowest rank first, then the leftmost pair.
-    fn cmp(&self, o: &Self) -> Ordering {
-        o.rank.cmp(&self.rank).then_with(|| o.left.cmp(&self.left))
-    }
-}
-
 /// Merge one byte-encoded word into tokens, appending ids to `out`.
 pub(super) fn tokenize_word(vocab: &Vocab, word: &[u8], ignore_merges: bool, out: &mut Vec<u32>) {
-    if word.is_empty() {
-        return;
-    }
     if ignore_merges {
         if let Some(id) = vocab.lookup(word) {
             out.push(id);
             return;
         }
     }
-    let mut symbols: Vec<Symbol> = Vec::with_capacity(word.len());
-    let mut offs = 0;
-    while offs < word.len() {
-        let n = utf8_len(word[offs]).min(word.len() - offs);
-        let i = symbols.len() as isize;
-        symbols.push(Symbol {
-            start: offs,
-            len: n,
-            prev: i - 1,
-            next: if offs + n == word.len() { -1 } else { i + 1 },
-        });
-        offs += n;
-    }
-    let mut queue = BinaryHeap::new();
-    let add = |symbols: &[Symbol], queue: &mut BinaryHeap<Pair>, left: isize, right: isize| {
-        if left < 0 || right < 0 {
-            return;
-        }
-        let (l, r) = (symbols[left as usize], symbols[right as usize]);
-        let lt = &word[l.start..l.start + l.len];
-        let rt = &word[r.start..r.start + r.len];
-        if let Some(rank) = vocab.merge_rank(lt, rt) {
-            queue.push(Pair {
-                left: left as usize,
-                right: right as usize,
-                rank,
-                size: l.len + r.len,
-            });
-        }
-    };
-    for i in 1..symbols.len() {
-        add(&symbols, &mut queue, i as isize - 1, i as isize);
-    }
-    while let Some(p) = queue.pop() {
-        let (ls, rs) = (symbols[p.left], symbols[p.right]);
-        if ls.len == 0 || rs.len == 0 || ls.len + rs.len != p.size {
-            continue; // outdated: one side changed since the pair was queued
-        }
-        symbols[p.left].len += rs.len;
-        symbols[p.right].len = 0;
-        symbols[p.left].next = rs.next;
-        if rs.next >= 0 {
-            symbols[rs.next as usize].prev = p.left as isize;
-        }
-        let (prev, next) = (symbols[p.left].prev, symbols[p.left].next);
-        add(&symbols, &mut queue, prev, p.left as isize);
-        add(&symbols, &mut queue, p.left as isize, next);
-    }
-    let mut i: isize = 0;
-    while i >= 0 {
-        let s = symbols[i as usize];
+    let symbols = merge(word, |symbols, l, r| {
+        let (l, r) = (symbols[l], symbols[r]);
+        let rank = vocab.merge_rank(
+            &word[l.start..l.start + l.len],
+            &word[r.start..r.start + r.len],
+        )?;
+        Some(Reverse(rank)) // the lowest rank merges first
+    });
+    for s in symbols {
         let text = &word[s.start..s.start + s.len];
         match vocab.lookup(text) {
             Some(id) => out.push(id),
-            None => {
-                // llama.cpp looks each raw byte up as a one-byte token and drops those it lacks
-                for &b in text {
-                    if let Some(id) = vocab.lookup(&[b]) {
-                        out.push(id);
-                    }
-                }
-            }
+            // llama.cpp looks each raw byte up as a one-byte token and drops those it lacks
+            None => out.extend(text.iter().filter_map(|&b| vocab.lookup(&[b]))),
         }
-        i = s.next;
     }
 }
 

@@ -10,6 +10,7 @@
 //! [`StreamDecoder`] yields whole-character chunks whose concatenation equals [`Tokenizer::decode`].
 
 mod bpe;
+mod merge;
 mod spm;
 pub mod stream;
 mod unicode;
@@ -113,17 +114,6 @@ impl Vocab {
         let l = *self.merge_parts.get(left)?;
         let r = *self.merge_parts.get(right)?;
         self.ranks.get(&(l, r)).copied()
-    }
-}
-
-/// Length of the UTF-8 sequence a lead byte announces (1 for continuation/invalid bytes), as
-/// llama.cpp's `unicode_len_utf8`.
-fn utf8_len(b: u8) -> usize {
-    match b >> 4 {
-        0xF => 4,
-        0xE => 3,
-        0xC | 0xD => 2,
-        _ => 1,
     }
 }
 
@@ -694,10 +684,10 @@ impl Tokenizer {
 
     /// Split text at special-token occurrences, longest special first, leftmost matches.
     fn partition(&self, text: &str, parse_special: bool) -> Vec<Fragment> {
-        let mut frags = vec![Fragment::Text(0, text.len())];
         if text.is_empty() {
             return Vec::new();
         }
+        let mut frags = vec![Fragment::Text(0, text.len())];
         for &id in &self.specials {
             let a = self.vocab.attrs[id as usize];
             if !parse_special && a & (attr::CONTROL | attr::UNKNOWN) != 0 {
@@ -795,41 +785,26 @@ impl Tokenizer {
         unparse_special: bool,
     ) -> Result<Vec<u8>> {
         self.check_ids(ids)?;
-        let (raw, _) = self.raw_pieces(ids, remove_special, unparse_special, true);
+        let mut ids = ids;
+        // the space prefix comes off the first piece, except after a BOS that is removed
+        let mut remove_space = self.add_space_prefix;
+        if remove_special && self.add_bos && !ids.is_empty() && Some(ids[0]) == self.bos {
+            remove_space = false;
+            ids = &ids[1..];
+        }
+        if remove_special && self.add_eos && ids.last().copied() == self.eos && self.eos.is_some() {
+            ids = &ids[..ids.len() - 1];
+        }
+        let mut raw = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            raw.extend_from_slice(self.piece(id, unparse_special, usize::from(remove_space)));
+            remove_space = false;
+        }
         Ok(if self.clean_spaces {
             clean_up_spaces(&raw)
         } else {
             raw
         })
-    }
-
-    /// The concatenated pieces before clean-up; also reports whether the first token was consumed
-    /// by BOS removal.
-    fn raw_pieces(
-        &self,
-        ids: &[u32],
-        remove_special: bool,
-        special: bool,
-        first: bool,
-    ) -> (Vec<u8>, usize) {
-        let mut ids = ids;
-        let mut remove_space = first && self.add_space_prefix;
-        let mut skipped = 0;
-        if first && remove_special && self.add_bos && !ids.is_empty() && Some(ids[0]) == self.bos {
-            remove_space = false;
-            ids = &ids[1..];
-            skipped = 1;
-        }
-        if remove_special && self.add_eos && !ids.is_empty() && Some(ids[ids.len() - 1]) == self.eos
-        {
-            ids = &ids[..ids.len() - 1];
-        }
-        let mut out = Vec::with_capacity(ids.len() * 4);
-        for &id in ids {
-            out.extend_from_slice(self.piece(id, special, usize::from(remove_space)));
-            remove_space = false;
-        }
-        (out, skipped)
     }
 
     /// Ids to text: [`Self::detokenize`] with special tokens kept in the ids but rendered only when
