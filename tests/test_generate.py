@@ -145,18 +145,25 @@ def test_early_break_and_close(m: med42_rs.Model) -> None:
 
 
 def test_concurrent_threads_match_serial(m: med42_rs.Model) -> None:
+    # 8 threads on one model, each with its own KV cache; greedy and seeded sampling both.
     prompts = [
         "The capital of Germany is",
         "Photosynthesis is the process by which",
         "def fibonacci(n):",
+        "The heart has four chambers:",
+        "Insulin is a hormone that",
+        "In 1492, Columbus",
+        "A balanced diet includes",
+        "The mitochondria is",
     ]
-    serial = [m.generate(p, max_tokens=8, **GREEDY).token_ids for p in prompts]
+    kws = [GREEDY if i % 2 == 0 else {"temperature": 0.9, "seed": i} for i in range(len(prompts))]
+    serial = [m.generate(p, max_tokens=8, **kw).token_ids for p, kw in zip(prompts, kws)]
     results: list[list[int] | None] = [None] * len(prompts)
     errors: list[BaseException] = []
 
     def run(i: int) -> None:
         try:
-            results[i] = m.generate(prompts[i], max_tokens=8, **GREEDY).token_ids
+            results[i] = m.generate(prompts[i], max_tokens=8, **kws[i]).token_ids
         except BaseException as e:
             errors.append(e)
 
@@ -167,6 +174,58 @@ def test_concurrent_threads_match_serial(m: med42_rs.Model) -> None:
         t.join(120)
     assert not errors, errors
     assert results == serial
+    assert len({tuple(r) for r in serial}) == len(prompts)  # distinct outputs: no cross-talk hidden
+
+
+def test_interleaved_live_streams_match_serial(m: med42_rs.Model) -> None:
+    a_ref = m.generate("The capital of Germany is", max_tokens=6, **GREEDY).token_ids
+    b_ref = m.generate("Insulin is a hormone that", max_tokens=6, **GREEDY).token_ids
+    a = m.generate("The capital of Germany is", max_tokens=6, stream=True, **GREEDY)
+    b = m.generate("Insulin is a hormone that", max_tokens=6, stream=True, **GREEDY)
+    a_ids: list[int] = []
+    b_ids: list[int] = []
+    for ca, cb in zip(a, b):
+        a_ids += ca.token_ids
+        b_ids += cb.token_ids
+    a_ids += [t for c in a for t in c.token_ids]
+    b_ids += [t for c in b for t in c.token_ids]
+    assert (a_ids, b_ids) == (a_ref, b_ref)
+
+
+def _conversation(n_turns: int) -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": "You are a concise assistant."}]
+    for i in range(n_turns):
+        msgs.append({"role": "user", "content": f"Question {i}: " + "tell me about medicine. " * 8})
+        msgs.append({"role": "assistant", "content": f"Answer {i}: " + "it is a science. " * 8})
+    msgs.append({"role": "user", "content": "What is the capital of France?"})
+    return msgs
+
+
+def test_truncate_drops_oldest_turns_and_keeps_system(m: med42_rs.Model) -> None:
+    msgs = _conversation(12)
+    for template in ("med42", None):  # the Med42 format and the file's Jinja template
+        full = len(m.chat_ids(msgs, template=template))
+        assert full > m.n_ctx - 64, full  # the whole conversation does not fit with 64 new tokens
+        with pytest.raises(med42_rs.ContextLengthExceededError):
+            m.chat(msgs, template=template, max_tokens=64)
+        kept = m.fit_messages(msgs, 64, template=template)
+        assert len(m.chat_ids(kept, template=template)) <= m.n_ctx - 64
+        assert kept[0] == msgs[0] and kept[-1] == msgs[-1]  # system and last question kept
+        # a suffix of whole turns: it starts with a user message, and nothing newer was dropped
+        assert kept[1]["role"] == "user" and kept[1:] == msgs[len(msgs) - len(kept) + 1 :]
+        # as many turns as fit: one more turn would not
+        more = [msgs[0], *msgs[len(msgs) - len(kept) - 1 :]]
+        assert len(m.chat_ids(more, template=template)) > m.n_ctx - 64
+        out = m.chat(msgs, template=template, truncate=True, max_tokens=64, **GREEDY)
+        ref = m.chat(kept, template=template, max_tokens=64, **GREEDY)
+        assert out.token_ids == ref.token_ids and out.usage.prompt_tokens <= m.n_ctx - 64
+
+
+def test_truncate_cannot_drop_the_last_question(m: med42_rs.Model) -> None:
+    msgs = [{"role": "user", "content": "word " * 2000}]
+    with pytest.raises(med42_rs.ContextLengthExceededError, match="last user message"):
+        m.chat(msgs, truncate=True, max_tokens=8)
+    assert m.fit_messages(CAPITAL, 8) == CAPITAL  # nothing dropped when it fits
 
 
 def test_gil_released_during_generation(m: med42_rs.Model) -> None:

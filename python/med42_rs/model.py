@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from . import _native
 from .chat import MED42_STOPS, Message, Part, med42_parts, render_jinja_parts
+from .errors import ContextLengthExceededError
 from .generation import Chunk, Completion, SamplingOptions, collect, start
 from .generation import stream as _stream
 from .tokenizer import PathLike, Tokenizer, _paths
@@ -218,6 +219,7 @@ class Model:
         *,
         system: str | None = ...,
         template: str | None = ...,
+        truncate: bool = ...,
         stream: Literal[False] = ...,
         max_tokens: int = ...,
         temperature: float = ...,
@@ -236,6 +238,7 @@ class Model:
         *,
         system: str | None = ...,
         template: str | None = ...,
+        truncate: bool = ...,
         stream: Literal[True],
         max_tokens: int = ...,
         temperature: float = ...,
@@ -254,6 +257,7 @@ class Model:
         *,
         system: str | None = None,
         template: str | None = None,
+        truncate: bool = False,
         stop: str | Sequence[str] | None = None,
         stream: bool = False,
         **kw: Any,
@@ -264,12 +268,56 @@ class Model:
         the file carries its own chat template). With the Med42 format, generation also stops at
         the next role marker, so the model does not write the user's turn. Other keyword arguments
         are those of :meth:`generate`.
+
+        A conversation whose prompt plus ``max_tokens`` does not fit the context raises
+        :class:`~med42_rs.ContextLengthExceededError`; with ``truncate=True`` the oldest turns are
+        dropped instead (a user message with the answers that follow it), never the system prompt
+        and never the last user message. See :meth:`fit_messages`.
         """
+        if truncate:
+            max_tokens = int(kw.get("max_tokens", 256))
+            messages = self.fit_messages(messages, max_tokens, system=system, template=template)
         ids = self.chat_ids(messages, system=system, template=template)
         stops = _stops(stop)
         if (template or self.metadata.get("tokenizer.chat_template") or "med42") == "med42":
             stops += [s for s in MED42_STOPS if s not in stops]
         return self.generate(ids, stop=stops, stream=stream, **kw)  # type: ignore[call-overload, no-any-return]
+
+    def fit_messages(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        *,
+        system: str | None = None,
+        template: str | None = None,
+    ) -> list[Message]:
+        """``messages`` without their oldest turns, so the chat prompt plus ``max_tokens`` fits the
+        context. System messages and the last user message are always kept; a turn (a user
+        message and the assistant messages after it) is dropped as a whole, oldest first.
+        Raises :class:`~med42_rs.ContextLengthExceededError` when even the system prompt and the
+        last user message leave no room for ``max_tokens``."""
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+            raise ValueError(f"max_tokens: must be an int >= 0, got {max_tokens!r}")
+        msgs = list(messages)
+        budget = self.n_ctx - max_tokens
+        while True:
+            n = len(self.chat_ids(msgs, system=system, template=template))
+            if n <= budget:
+                return msgs
+            turns = [i for i, m in enumerate(msgs) if m.get("role") != "system"]
+            if len(turns) <= 1:
+                raise ContextLengthExceededError(
+                    f"the system prompt and the last user message take {n} tokens; with "
+                    f"max_tokens={max_tokens} that exceeds the context of {self.n_ctx} tokens. "
+                    "Shorten the message, lower max_tokens, or load the model with a larger n_ctx."
+                )
+            # Drop the oldest non-system message and any assistant replies that follow it.
+            drop = {turns[0]}
+            for i in turns[1:]:
+                if msgs[i].get("role") != "assistant" or i == turns[-1]:
+                    break
+                drop.add(i)
+            msgs = [m for i, m in enumerate(msgs) if i not in drop]
 
     def score(self, context: Sequence[int], continuation: Sequence[int]) -> tuple[float, bool]:
         """``(log P(continuation | context), is_greedy)`` from one batched forward pass: the
