@@ -39,3 +39,23 @@ def test_mypy_check_catches_a_wrong_call(tmp_path: Path) -> None:
     code = _python_blocks()[0] + '\nmodel.score("not ids", 3)\n'
     out, status = _mypy(code, tmp_path)
     assert status == 1 and "score" in out, out
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    import importlib
+    import inspect
+
+    missing = []
+    for name in ["", ".model", ".tokenizer", ".generation", ".chat", ".stops", ".cli", ".errors"]:
+        mod = importlib.import_module("med42_rs" + name)
+        for n, o in vars(mod).items():
+            if n.startswith("_") or getattr(o, "__module__", None) != mod.__name__:
+                continue
+            if (inspect.isclass(o) or inspect.isfunction(o)) and not o.__doc__:
+                missing.append(f"{mod.__name__}.{n}")
+            if inspect.isclass(o):
+                for an, ao in vars(o).items():
+                    f = ao.fget if isinstance(ao, property) else getattr(ao, "__func__", ao)
+                    if not an.startswith("_") and callable(f) and not f.__doc__:
+                        missing.append(f"{mod.__name__}.{n}.{an}")
+    assert not missing, missing

@@ -72,6 +72,7 @@ def _print_stream(chunks: Any) -> str:
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
+    """`med42 generate`: stream one answer to stdout."""
     model = _load(a.model, a.n_ctx, a.threads)
     msgs = [{"role": "user", "content": a.prompt}]
     if a.raw:
@@ -88,6 +89,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 
 def cmd_chat(a: argparse.Namespace) -> int:
+    """`med42 chat`: the multi-turn REPL (Ctrl-C cancels an answer, Ctrl-D exits)."""
     model = _load(a.model, a.n_ctx, a.threads)
     history: list[dict[str, str]] = []
     sys.stderr.write("Ctrl-C cancels an answer, Ctrl-D exits.\n")
@@ -113,6 +115,7 @@ def cmd_chat(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
+    """`med42 info`: architecture, quant mix, size, context and a memory estimate of a file."""
     import os
 
     from .errors import Med42Error
