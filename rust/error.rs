@@ -39,6 +39,10 @@ pub enum Error {
         len: u64,
     },
 
+    /// The parts of a split model do not form a whole (missing, out of order, given alone).
+    #[error("{0}")]
+    Parts(String),
+
     /// A required metadata key is absent.
     #[error("GGUF metadata key `{key}` is missing; {hint}")]
     MissingKey { key: String, hint: String },
@@ -125,6 +129,7 @@ impl Error {
             Error::NotGguf { .. } => "NotGGUFError",
             Error::InvalidGguf { .. } | Error::Tensor { .. } => "InvalidModelFileError",
             Error::Truncated { .. } => "TruncatedFileError",
+            Error::Parts(_) => "SplitFilesError",
             Error::MissingKey { .. } | Error::BadKey { .. } => "MetadataError",
             Error::Unsupported(_) => "UnsupportedModelError",
             Error::Device { .. } => "DeviceUnavailableError",

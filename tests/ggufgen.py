@@ -96,10 +96,14 @@ def write_llama_gguf(
     weights: dict[str, np.ndarray] | None = None,
     qtype: Any = Q.F32,
     tokenizer: bool = True,
+    split_max_tensors: int = 0,
 ) -> Path:
-    """Write a complete Llama GGUF. 2-D weights are stored as ``qtype``; 1-D ones as F32."""
+    """Write a complete Llama GGUF. 2-D weights are stored as ``qtype``; 1-D ones as F32.
+
+    With ``split_max_tensors`` gguf-py writes gguf-split shards ``STEM-0000i-of-0000n.gguf`` next
+    to ``path`` instead (``path`` itself is not written)."""
     weights = weights if weights is not None else random_weights(cfg)
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
     w.add_name(cfg.name)
     w.add_context_length(cfg.n_ctx)
     w.add_embedding_length(cfg.n_embd)

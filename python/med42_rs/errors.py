@@ -19,6 +19,7 @@ __all__ = [
     "MetadataError",
     "ModelFileError",
     "NotGGUFError",
+    "SplitFilesError",
     "TokenizerError",
     "TruncatedFileError",
     "UnsupportedModelError",
@@ -43,6 +44,12 @@ class InvalidModelFileError(ModelFileError, ValueError):
 
 class TruncatedFileError(InvalidModelFileError):
     """The file ends before the data it declares: usually an interrupted download."""
+
+
+class SplitFilesError(InvalidModelFileError):
+    """The parts of a split model file do not form a whole: a part is missing, the parts are in
+    the wrong order, or a later part was given alone. The message names the missing file(s) and the
+    naming convention detected."""
 
 
 class MetadataError(InvalidModelFileError):

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod keys;
+pub mod parts;
 mod reader;
 pub mod source;
 pub mod types;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use config::LlamaConfig;
+pub use parts::Layout;
 pub use reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ALIGNMENT, MAX_ARRAY_LEN, MAX_DIMS};
 pub use source::{Bytes, Source};
 pub use types::{Array, GgmlType, Value};
@@ -138,6 +140,8 @@ pub struct TensorInfo {
     pub offset: u64,
     pub n_bytes: u64,
     pub n_elements: u64,
+    /// Which file of [`GgufFile::sources`] holds the data (0 unless the model is gguf-split shards).
+    pub part: usize,
 }
 
 /// A parsed, validated GGUF file (possibly made of byte-split parts).
@@ -147,14 +151,91 @@ pub struct GgufFile {
     pub tensors: Vec<TensorInfo>,
     pub alignment: u64,
     pub data_offset: u64,
+    /// The (first) file: metadata and, for one file, every tensor.
     pub source: Arc<Source>,
+    /// Every GGUF file of the model: one, or each gguf-split shard (indexed by
+    /// [`TensorInfo::part`]).
+    pub sources: Vec<Arc<Source>>,
 }
 
 impl GgufFile {
-    /// Map and parse one file, or several byte-split parts read as one.
+    /// Map and parse a model: one file, byte-split parts read as one, or gguf-split shards (see
+    /// [`parts`] for how the path list is resolved).
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
-        let source = Arc::new(Source::open(paths)?);
-        reader::parse(source)
+        match parts::resolve(paths)? {
+            Layout::Single(p) => Self::open_concat(&[p]),
+            Layout::Concat(v) => Self::open_concat(&v),
+            Layout::Shards(v) => Self::open_shards(&v),
+        }
+    }
+
+    fn split_keys(&self) -> Result<(Option<u64>, Option<u64>)> {
+        Ok((
+            self.metadata.get_u64(keys::SPLIT_NO)?,
+            self.metadata.get_u64(keys::SPLIT_COUNT)?,
+        ))
+    }
+
+    fn open_concat(paths: &[PathBuf]) -> Result<Self> {
+        let file = reader::parse(Arc::new(Source::open(paths)?))?;
+        if let (no, Some(n)) = file.split_keys()? {
+            if n > 1 {
+                return Err(Error::Parts(format!(
+                    "{} is shard {} of {n} of a gguf-split model (metadata `split.no`,                      `split.count`), but the file names do not follow NAME-00001-of-0000N.gguf;                      give the shards their original names and pass the first one",
+                    file.source.path().display(),
+                    no.unwrap_or(0) + 1
+                )));
+            }
+        }
+        Ok(file)
+    }
+
+    fn open_shards(paths: &[PathBuf]) -> Result<Self> {
+        let n = paths.len();
+        let mut first: Option<GgufFile> = None;
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for (k, path) in paths.iter().enumerate() {
+            let mut shard = reader::parse(Arc::new(Source::open(std::slice::from_ref(path))?))?;
+            let (no, count) = shard.split_keys()?;
+            if no != Some(k as u64) || count != Some(n as u64) {
+                return Err(Error::Parts(format!(
+                    "{}: by its name shard {} of {n}, but its metadata says {} of {}; the shards                      are from different splits or were renamed: download them again",
+                    path.display(),
+                    k + 1,
+                    no.map_or("no shard number".into(), |i| (i + 1).to_string()),
+                    count.map_or("no count".into(), |c| c.to_string()),
+                )));
+            }
+            for t in &mut shard.tensors {
+                t.part = k;
+                if let Some(j) = names.insert(t.name.clone(), k) {
+                    return Err(Error::Parts(format!(
+                        "tensor `{}` is in shard {} and in shard {}; the shards are from                          different splits: download them again",
+                        t.name,
+                        j + 1,
+                        k + 1
+                    )));
+                }
+            }
+            match &mut first {
+                None => first = Some(shard),
+                Some(f) => {
+                    f.tensors.append(&mut shard.tensors);
+                    f.sources.push(Arc::clone(&shard.source));
+                }
+            }
+        }
+        let file = first.expect("at least two shards");
+        if let Some(total) = file.metadata.get_u64(keys::SPLIT_TENSORS_COUNT)? {
+            if total != file.tensors.len() as u64 {
+                return Err(Error::Parts(format!(
+                    "{}: the shards hold {} tensors but `split.tensors.count` says {total};                      download the shards again",
+                    file.source.path().display(),
+                    file.tensors.len()
+                )));
+            }
+        }
+        Ok(file)
     }
 
     /// The directory entry of `name`.
@@ -167,7 +248,7 @@ impl GgufFile {
         let len = usize::try_from(info.n_bytes)
             .map_err(|_| Error::tensor(&info.name, "too large for this platform"))?;
         // Block structs hold f16/f32 fields; 4-byte alignment covers every type we compute with.
-        Bytes::from_source(&self.source, info.offset, len, 4, &|| {
+        Bytes::from_source(&self.sources[info.part], info.offset, len, 4, &|| {
             format!("tensor `{}`", info.name)
         })
     }

@@ -334,6 +334,7 @@ pub fn parse(src: Arc<Source>) -> Result<GgufFile> {
             offset,
             n_bytes,
             n_elements,
+            part: 0,
         });
     }
 
@@ -380,6 +381,7 @@ pub fn parse(src: Arc<Source>) -> Result<GgufFile> {
         tensors,
         alignment,
         data_offset,
+        sources: vec![Arc::clone(&src)],
         source: src,
     })
 }

@@ -309,3 +309,98 @@ fn byte_split_parts_read_as_one_file_at_any_cut() {
         assert_eq!(a.as_slice(), &a_whole[..], "cut at {cut}");
     }
 }
+
+#[test]
+fn split_parts_are_found_from_the_first_and_errors_name_what_is_missing() {
+    use super::parts::{resolve, Layout};
+    let full = valid().bytes();
+    let cut = full.len() / 3;
+    let a = write_tmp("m.Q6_K.gguf-split-a", &full[..cut]);
+    let b = write_tmp("m.Q6_K.gguf-split-b", &full[cut..]);
+    let whole = open("m-whole.gguf", &full).unwrap();
+    // the first part alone finds the second; both in order work; the logical file is the same
+    for given in [vec![a.clone()], vec![a.clone(), b.clone()]] {
+        assert_eq!(
+            resolve(&given).unwrap(),
+            Layout::Concat(vec![a.clone(), b.clone()])
+        );
+        let f = GgufFile::open(&given).unwrap();
+        assert_eq!(f.tensors.len(), whole.tensors.len());
+        assert_eq!(f.source.n_parts(), 2);
+    }
+    let msg = |paths: &[PathBuf]| match GgufFile::open(paths) {
+        Err(e @ Error::Parts(_)) => e.to_string(),
+        Err(e) => panic!("expected a parts error, got {e}"),
+        Ok(_) => panic!("expected a parts error for {paths:?}"),
+    };
+    // wrong order, a later part alone
+    let m = msg(&[b.clone(), a.clone()]);
+    assert!(m.contains("wrong order") && m.contains("split-a"), "{m}");
+    let m = msg(std::slice::from_ref(&b));
+    assert!(
+        m.contains("part `b`") && m.contains("m.Q6_K.gguf-split-a"),
+        "{m}"
+    );
+    // the first part with its sibling missing
+    let lone = write_tmp("lone.gguf-split-a", &full[..cut]);
+    let m = msg(std::slice::from_ref(&lone));
+    assert!(
+        m.contains("lone.gguf-split-b") && m.contains("missing"),
+        "{m}"
+    );
+    // a gap in the letters, a third part left out
+    let c = write_tmp("m3.gguf-split-c", &full[cut..]);
+    let a3 = write_tmp("m3.gguf-split-a", &full[..cut]);
+    let m = msg(&[a3.clone(), c.clone()]);
+    assert!(
+        m.contains("m3.gguf-split-b") && m.contains("missing"),
+        "{m}"
+    );
+    let b3 = write_tmp("m3.gguf-split-b", &full[cut..cut]);
+    let m = msg(&[a3.clone(), b3.clone()]);
+    assert!(m.contains("m3.gguf-split-c") && m.contains("exists"), "{m}");
+    // parts of different files
+    let m = msg(&[a.clone(), b3.clone()]);
+    assert!(m.contains("different files"), "{m}");
+}
+
+#[test]
+fn shard_names_resolve_and_bad_sets_are_refused() {
+    use super::parts::{resolve, Layout};
+    let dir = std::env::temp_dir().join(format!("med42-rs-shards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = |i: u32, n: u32| dir.join(format!("m-{i:05}-of-{n:05}.gguf"));
+    for i in 1..=3 {
+        std::fs::write(s(i, 3), b"x").unwrap();
+    }
+    let all = vec![s(1, 3), s(2, 3), s(3, 3)];
+    assert_eq!(resolve(&[s(1, 3)]).unwrap(), Layout::Shards(all.clone()));
+    assert_eq!(resolve(&all).unwrap(), Layout::Shards(all.clone()));
+    let e = resolve(&[s(2, 3)]).unwrap_err().to_string();
+    assert!(
+        e.contains("shard 2 of 3") && e.contains("m-00001-of-00003.gguf"),
+        "{e}"
+    );
+    let e = resolve(&[s(2, 3), s(1, 3), s(3, 3)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wrong order"), "{e}");
+    let e = resolve(&[s(1, 3), s(3, 3)]).unwrap_err().to_string();
+    assert!(
+        e.contains("missing") && e.contains("m-00002-of-00003.gguf"),
+        "{e}"
+    );
+    std::fs::remove_file(s(3, 3)).unwrap();
+    let e = resolve(&[s(1, 3)]).unwrap_err().to_string();
+    assert!(
+        e.contains("m-00003-of-00003.gguf") && e.contains("missing"),
+        "{e}"
+    );
+    // one shard of one is a plain file; names outside both conventions are a byte concatenation
+    assert_eq!(resolve(&[s(1, 1)]).unwrap(), Layout::Single(s(1, 1)));
+    let (x, y) = (dir.join("x.bin"), dir.join("y.bin"));
+    assert_eq!(
+        resolve(&[x.clone(), y.clone()]).unwrap(),
+        Layout::Concat(vec![x, y])
+    );
+}
