@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +19,11 @@ import ggufgen as g
 GGUF_PY_TYPES = ["F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 LLAMA_CPP_FTYPES = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K"]
 ALL_QUANTS = GGUF_PY_TYPES + LLAMA_CPP_FTYPES
+
+# No test may depend on this machine's stored license acceptance or environment: every run starts
+# with a private, empty med42-rs config directory and no MED42_ACCEPT_LICENSE.
+os.environ["MED42_CONFIG_DIR"] = tempfile.mkdtemp(prefix="med42-rs-test-config-")
+os.environ.pop("MED42_ACCEPT_LICENSE", None)
 
 _GEN_VERSION = hashlib.sha256(Path(g.__file__).read_bytes()).hexdigest()[:12]
 

@@ -46,7 +46,18 @@ def test_every_public_name_has_a_docstring() -> None:
     import inspect
 
     missing = []
-    for name in ["", ".model", ".tokenizer", ".generation", ".chat", ".stops", ".cli", ".errors"]:
+    for name in [
+        "",
+        ".model",
+        ".tokenizer",
+        ".generation",
+        ".chat",
+        ".stops",
+        ".cli",
+        ".errors",
+        ".hub",
+        ".license",
+    ]:
         mod = importlib.import_module("med42_rs" + name)
         for n, o in vars(mod).items():
             if n.startswith("_") or getattr(o, "__module__", None) != mod.__name__:

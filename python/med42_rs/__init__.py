@@ -10,9 +10,13 @@ from typing import Any
 
 from . import _native
 from .errors import (
+    AccessDeniedError,
+    AuthenticationRequiredError,
     ContextLengthExceededError,
     DeviceUnavailableError,
+    DownloadError,
     GenerationCancelled,
+    InsufficientDiskSpaceError,
     InsufficientMemoryError,
     InvalidModelFileError,
     InvalidParameterError,
@@ -21,6 +25,8 @@ from .errors import (
     MetadataError,
     ModelFileError,
     NotGGUFError,
+    RemoteFileNotFoundError,
+    RepositoryNotFoundError,
     SplitFilesError,
     TokenizerError,
     TruncatedFileError,
@@ -32,9 +38,13 @@ from .tokenizer import StreamDecoder, Tokenizer
 __version__: str = _native.build_info()["version"]
 
 __all__ = [
+    "AccessDeniedError",
+    "AuthenticationRequiredError",
     "ContextLengthExceededError",
     "DeviceUnavailableError",
+    "DownloadError",
     "GenerationCancelled",
+    "InsufficientDiskSpaceError",
     "InsufficientMemoryError",
     "InvalidModelFileError",
     "InvalidParameterError",
@@ -44,6 +54,8 @@ __all__ = [
     "Model",
     "ModelFileError",
     "NotGGUFError",
+    "RemoteFileNotFoundError",
+    "RepositoryNotFoundError",
     "SplitFilesError",
     "StreamDecoder",
     "Tokenizer",

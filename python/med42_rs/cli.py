@@ -1,8 +1,9 @@
-"""The ``med42`` command: ``generate``, ``chat`` and ``info``."""
+"""The ``med42`` command: ``generate``, ``chat``, ``info`` and ``license``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -12,9 +13,14 @@ from typing import Any
 __all__ = ["main"]
 
 
-def _load(path: str, n_ctx: int | None, n_threads: int | None) -> Any:
-    from . import Model
+def _load(path: str, n_ctx: int | None, n_threads: int | None, accept_license: bool = False) -> Any:
+    from . import Model, _native
+    from .license import ensure_accepted, license_for
 
+    # The license question (if any) comes before the spinner, from the header alone.
+    metadata, _, resolved = _native.read_header([path])
+    lic = license_for(paths=[path, *map(str, resolved)], metadata=metadata)
+    ensure_accepted(lic, accept_license=True if accept_license else None)
     done = threading.Event()
 
     def spin() -> None:
@@ -31,7 +37,7 @@ def _load(path: str, n_ctx: int | None, n_threads: int | None) -> Any:
         spinner.start()
     t0 = time.monotonic()
     try:
-        model = Model.load(path, n_ctx=n_ctx, n_threads=n_threads)
+        model = Model.load(path, n_ctx=n_ctx, n_threads=n_threads, accept_license=accept_license or None)
     finally:
         done.set()
         if spinner.is_alive():
@@ -73,7 +79,7 @@ def _print_stream(chunks: Any) -> str:
 
 def cmd_generate(a: argparse.Namespace) -> int:
     """`med42 generate`: stream one answer to stdout."""
-    model = _load(a.model, a.n_ctx, a.threads)
+    model = _load(a.model, a.n_ctx, a.threads, a.accept_license)
     msgs = [{"role": "user", "content": a.prompt}]
     if a.raw:
         chunks = model.generate(a.prompt, stream=True, **_sampling(a))
@@ -90,7 +96,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 def cmd_chat(a: argparse.Namespace) -> int:
     """`med42 chat`: the multi-turn REPL (Ctrl-C cancels an answer, Ctrl-D exits)."""
-    model = _load(a.model, a.n_ctx, a.threads)
+    model = _load(a.model, a.n_ctx, a.threads, a.accept_license)
     history: list[dict[str, str]] = []
     sys.stderr.write("Ctrl-C cancels an answer, Ctrl-D exits.\n")
     while True:
@@ -115,45 +121,104 @@ def cmd_chat(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    """`med42 info`: architecture, quant mix, size, context and a memory estimate of a file."""
-    import os
+    """`med42 info`: architecture, quant mix, size, context and a memory estimate of a file.
 
+    Reads the header only (no weights, so no license question)."""
+    from . import _native
     from .errors import Med42Error
     from .tokenizer import Tokenizer
 
     try:
-        model = _load(a.model, a.n_ctx, 1)
+        md, tensors, paths = _native.read_header([a.model])
     except Med42Error as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
-    cfg = model.config
-    md = model.metadata
+    arch = str(md.get("general.architecture", "?"))
+
+    def key(k: str, default: int = 0) -> int:
+        v = md.get(f"{arch}.{k}", default)
+        return int(v) if isinstance(v, (int, float)) else default
+
+    n_layer, n_embd, n_ff = key("block_count"), key("embedding_length"), key("feed_forward_length")
+    n_head = key("attention.head_count")
+    n_head_kv = key("attention.head_count_kv", n_head)
+    n_ctx = a.n_ctx or key("context_length")
+    head_dim = n_embd // n_head if n_head else 0
     mix: dict[str, int] = {}
     total = 0
-    for _name, _dims, dtype, nbytes in model.tensors:
+    for _name, _dims, dtype, nbytes in tensors:
         mix[dtype] = mix.get(dtype, 0) + nbytes
         total += nbytes
-    size = os.path.getsize(a.model)
-    kv_per_token = 2 * cfg["n_layer"] * cfg["n_head_kv"] * cfg["head_dim"] * 4
-    print(f"file          {a.model} ({size / 2**30:.2f} GiB)")
-    print(f"architecture  {md.get('general.architecture')}  name: {md.get('general.name', '?')}")
-    print(f"blocks        {cfg['n_layer']}  embd {cfg['n_embd']}  ff {cfg['n_ff']}")
-    print(f"heads         {cfg['n_head']} query / {cfg['n_head_kv']} kv")
-    print(f"context       {cfg['n_ctx_train']} trained")
+    size = sum(os.path.getsize(p) for p in paths)
+    parts = f", {len(paths)} parts" if len(paths) > 1 else ""
+    kv_per_token = 2 * n_layer * n_head_kv * head_dim * 4
+    print(f"file          {a.model} ({size / 2**30:.2f} GiB{parts})")
+    print(f"architecture  {arch}  name: {md.get('general.name', '?')}")
+    print(f"blocks        {n_layer}  embd {n_embd}  ff {n_ff}")
+    print(f"heads         {n_head} query / {n_head_kv} kv")
+    print(f"context       {key('context_length')} trained")
     print(
         "quant mix     "
-        + ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(mix.items(), key=lambda x: -x[1]))
+        + ", ".join(f"{k} {v / max(total, 1):.0%}" for k, v in sorted(mix.items(), key=lambda x: -x[1]))
     )
     try:
-        tok: Tokenizer = model.tokenizer
+        tok = Tokenizer.from_file([str(p) for p in paths] if len(paths) > 1 else a.model)
         print(f"tokenizer     {tok.kind} ({tok.pre or 'sentencepiece'}), {tok.vocab_size} tokens")
     except Med42Error as e:
         print(f"tokenizer     none ({e})")
-    n_ctx = cfg["n_ctx_train"]
     print(
         f"memory        weights {total / 2**30:.2f} GiB mapped from the file (page cache) + KV cache "
         f"{kv_per_token * n_ctx / 2**30:.2f} GiB at {n_ctx} tokens (f32)"
     )
+    from .license import license_for
+
+    lic = license_for(paths=[a.model], metadata=md)
+    if lic is not None:
+        print(f"license       {lic.name}: {lic.url} (must be accepted before use)")
+    return 0
+
+
+def cmd_license(a: argparse.Namespace) -> int:
+    """`med42 license accept|show|status|revoke`: manage the stored Med42 license acceptance."""
+    from . import license as L
+
+    lic = L.MED42_LICENSE
+    if a.action == "show":
+        print(f"{lic.name} (id {lic.id}, version {lic.version})\n{lic.summary}\n{lic.url}")
+        return 0
+    if a.action == "status":
+        rec = L.stored(lic)
+        if (
+            os.environ.get(L.ENV_VAR)
+            and L.accepted(lic)
+            and (rec is None or rec.get("version") != lic.version)
+        ):
+            print(f"{lic.id}: accepted through {L.ENV_VAR}")
+            return 0
+        if rec is not None and rec.get("version") == lic.version:
+            print(f"{lic.id}: accepted (version {lic.version}, {rec.get('accepted_at')}, {L.config_dir()})")
+            return 0
+        if rec is not None:
+            print(f"{lic.id}: version {rec.get('version')} was accepted; version {lic.version} is not")
+        else:
+            print(f"{lic.id}: not accepted ({lic.url})")
+        return 1
+    if a.action == "revoke":
+        print(f"{lic.id}: " + ("acceptance removed" if L.revoke(lic) else "was not accepted"))
+        return 0
+    # accept
+    if not a.yes:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            sys.stderr.write(
+                f"error: not a terminal; read {lic.url} and run `med42 license accept --yes` "
+                f"or set {L.ENV_VAR}={lic.id}\n"
+            )
+            return 2
+        if not L.ask(lic):
+            sys.stderr.write("not accepted\n")
+            return 1
+    where = L.accept(lic, how="cli")
+    print(f"{lic.id}: accepted (version {lic.version}), stored in {where}")
     return 0
 
 
@@ -166,6 +231,9 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--model", "-m", required=True, help="GGUF file")
         sp.add_argument("--n-ctx", type=int, default=None, help="context length (default: trained)")
         sp.add_argument("--threads", "-t", type=int, default=None)
+        sp.add_argument(
+            "--accept-license", action="store_true", help="accept the model's license (Med42) without asking"
+        )
 
     def sampling(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--max-tokens", "-n", type=int, default=512)
@@ -191,6 +259,10 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("model")
     common(i, model_opt=False)
     i.set_defaults(func=cmd_info)
+    lc = sub.add_parser("license", help="show, accept, check or revoke the Med42 license")
+    lc.add_argument("action", choices=["accept", "show", "status", "revoke"])
+    lc.add_argument("--yes", "-y", action="store_true", help="accept without asking (you have read it)")
+    lc.set_defaults(func=cmd_license)
     return p
 
 

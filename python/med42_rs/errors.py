@@ -8,9 +8,13 @@ file is a ``FileNotFoundError``), so ``except ValueError`` keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "AccessDeniedError",
+    "AuthenticationRequiredError",
     "ContextLengthExceededError",
     "DeviceUnavailableError",
+    "DownloadError",
     "GenerationCancelled",
+    "InsufficientDiskSpaceError",
     "InsufficientMemoryError",
     "InvalidModelFileError",
     "InvalidParameterError",
@@ -19,6 +23,8 @@ __all__ = [
     "MetadataError",
     "ModelFileError",
     "NotGGUFError",
+    "RemoteFileNotFoundError",
+    "RepositoryNotFoundError",
     "SplitFilesError",
     "TokenizerError",
     "TruncatedFileError",
@@ -86,3 +92,32 @@ class GenerationCancelled(Med42Error):
 
 class LicenseNotAcceptedError(Med42Error, PermissionError):
     """Med42's license has not been accepted; the message lists the ways to accept it."""
+
+
+class InsufficientDiskSpaceError(Med42Error, OSError):
+    """The disk holding the download cache has too little free space for the files to download;
+    the message gives the bytes needed, the bytes free and the directory."""
+
+
+class DownloadError(Med42Error, OSError):
+    """A model could not be downloaded from (or found offline in the cache of) the Hugging Face Hub:
+    the network failed, the transfer was interrupted, or the model is not cached while offline. The
+    subclasses are the failures a user fixes differently (log in, request access, fix a name)."""
+
+
+class AuthenticationRequiredError(DownloadError, PermissionError):
+    """The Hub answered 401: the repository is gated or private and no valid token was sent. Log in
+    with ``hf auth login`` or set the ``HF_TOKEN`` environment variable."""
+
+
+class AccessDeniedError(DownloadError, PermissionError):
+    """The Hub answered 403: the token is valid but has no access to the repository (for a gated
+    repository: access has not been requested or granted, or its license not accepted on the Hub)."""
+
+
+class RepositoryNotFoundError(DownloadError, LookupError):
+    """The repository, or the requested revision of it, does not exist on the Hub."""
+
+
+class RemoteFileNotFoundError(DownloadError, LookupError):
+    """The requested file does not exist in the repository at that revision."""
