@@ -5,9 +5,12 @@
 
 pub mod build;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generate;
 pub mod gguf;
 pub mod kernels;
+pub mod memory;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;

@@ -109,7 +109,7 @@ struct NativeModel {
 #[pymethods]
 impl NativeModel {
     #[staticmethod]
-    #[pyo3(signature = (paths, device="cpu", n_ctx=None, n_threads=None, backend=None))]
+    #[pyo3(signature = (paths, device="cpu", n_ctx=None, n_threads=None, backend=None, check_memory=true))]
     fn load(
         py: Python<'_>,
         paths: Vec<PathBuf>,
@@ -117,6 +117,7 @@ impl NativeModel {
         n_ctx: Option<usize>,
         n_threads: Option<usize>,
         backend: Option<&str>,
+        check_memory: bool,
     ) -> PyResult<Self> {
         let backend = match backend {
             None => None,
@@ -137,6 +138,7 @@ impl NativeModel {
             device: device.to_string(),
             n_threads,
             backend,
+            check_memory,
         };
         let model = detached(py, move || Llama::load(&paths, &opts))?;
         Ok(NativeModel {
@@ -645,6 +647,40 @@ impl NativeGeneration {
     }
 }
 
+/// Read only the header of a model (one file, byte-split parts or gguf-split shards): no tensor
+/// data is touched. Returns `(metadata, tensors, paths)`; metadata arrays longer than
+/// `max_array` elements are left out (the vocabulary is not needed to identify a model).
+#[pyfunction]
+#[pyo3(signature = (paths, max_array = 64))]
+#[allow(clippy::type_complexity)]
+fn read_header(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    max_array: usize,
+) -> PyResult<(
+    Bound<'_, PyDict>,
+    Vec<(String, Vec<u64>, String, u64)>,
+    Vec<PathBuf>,
+)> {
+    let file = detached(py, move || GgufFile::open(&paths))?;
+    let d = PyDict::new(py);
+    for (k, v) in file.metadata.entries() {
+        if let Value::Array(a) = v {
+            if a.len() > max_array {
+                continue;
+            }
+        }
+        d.set_item(k, value_to_py(py, v)?)?;
+    }
+    let tensors = file
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.dims.clone(), t.dtype.name(), t.n_bytes))
+        .collect();
+    let paths = file.sources.iter().flat_map(|s| s.paths()).collect();
+    Ok((d, tensors, paths))
+}
+
 /// What this build was compiled with and what the CPU offers.
 #[pyfunction]
 fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -666,5 +702,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeStreamDecoder>()?;
     m.add_class::<NativeGeneration>()?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
+    m.add_function(wrap_pyfunction!(read_header, m)?)?;
     Ok(())
 }

@@ -13,6 +13,7 @@ from .chat import MED42_STOPS, Message, Part, med42_parts, render_jinja_parts
 from .errors import ContextLengthExceededError
 from .generation import Chunk, Completion, SamplingOptions, collect, start
 from .generation import stream as _stream
+from .license import ensure_accepted, license_for
 from .tokenizer import PathLike, Tokenizer, _paths
 
 __all__ = ["Model"]
@@ -38,14 +39,69 @@ class Model:
         n_ctx: int | None = None,
         n_threads: int | None = None,
         backend: str | None = None,
+        accept_license: bool | None = None,
+        check_memory: bool = True,
     ) -> Model:
-        """Map and validate a GGUF file (or its byte-split parts, in order) and load the model.
+        """Map and validate a GGUF model and load it.
 
-        ``device`` is ``"cpu"``, ``"cuda"``/``"cuda:N"`` or ``"metal"``; ``n_ctx`` caps the context
-        (default: the trained context length); ``n_threads`` sets the CPU threads (default: all
-        CPUs available to the process). ``backend`` forces ``"native"`` (CPU only) or ``"candle"``.
+        ``path`` is one file, the first of its byte-split parts (``NAME-split-a``) or gguf-split
+        shards (``NAME-00001-of-0000N.gguf``; the other parts are found next to it), or the full
+        list of parts in order. ``device`` is ``"cpu"``, ``"cuda"``/``"cuda:N"`` or ``"metal"``;
+        ``n_ctx`` caps the context (default: the trained context length); ``n_threads`` sets the
+        CPU threads (default: all CPUs available to the process). ``backend`` forces
+        ``"native"`` (CPU only) or ``"candle"``.
+
+        Med42 files are gated by their license (see :mod:`med42_rs.license`): only the header is
+        read until the license is accepted. ``accept_license=True`` accepts it; ``False`` never
+        prompts; ``None`` (default) prompts on a terminal and raises
+        :class:`~med42_rs.LicenseNotAcceptedError` elsewhere.
+
+        On CPU, loading is refused with :class:`~med42_rs.InsufficientMemoryError` when the weights,
+        one KV cache of ``n_ctx`` positions and scratch need more memory than is available
+        (``MemAvailable``, or the container's cgroup limit; ``MED42_MEMORY_AVAILABLE`` overrides it
+        in bytes); the message says what to do. ``check_memory=False`` skips the check.
         """
-        return cls(_native.NativeModel.load(_paths(path), device, n_ctx, n_threads, backend))
+        paths = _paths(path)
+        metadata, _, resolved = _native.read_header(paths)
+        lic = license_for(paths=[*paths, *map(str, resolved)], metadata=metadata)
+        ensure_accepted(lic, accept_license=accept_license)
+        return cls(_native.NativeModel.load(paths, device, n_ctx, n_threads, backend, check_memory))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        repo_id: str,
+        *,
+        quant: str | None = "Q4_K_M",
+        filename: str | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: PathLike | None = None,
+        accept_license: bool | None = None,
+        device: str = "cpu",
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+    ) -> Model:
+        """Download a GGUF model from the Hugging Face Hub (or find it in the local cache) and load it.
+
+        ``quant`` picks the file(s) of that quantization from the repository listing
+        (``"Q4_K_M"`` → ``med42-70b.Q4_K_M.gguf``; ``"Q6_K"`` → both ``-split-a``/``-split-b``
+        parts, used in place without joining); ``filename`` names a file instead. Downloads go
+        through ``huggingface_hub`` (its cache, resume, progress bars, ``HF_TOKEN``,
+        ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``); free disk space is checked first. Gated Med42
+        repositories need the license accepted before any weights are downloaded (see
+        :meth:`load` for ``accept_license``).
+        """
+        from .hub import download
+
+        def gate(_files: list[str]) -> None:
+            ensure_accepted(license_for(repo_id=repo_id), accept_license=accept_license)
+
+        paths = download(
+            repo_id, quant=quant, filename=filename, revision=revision, token=token,
+            cache_dir=cache_dir, before_download=gate,
+        )  # fmt: skip
+        return cls.load(paths, device=device, n_ctx=n_ctx, n_threads=n_threads, accept_license=accept_license)
 
     @property
     def config(self) -> dict[str, Any]:

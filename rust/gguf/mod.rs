@@ -169,6 +169,11 @@ impl GgufFile {
         }
     }
 
+    /// Parse a GGUF file held in memory (see [`Source::from_bytes`]); `name` is used in messages.
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
+        reader::parse(Arc::new(Source::from_bytes(name, bytes)?))
+    }
+
     fn split_keys(&self) -> Result<(Option<u64>, Option<u64>)> {
         Ok((
             self.metadata.get_u64(keys::SPLIT_NO)?,

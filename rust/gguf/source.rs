@@ -79,6 +79,33 @@ impl Source {
         Ok(Source { parts, len: start })
     }
 
+    /// An in-memory file (fuzzing, tests, bytes received over a network): the bytes are copied
+    /// into an anonymous read-only mapping, so every read path is the same as for a file.
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
+        let path = PathBuf::from(name);
+        let map = if bytes.is_empty() {
+            None
+        } else {
+            let io = |source| Error::Io {
+                path: path.clone(),
+                source,
+            };
+            let mut m = memmap2::MmapMut::map_anon(bytes.len()).map_err(io)?;
+            m.copy_from_slice(bytes);
+            Some(m.make_read_only().map_err(io)?)
+        };
+        let len = bytes.len() as u64;
+        Ok(Source {
+            parts: vec![Part {
+                path,
+                map,
+                start: 0,
+                len,
+            }],
+            len,
+        })
+    }
+
     /// Total logical length in bytes.
     pub fn len(&self) -> u64 {
         self.len

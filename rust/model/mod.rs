@@ -49,6 +49,9 @@ pub struct LoadOptions {
     pub n_threads: Option<usize>,
     /// Force an implementation (default: native on CPU, candle on GPUs).
     pub backend: Option<Backend>,
+    /// Refuse to load when weights + KV cache + scratch exceed the memory available (see
+    /// [`crate::memory`]); default on.
+    pub check_memory: bool,
 }
 
 impl Default for LoadOptions {
@@ -58,6 +61,7 @@ impl Default for LoadOptions {
             device: "cpu".into(),
             n_threads: None,
             backend: None,
+            check_memory: true,
         }
     }
 }
@@ -299,6 +303,9 @@ impl Llama {
                 &extra.name,
                 format!("belongs to a block beyond `block_count` = {}", cfg.n_layer),
             ));
+        }
+        if opts.check_memory && device.is_cpu() {
+            crate::memory::check(&crate::memory::Estimate::new(&file, &cfg, n_ctx), n_ctx)?;
         }
 
         let w = |name: &str, n_in: usize, n_out: usize| -> Result<Arc<QWeight>> {

@@ -266,24 +266,22 @@ impl Tokenizer {
         if n == 0 || n > u32::MAX as usize / 2 {
             return Err(short_array(keys::TOKENIZER_TOKENS, n, 1));
         }
+        // Exactly f32[n_vocab], as llama.cpp writes and reads it: anything else is a damaged or
+        // mislabelled file, and reinterpreting it would silently change tokenization.
         let scores: Vec<f32> = match md.get_array(keys::TOKENIZER_SCORES)? {
             None => vec![0.0; n],
-            Some(Array::F32(v)) if v.len() >= n => v[..n].to_vec(),
-            Some(Array::I32(v)) if v.len() >= n => v[..n].iter().map(|&x| x as f32).collect(),
-            Some(a @ (Array::F32(_) | Array::I32(_))) => {
-                return Err(short_array(keys::TOKENIZER_SCORES, a.len(), n))
-            }
-            Some(_) => {
+            Some(Array::F32(v)) if v.len() == n => v.clone(),
+            Some(a) => {
                 return Err(Error::BadKey {
                     key: keys::TOKENIZER_SCORES.into(),
-                    expected: "an array of f32 or i32".into(),
-                    found: "an array of another type".into(),
+                    expected: format!("an array of {n} f32 (one per token)"),
+                    found: format!("{} elements of {}", a.len(), a.type_name()),
                 })
             }
         };
         let mut attrs: Vec<u32> = match md.get_array(keys::TOKENIZER_TOKEN_TYPE)? {
             None => vec![attr::NORMAL; n],
-            Some(Array::I32(v)) if v.len() >= n => v[..n]
+            Some(Array::I32(v)) if v.len() == n => v
                 .iter()
                 .map(|&t| match t {
                     1 => attr::NORMAL,

@@ -1,0 +1,102 @@
+//! The memory budget checked before loading: weights + one KV cache + scratch, against what the
+//! machine (or the container's cgroup limit) has available.
+//!
+//! On CPU the weights stay in the file mapping, so they cost page cache rather than anonymous
+//! memory; but a model whose weights do not fit in RAM is re-read from disk for every token (a
+//! 70B model at a few seconds per token, or the machine stalls), so they count in full.
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgufFile, LlamaConfig};
+
+/// Prompt tokens processed per batch (the CPU forward pass's scratch is sized for this).
+pub const BATCH: usize = 512;
+
+/// An estimate of what a loaded model needs, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    pub weights: u64,
+    pub kv_cache: u64,
+    pub scratch: u64,
+}
+
+impl Estimate {
+    /// Weights, one KV cache of `n_ctx` positions (f32 K and V) and batch scratch.
+    pub fn new(file: &GgufFile, cfg: &LlamaConfig, n_ctx: usize) -> Self {
+        let weights = file.tensors.iter().map(|t| t.n_bytes).sum();
+        let kv_dim = (cfg.n_head_kv * cfg.head_dim) as u64;
+        let kv_cache = 2 * cfg.n_layer as u64 * n_ctx as u64 * kv_dim * 4;
+        let b = BATCH.min(n_ctx) as u64;
+        let q_dim = (cfg.n_head * cfg.head_dim) as u64;
+        // activations of one batch (x, norm, q/k/v, attention out, gate/up, scores) + logits
+        let per_tok = 4 * cfg.n_embd as u64 + q_dim + 2 * kv_dim + 3 * cfg.n_ff as u64;
+        let scratch = b * per_tok * 4 + b * n_ctx as u64 * 4 + b * cfg.n_vocab as u64 * 4;
+        Estimate {
+            weights,
+            kv_cache,
+            scratch,
+        }
+    }
+
+    /// Total bytes.
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv_cache + self.scratch
+    }
+}
+
+fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+/// Bytes of memory available to this process: `MED42_MEMORY_AVAILABLE` (bytes, for containers
+/// whose limits the OS does not report, and for tests), else the smaller of Linux's `MemAvailable`
+/// and the cgroup v2 limit minus current use. `None` where neither can be read (the check is then
+/// skipped).
+pub fn available() -> Option<u64> {
+    if let Ok(v) = std::env::var("MED42_MEMORY_AVAILABLE") {
+        if let Ok(n) = v.trim().parse::<u64>() {
+            return Some(n);
+        }
+    }
+    let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let cgroup = match (
+        read("/sys/fs/cgroup/memory.max"),
+        read("/sys/fs/cgroup/memory.current"),
+    ) {
+        (Some(max), Some(cur)) => Some(max.saturating_sub(cur)),
+        _ => None,
+    };
+    match (mem, cgroup) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Refuse to load when the estimate exceeds what is available (see [`available`]).
+pub fn check(est: &Estimate, n_ctx: usize) -> Result<()> {
+    let Some(avail) = available() else {
+        return Ok(());
+    };
+    if est.total() <= avail {
+        return Ok(());
+    }
+    Err(Error::InsufficientMemory {
+        needed_gib: gib(est.total()),
+        available_gib: gib(avail),
+        detail: format!(
+            "weights {:.1} GiB + KV cache {:.1} GiB for n_ctx {n_ctx} + scratch {:.1} GiB",
+            gib(est.weights),
+            gib(est.kv_cache),
+            gib(est.scratch)
+        ),
+    })
+}
