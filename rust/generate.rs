@@ -300,13 +300,7 @@ impl Generation {
             self.prompt_secs += t0.elapsed().as_secs_f64();
             self.logits = Some(r?);
         }
-        if let Some(tok) = self.pending {
-            let t0 = std::time::Instant::now();
-            let r = self.session.append(&[tok], Logits::Last, cancelled);
-            self.decode_secs += t0.elapsed().as_secs_f64();
-            self.logits = Some(r?);
-            self.pending = None;
-        }
+        // Checked before feeding the last sampled token: its forward pass would be wasted.
         if self.generated >= self.max_tokens {
             self.finished = true;
             let text = self.finish_text();
@@ -315,6 +309,13 @@ impl Generation {
                 ids: Vec::new(),
                 finish: Some(Finish::Length),
             }));
+        }
+        if let Some(tok) = self.pending {
+            let t0 = std::time::Instant::now();
+            let r = self.session.append(&[tok], Logits::Last, cancelled);
+            self.decode_secs += t0.elapsed().as_secs_f64();
+            self.logits = Some(r?);
+            self.pending = None;
         }
         let t0 = std::time::Instant::now();
         let logits = self.logits.as_mut().expect("logits after prefill");

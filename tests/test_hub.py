@@ -822,3 +822,20 @@ def test_from_pretrained_of_an_ungated_model_needs_no_license(
     fake.add("someone/tiny-llama-GGUF", {"tiny-llama.Q8_0.gguf": Path(tiny("Q8_0")).read_bytes()})
     m = med42_rs.Model.from_pretrained("someone/tiny-llama-GGUF", quant="Q8_0", accept_license=False)
     assert m.config["n_layer"] == 2
+
+
+def test_cli_download_prints_the_paths_after_the_license_check(
+    fake: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from med42_rs.cli import main
+
+    monkeypatch.setenv("MED42_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("MED42_ACCEPT_LICENSE", raising=False)
+    assert main(["download", MED42, "--quant", "Q6_K"]) == 1  # no terminal, not accepted
+    assert "license" in capsys.readouterr().err and fake.file_gets() == []
+    assert main(["download", MED42, "--quant", "Q6_K", "--accept-license"]) == 0
+    out = capsys.readouterr().out.split()
+    assert [Path(p).name for p in out] == ["med42-70b.Q6_K.gguf-split-a", "med42-70b.Q6_K.gguf-split-b"]
+    assert [Path(p).read_bytes() for p in out] == [served(fake, Path(p).name) for p in out]
+    assert main(["download", MED42, "--quant", "Q7_X"]) == 1
+    assert "Q4_K_M" in capsys.readouterr().err  # the available quants are listed

@@ -1,4 +1,4 @@
-"""The ``med42`` command: ``generate``, ``chat``, ``info`` and ``license``."""
+"""The ``med42`` command: ``generate``, ``chat``, ``info``, ``download`` and ``license``."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
     try:
         md, tensors, paths = _native.read_header([a.model])
-    except Med42Error as e:
+    except (Med42Error, ValueError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
     arch = str(md.get("general.architecture", "?"))
@@ -222,6 +222,24 @@ def cmd_license(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(a: argparse.Namespace) -> int:
+    """`med42 download REPO [--quant Q | --filename F]`: fetch a model into the Hugging Face cache
+    (after the license check for Med42) and print the local path(s) to pass to ``--model``."""
+    from .hub import download
+    from .license import ensure_accepted, license_for
+
+    def gate(_files: list[str]) -> None:
+        ensure_accepted(license_for(repo_id=a.repo), accept_license=True if a.accept_license else None)
+
+    paths = download(
+        a.repo, quant=None if a.filename else a.quant, filename=a.filename, revision=a.revision,
+        before_download=gate,
+    )  # fmt: skip
+    for p in paths:
+        print(p)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="med42", description="Run Med42 (Llama GGUF) models on the CPU.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -259,6 +277,13 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("model")
     common(i, model_opt=False)
     i.set_defaults(func=cmd_info)
+    d = sub.add_parser("download", help="download a GGUF model from the Hugging Face Hub")
+    d.add_argument("repo", help="repository id, e.g. TheBloke/med42-70B-GGUF")
+    d.add_argument("--quant", "-q", default="Q4_K_M", help="quantization (default Q4_K_M)")
+    d.add_argument("--filename", "-f", default=None, help="a file name instead of --quant")
+    d.add_argument("--revision", default=None)
+    d.add_argument("--accept-license", action="store_true", help="accept the model's license without asking")
+    d.set_defaults(func=cmd_download)
     lc = sub.add_parser("license", help="show, accept, check or revoke the Med42 license")
     lc.add_argument("action", choices=["accept", "show", "status", "revoke"])
     lc.add_argument("--yes", "-y", action="store_true", help="accept without asking (you have read it)")
@@ -273,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except Med42Error as e:
+    except (Med42Error, ValueError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
 
