@@ -184,9 +184,11 @@ pub fn dot_fn(t: GgmlType) -> Option<DotFn> {
     use GgmlType::*;
     #[cfg(target_arch = "x86_64")]
     if x86::has_avx2() {
-        // SAFETY (all five): AVX2/FMA/F16C were detected; lengths are checked by the callers'
+        // SAFETY (all seven): AVX2/FMA/F16C were detected; lengths are checked by the callers'
         // shapes (one weight row and one activation row of the same `k`).
         let f: Option<DotFn> = match t {
+            Q4_0 => Some(|k, w, a| unsafe { x86::dot_q4_0(k / 32, w, a) }),
+            Q8_0 => Some(|k, w, a| unsafe { x86::dot_q8_0(k / 32, w, a) }),
             Q4_1 => Some(|k, w, a| unsafe { x86::dot_q4_1(k / 32, w, a) }),
             Q5_0 => Some(|k, w, a| unsafe { x86::dot_q5_0(k / 32, w, a) }),
             Q5_1 => Some(|k, w, a| unsafe { x86::dot_q5_1(k / 32, w, a) }),

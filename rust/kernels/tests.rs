@@ -78,8 +78,14 @@ fn dequant_act(kind: ActKind, row: &[u8], k: usize) -> Vec<f32> {
 
 #[test]
 fn simd_dots_match_the_scalar_reference_and_f64_math() {
-    let k = 1024;
-    for (i, &t) in TYPES.iter().enumerate() {
+    // 1024: even block counts; 96 / 800: odd counts of 32-blocks (the unrolled kernels' tails)
+    for (k, i, t) in [1024usize, 96, 800].into_iter().flat_map(|k| {
+        TYPES
+            .iter()
+            .enumerate()
+            .filter(move |(_, t)| k == 1024 || !t.name().ends_with("_K"))
+            .map(move |(i, &t)| (k, i, t))
+    }) {
         let wf = rand_vec(k, 100 + i as u64);
         let xf = rand_vec(k, 200 + i as u64);
         let wb = quantize_weights(t, &wf);
