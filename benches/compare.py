@@ -138,9 +138,12 @@ def _prompt(n: int, n_vocab: int) -> list[int]:
 
 
 def _peak_rss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process (VmHWM: reset at exec, unlike ru_maxrss, which a child
+    inherits from the parent that forked it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def child_ours(path: str, threads: int, n_prompt: int, n_gen: int) -> dict[str, float]:
@@ -184,15 +187,23 @@ def child_llama(path: str, threads: int, n_prompt: int, n_gen: int) -> dict[str,
         n_ubatch=512, verbose=False,
     )  # fmt: skip
     load = time.perf_counter() - t0
-    ids = _prompt(n_prompt, llm.n_vocab())
+    import llama_cpp
+
+    n_vocab = llm.n_vocab()
+    ids = _prompt(n_prompt, n_vocab)
+
+    def argmax_last() -> int:
+        ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(ptr, shape=(n_vocab,))))
+
     t0 = time.perf_counter()
     llm.eval(ids)
     prefill = time.perf_counter() - t0
-    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tok = argmax_last()
     stamps = [time.perf_counter()]
     for _ in range(n_gen - 1):
         llm.eval([tok])
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = argmax_last()
         stamps.append(time.perf_counter())
     return {
         "load_s": load,

@@ -97,6 +97,10 @@ pub enum Error {
     #[error("generation cancelled")]
     Cancelled,
 
+    /// A bug: a panic caught at the Python boundary. The engine stays usable.
+    #[error("internal error (a bug in med42-rs, please report it): {0}")]
+    Internal(String),
+
     /// An error inside candle (a bug in this crate if it ever surfaces).
     #[error("internal tensor error: {0}")]
     Candle(#[from] candle_core::Error),
@@ -138,6 +142,7 @@ impl Error {
             Error::InsufficientMemory { .. } => "InsufficientMemoryError",
             Error::Tokenizer(_) => "TokenizerError",
             Error::Cancelled => "GenerationCancelled",
+            Error::Internal(_) => "InternalError",
             Error::Candle(_) => "Med42Error",
         }
     }

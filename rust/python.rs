@@ -47,12 +47,7 @@ fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(to_py(
-                py,
-                Error::Unsupported(format!(
-                    "internal error (a bug in med42-rs, please report it): {what}"
-                )),
-            ))
+            Err(to_py(py, Error::Internal(what)))
         }
     }
 }
@@ -609,9 +604,7 @@ impl NativeGeneration {
                 );
                 let r = match r {
                     Ok(r) => r,
-                    Err(_) => Err(Error::Unsupported(
-                        "internal error during generation (a bug in med42-rs)".into(),
-                    )),
+                    Err(_) => Err(Error::Internal("panic during generation".into())),
                 };
                 if g.is_finished() {
                     *guard = None; // free the KV cache as soon as nothing more can come
@@ -681,6 +674,12 @@ fn read_header(
     Ok((d, tensors, paths))
 }
 
+/// Panic inside the engine on purpose: proves a Rust panic becomes a Python exception (tests).
+#[pyfunction]
+fn _debug_panic(py: Python<'_>, message: String) -> PyResult<()> {
+    detached(py, move || -> crate::Result<()> { panic!("{message}") })
+}
+
 /// What this build was compiled with and what the CPU offers.
 #[pyfunction]
 fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -703,5 +702,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeGeneration>()?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
+    m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     Ok(())
 }

@@ -114,3 +114,12 @@ def test_a_thousand_generations_with_flat_memory(tiny) -> None:  # type: ignore[
     gc.collect()
     growth = _rss_kib() - before
     assert growth < 8 * 1024, f"RSS grew {growth} KiB over 900 generations"
+
+
+def test_a_rust_panic_is_a_python_exception_and_the_model_stays_usable(
+    m: med42_rs.Model, ref: list[int]
+) -> None:
+    with pytest.raises(med42_rs.InternalError, match="boom from the engine"):
+        med42_rs._native._debug_panic("boom from the engine")
+    assert issubclass(med42_rs.InternalError, RuntimeError)
+    assert m.generate(PROMPT, max_tokens=8, **GREEDY).token_ids == ref

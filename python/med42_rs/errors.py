@@ -16,6 +16,7 @@ __all__ = [
     "GenerationCancelled",
     "InsufficientDiskSpaceError",
     "InsufficientMemoryError",
+    "InternalError",
     "InvalidModelFileError",
     "InvalidParameterError",
     "LicenseNotAcceptedError",
@@ -121,3 +122,8 @@ class RepositoryNotFoundError(DownloadError, LookupError):
 
 class RemoteFileNotFoundError(DownloadError, LookupError):
     """The requested file does not exist in the repository at that revision."""
+
+
+class InternalError(Med42Error, RuntimeError):
+    """A bug in med42-rs (a Rust panic caught at the boundary); the model stays usable. Please
+    report it with the message."""
