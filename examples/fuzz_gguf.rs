@@ -11,6 +11,8 @@
 //! point: `fuzz/` (cargo-fuzz).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use med42_rs::fuzzing::{run_input, Reached};
@@ -139,13 +141,49 @@ fn main() {
     assert!(!pool.is_empty(), "empty corpus");
     std::panic::set_hook(Box::new(|_| {}));
 
+    // Watchdog: an input still running after 10 s is a hang. It is saved and the run fails (the
+    // per-input check below only sees inputs that return). Inputs are saved before they run, so
+    // an abort (e.g. an allocation failure) leaves `fuzz/crashes/current.gguf` behind.
+    let started = Instant::now();
+    let running_since = Arc::new(AtomicU64::new(0)); // ms since `started` + 1; 0 = idle
+    let current: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
+    {
+        let (running_since, current, crash_dir) = (
+            Arc::clone(&running_since),
+            Arc::clone(&current),
+            crash_dir.clone(),
+        );
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let t = running_since.load(Ordering::SeqCst);
+            if t != 0 && started.elapsed().as_millis() as u64 + 1 - t > 10_000 {
+                let data = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let _ = std::fs::create_dir_all(&crash_dir);
+                let name = crash_dir.join("hang.gguf");
+                let _ = std::fs::write(&name, &data);
+                eprintln!(
+                    "FAIL: an input ran for more than 10 s -> {}",
+                    name.display()
+                );
+                std::process::exit(1);
+            }
+        });
+    }
+
     let execs = std::cell::Cell::new(0u64);
     let failures = std::cell::Cell::new(0u64);
     let mut stages = [0u64; 5];
     let run = |data: &[u8], label: &str, stages: &mut [u64; 5]| -> Option<Reached> {
+        current.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(data);
+        running_since.store(started.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
         let t = Instant::now();
         let r = std::panic::catch_unwind(|| run_input(data));
         let dt = t.elapsed();
+        running_since.store(0, Ordering::SeqCst);
         execs.set(execs.get() + 1);
         let bad = match &r {
             Err(p) => Some(format!(
@@ -171,8 +209,14 @@ fn main() {
         Some(reached)
     };
 
+    let mut seed_failures = 0;
     for (p, data) in files.iter().zip(pool.clone()) {
         let reached = run(&data, &p.display().to_string(), &mut stages);
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("valid-") && reached != Some(Reached::Forward) {
+            eprintln!("FAIL: valid seed {name} stopped at {reached:?} instead of a forward pass");
+            seed_failures += 1;
+        }
         println!(
             "corpus {:<40} {:?}",
             p.file_name().unwrap().to_string_lossy(),
@@ -201,7 +245,7 @@ fn main() {
         execs.get() - replayed,
         failures.get()
     );
-    if failures.get() > 0 || peak > 2048 {
+    if failures.get() > 0 || seed_failures > 0 || peak > 2048 {
         std::process::exit(1);
     }
 }

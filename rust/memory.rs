@@ -68,11 +68,21 @@ pub fn available() -> Option<u64> {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
     };
+    // Page cache charged to the cgroup (e.g. this very model file, read before) is reclaimable:
+    // it does not count as used.
+    let file_pages = std::fs::read_to_string("/sys/fs/cgroup/memory.stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("file "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
     let cgroup = match (
         read("/sys/fs/cgroup/memory.max"),
         read("/sys/fs/cgroup/memory.current"),
     ) {
-        (Some(max), Some(cur)) => Some(max.saturating_sub(cur)),
+        (Some(max), Some(cur)) => Some(max.saturating_sub(cur.saturating_sub(file_pages))),
         _ => None,
     };
     match (mem, cgroup) {

@@ -61,3 +61,11 @@ def smollm2() -> Path:
     import assets
 
     return assets.smollm2_gguf()
+
+
+@pytest.fixture(autouse=True)
+def _forget_in_process_license_acceptance() -> None:
+    """Acceptance given in one test (accept_license=True) must not carry over to the next."""
+    from med42_rs import license
+
+    license._SESSION.clear()

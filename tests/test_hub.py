@@ -357,6 +357,8 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HOME", str(home))
+    # These tests exercise downloading; the license gate is tested on its own below.
+    monkeypatch.setenv("MED42_ACCEPT_LICENSE", "med42")
     _point_client_at(monkeypatch, state.url)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hf_constants, "HF_HOME", str(home))
@@ -839,3 +841,20 @@ def test_cli_download_prints_the_paths_after_the_license_check(
     assert [Path(p).read_bytes() for p in out] == [served(fake, Path(p).name) for p in out]
     assert main(["download", MED42, "--quant", "Q7_X"]) == 1
     assert "Q4_K_M" in capsys.readouterr().err  # the available quants are listed
+
+
+def test_download_is_gated_by_default(fake: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a before_download hook, hub.download applies the license gate itself, judged on the
+    repository id and the file names (a Med42 file in a neutrally named repository is gated too)."""
+    import med42_rs
+
+    monkeypatch.setenv("MED42_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("MED42_ACCEPT_LICENSE", raising=False)
+    with pytest.raises(med42_rs.LicenseNotAcceptedError):
+        hub.download(MED42, quant="Q4_K_M")
+    fake.add("someone/medical-gguf", {"Llama3-Med42-8B.Q4_K_M.gguf": b"x" * 1000})
+    with pytest.raises(med42_rs.LicenseNotAcceptedError):
+        hub.download("someone/medical-gguf", quant="Q4_K_M")
+    assert fake.file_gets() == []
+    fake.add("someone/other-gguf", {"tiny.Q4_K_M.gguf": b"y" * 1000})
+    assert hub.download("someone/other-gguf", quant="Q4_K_M")[0].read_bytes() == b"y" * 1000

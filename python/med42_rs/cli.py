@@ -130,7 +130,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
     try:
         md, tensors, paths = _native.read_header([a.model])
-    except (Med42Error, ValueError) as e:
+    except (Med42Error, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
     arch = str(md.get("general.architecture", "?"))
@@ -208,7 +208,7 @@ def cmd_license(a: argparse.Namespace) -> int:
         return 0
     # accept
     if not a.yes:
-        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        if not L._interactive():
             sys.stderr.write(
                 f"error: not a terminal; read {lic.url} and run `med42 license accept --yes` "
                 f"or set {L.ENV_VAR}={lic.id}\n"
@@ -228,8 +228,9 @@ def cmd_download(a: argparse.Namespace) -> int:
     from .hub import download
     from .license import ensure_accepted, license_for
 
-    def gate(_files: list[str]) -> None:
-        ensure_accepted(license_for(repo_id=a.repo), accept_license=True if a.accept_license else None)
+    def gate(files: list[str]) -> None:
+        lic = license_for(repo_id=a.repo, paths=files)
+        ensure_accepted(lic, accept_license=True if a.accept_license else None)
 
     paths = download(
         a.repo, quant=None if a.filename else a.quant, filename=a.filename, revision=a.revision,
@@ -298,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except (Med42Error, ValueError) as e:
+    except (Med42Error, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
 

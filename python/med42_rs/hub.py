@@ -495,7 +495,9 @@ def download(
         cache_dir: The hub cache directory (default: ``$HF_HOME/hub``).
         before_download: Called once with the resolved file names (repository paths, in order)
             before any file byte is downloaded, also when the files are already cached; if it
-            raises, nothing is downloaded (used for license gates).
+            raises, nothing is downloaded. The default is the license gate
+            (:func:`med42_rs.license.ensure_accepted` on the repository id and file names), so
+            gated Med42 weights are never downloaded unaccepted.
 
     Returns:
         The local paths of the model's files, in order (split parts a, b, ...; shards by index), in
@@ -514,6 +516,13 @@ def download(
         DownloadError: The network failed or the transfer was interrupted, or (offline or with the
             Hub unreachable) the model is not in the local cache.
     """
+    if before_download is None:
+
+        def before_download(files: list[str]) -> None:
+            from .license import ensure_accepted, license_for
+
+            ensure_accepted(license_for(repo_id=repo_id, paths=files))
+
     try:
         from huggingface_hub import HfApi, constants, hf_hub_download
     except ImportError as e:  # pragma: no cover - depends on the environment

@@ -146,11 +146,19 @@ def _read() -> dict[str, Any]:
 
 
 def _write(data: dict[str, Any]) -> None:
+    import tempfile
+
     p = _store()
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, p)  # atomic: a crash never leaves a half-written file
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".licenses-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, p)  # atomic: readers see the old or the new file, never half of one
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def stored(lic: License = MED42_LICENSE) -> dict[str, Any] | None:
@@ -164,16 +172,26 @@ def _env_accepts(lic: License) -> bool:
     return lic.id in ids
 
 
+_SESSION: set[tuple[str, str]] = set()
+"""Licenses accepted in this process (so a read-only config directory does not ask twice)."""
+
+
 def accepted(lic: License = MED42_LICENSE) -> bool:
-    """True when ``lic`` (this version) is accepted: through the environment variable, or stored."""
-    if _env_accepts(lic):
+    """True when ``lic`` (this version) is accepted: through the environment variable, in this
+    process, or stored."""
+    if _env_accepts(lic) or (lic.id, lic.version) in _SESSION:
         return True
     rec = stored(lic)
     return rec is not None and rec.get("version") == lic.version
 
 
 def accept(lic: License = MED42_LICENSE, *, how: str = "api") -> Path:
-    """Record that the user accepted ``lic``; returns the file it is stored in."""
+    """Record that the user accepted ``lic`` (for this process at once, then in the store);
+    returns the file it is stored in."""
+    _SESSION.add((lic.id, lic.version))
+    rec = stored(lic)
+    if rec is not None and rec.get("version") == lic.version:
+        return _store()  # already stored: no rewrite (many workers may start at once)
     data = _read()
     data[lic.id] = {
         "version": lic.version,
@@ -186,7 +204,8 @@ def accept(lic: License = MED42_LICENSE, *, how: str = "api") -> Path:
 
 
 def revoke(lic: License = MED42_LICENSE) -> bool:
-    """Forget a stored acceptance of ``lic``; True if there was one."""
+    """Forget a stored acceptance of ``lic`` (and this process's); True if one was stored."""
+    _SESSION.discard((lic.id, lic.version))
     data = _read()
     if data.pop(lic.id, None) is None:
         return False
@@ -244,7 +263,8 @@ def ensure_accepted(
     if lic is None:
         return
     if accept_license:
-        with contextlib.suppress(OSError):  # a read-only home: the acceptance holds for this call
+        _SESSION.add((lic.id, lic.version))
+        with contextlib.suppress(OSError):  # a read-only home: the acceptance holds for this process
             accept(lic, how="api")
         return
     if accepted(lic):
@@ -261,6 +281,7 @@ def ensure_accepted(
                 where = accept(lic, how="prompt")
                 sys.stderr.write(f"License accepted (stored in {where}).\n")
             except OSError as e:
+                _SESSION.add((lic.id, lic.version))
                 sys.stderr.write(f"License accepted for this session (could not store it: {e}).\n")
             return
         raise LicenseNotAcceptedError(f"the {lic.name} was not accepted; {_how_to_accept(lic)}")

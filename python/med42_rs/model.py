@@ -94,8 +94,8 @@ class Model:
         """
         from .hub import download
 
-        def gate(_files: list[str]) -> None:
-            ensure_accepted(license_for(repo_id=repo_id), accept_license=accept_license)
+        def gate(files: list[str]) -> None:
+            ensure_accepted(license_for(repo_id=repo_id, paths=files), accept_license=accept_license)
 
         paths = download(
             repo_id, quant=quant, filename=filename, revision=revision, token=token,
@@ -361,16 +361,19 @@ class Model:
             if n <= budget:
                 return msgs
             turns = [i for i, m in enumerate(msgs) if m.get("role") != "system"]
-            if len(turns) <= 1:
+            users = [i for i in turns if msgs[i].get("role") == "user"]
+            last_user = users[-1] if users else -1
+            if not turns or turns[0] >= last_user:
                 raise ContextLengthExceededError(
                     f"the system prompt and the last user message take {n} tokens; with "
                     f"max_tokens={max_tokens} that exceeds the context of {self.n_ctx} tokens. "
                     "Shorten the message, lower max_tokens, or load the model with a larger n_ctx."
                 )
-            # Drop the oldest non-system message and any assistant replies that follow it.
+            # Drop the oldest non-system message and the assistant replies that follow it (never
+            # the last user message or anything after it).
             drop = {turns[0]}
             for i in turns[1:]:
-                if msgs[i].get("role") != "assistant" or i == turns[-1]:
+                if msgs[i].get("role") != "assistant" or i >= last_user:
                     break
                 drop.add(i)
             msgs = [m for i, m in enumerate(msgs) if i not in drop]

@@ -186,9 +186,9 @@ impl GgufFile {
         if let (no, Some(n)) = file.split_keys()? {
             if n > 1 {
                 return Err(Error::Parts(format!(
-                    "{} is shard {} of {n} of a gguf-split model (metadata `split.no`,                      `split.count`), but the file names do not follow NAME-00001-of-0000N.gguf;                      give the shards their original names and pass the first one",
+                    "{} is shard {} of {n} of a gguf-split model (metadata `split.no`, `split.count`), but the file names do not follow NAME-00001-of-0000N.gguf; give the shards their original names and pass the first one",
                     file.source.path().display(),
-                    no.unwrap_or(0) + 1
+                    no.unwrap_or(0).saturating_add(1)
                 )));
             }
         }
@@ -204,10 +204,10 @@ impl GgufFile {
             let (no, count) = shard.split_keys()?;
             if no != Some(k as u64) || count != Some(n as u64) {
                 return Err(Error::Parts(format!(
-                    "{}: by its name shard {} of {n}, but its metadata says {} of {}; the shards                      are from different splits or were renamed: download them again",
+                    "{}: by its name shard {} of {n}, but its metadata says {} of {}; the shards are from different splits or were renamed: download them again",
                     path.display(),
                     k + 1,
-                    no.map_or("no shard number".into(), |i| (i + 1).to_string()),
+                    no.map_or("no shard number".into(), |i| i.saturating_add(1).to_string()),
                     count.map_or("no count".into(), |c| c.to_string()),
                 )));
             }
@@ -215,7 +215,7 @@ impl GgufFile {
                 t.part = k;
                 if let Some(j) = names.insert(t.name.clone(), k) {
                     return Err(Error::Parts(format!(
-                        "tensor `{}` is in shard {} and in shard {}; the shards are from                          different splits: download them again",
+                        "tensor `{}` is in shard {} and in shard {}; the shards are from different splits: download them again",
                         t.name,
                         j + 1,
                         k + 1
@@ -234,7 +234,7 @@ impl GgufFile {
         if let Some(total) = file.metadata.get_u64(keys::SPLIT_TENSORS_COUNT)? {
             if total != file.tensors.len() as u64 {
                 return Err(Error::Parts(format!(
-                    "{}: the shards hold {} tensors but `split.tensors.count` says {total};                      download the shards again",
+                    "{}: the shards hold {} tensors but `split.tensors.count` says {total}; download the shards again",
                     file.source.path().display(),
                     file.tensors.len()
                 )));

@@ -59,7 +59,11 @@ fn shard_name(p: &Path) -> Option<(String, u32, u32)> {
     if !digits(i) || !digits(n) || prefix.is_empty() {
         return None;
     }
-    Some((prefix.to_string(), i.parse().ok()?, n.parse().ok()?))
+    let (i, n): (u32, u32) = (i.parse().ok()?, n.parse().ok()?);
+    if i == 0 || i > n {
+        return None; // not a shard name llama.cpp would write
+    }
+    Some((prefix.to_string(), i, n))
 }
 
 fn sibling(first: &Path, name: String) -> PathBuf {
@@ -95,6 +99,10 @@ pub fn resolve(paths: &[PathBuf]) -> Result<Layout> {
 }
 
 fn resolve_one(p: &Path) -> Result<Layout> {
+    if !p.exists() {
+        // the ordinary "file not found", naming the path as given
+        return Ok(Layout::Single(p.to_path_buf()));
+    }
     if let Some((stem, letter)) = byte_split_name(p) {
         if letter != b'a' {
             return Err(parts_error(format!(
@@ -160,6 +168,12 @@ fn resolve_one(p: &Path) -> Result<Layout> {
 fn resolve_list(paths: &[PathBuf]) -> Result<Layout> {
     let bytes: Vec<_> = paths.iter().map(|p| byte_split_name(p)).collect();
     if bytes.iter().all(Option::is_some) {
+        if paths.len() > 26 {
+            return Err(parts_error(format!(
+                "{} paths given as {BYTE_SPLIT}; the convention has at most 26 parts (a..z)",
+                paths.len()
+            )));
+        }
         let bytes: Vec<(String, u8)> = bytes.into_iter().flatten().collect();
         let stem = &bytes[0].0;
         if bytes.iter().any(|(s, _)| s != stem) {

@@ -404,3 +404,36 @@ fn shard_names_resolve_and_bad_sets_are_refused() {
         Layout::Concat(vec![x, y])
     );
 }
+
+#[test]
+fn odd_part_lists_are_errors_or_plain_files_never_panics() {
+    use super::parts::{resolve, Layout};
+    let dir = std::env::temp_dir().join(format!("med42-rs-odd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // shard numbers llama.cpp never writes are not shard names
+    for name in [
+        "m-00001-of-00000.gguf",
+        "m-00000-of-00002.gguf",
+        "m-00003-of-00002.gguf",
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, b"x").unwrap();
+        assert_eq!(
+            resolve(std::slice::from_ref(&p)).unwrap(),
+            Layout::Single(p)
+        );
+    }
+    // more byte-split parts than letters
+    let many: Vec<PathBuf> = (0..300).map(|_| dir.join("x.gguf-split-b")).collect();
+    assert!(resolve(&many)
+        .unwrap_err()
+        .to_string()
+        .contains("at most 26"));
+    // a first part that does not exist is a plain "not found", not "the next part is missing"
+    let gone = dir.join("gone.gguf-split-a");
+    assert_eq!(
+        resolve(std::slice::from_ref(&gone)).unwrap(),
+        Layout::Single(gone.clone())
+    );
+    assert!(matches!(GgufFile::open(&[gone]), Err(Error::Io { .. })));
+}
