@@ -53,6 +53,7 @@ def slice_f16() -> Path:
     """The 70B-shaped slice as F16 (4.5 GB), written once."""
     import assets
     import gguf
+    import ggufgen
 
     out = bench_dir() / "llama70b-slice-2blk.F16.gguf"
     if out.exists():
@@ -67,50 +68,34 @@ def slice_f16() -> Path:
     tokens = [bytes(t).decode("utf-8") for t in arr("tokenizer.ggml.tokens")]
     scores = [float(s[0]) for s in arr("tokenizer.ggml.scores")]
     types = [int(t[0]) for t in arr("tokenizer.ggml.token_type")]
-    e, ff, nh, nkv, nl = (SLICE[k] for k in ("n_embd", "n_ff", "n_head", "n_head_kv", "n_layer"))
-    hd = e // nh
-    tmp = out.with_suffix(".part")
-    w = gguf.GGUFWriter(str(tmp), "llama")
-    w.add_name("llama-70b-shaped-slice")
-    w.add_context_length(SLICE["n_ctx"])
-    w.add_embedding_length(e)
-    w.add_block_count(nl)
-    w.add_feed_forward_length(ff)
-    w.add_head_count(nh)
-    w.add_head_count_kv(nkv)
-    w.add_rope_dimension_count(hd)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(1)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
+    cfg = ggufgen.TinyConfig(
+        n_embd=SLICE["n_embd"], n_layer=SLICE["n_layer"], n_head=SLICE["n_head"],
+        n_head_kv=SLICE["n_head_kv"], n_ff=SLICE["n_ff"], n_vocab=len(tokens), n_ctx=SLICE["n_ctx"],
+        name="llama-70b-shaped-slice",
+    )  # fmt: skip
+    e, ff, kv = cfg.n_embd, cfg.n_ff, cfg.n_head_kv * cfg.head_dim
     rng = np.random.default_rng(0)
 
     def rand(*shape: int, std: float = 0.02) -> np.ndarray:
         return (rng.standard_normal(shape, dtype=np.float32) * std).astype(np.float16)
 
-    w.add_tensor("token_embd.weight", rand(len(tokens), e, std=1.0))
-    for i in range(nl):
+    weights = {"token_embd.weight": rand(len(tokens), e, std=1.0)}
+    for i in range(cfg.n_layer):
         p = f"blk.{i}."
-        w.add_tensor(p + "attn_norm.weight", np.ones(e, np.float32))
-        w.add_tensor(p + "attn_q.weight", rand(e, e))
-        w.add_tensor(p + "attn_k.weight", rand(nkv * hd, e))
-        w.add_tensor(p + "attn_v.weight", rand(nkv * hd, e))
-        w.add_tensor(p + "attn_output.weight", rand(e, e))
-        w.add_tensor(p + "ffn_norm.weight", np.ones(e, np.float32))
-        w.add_tensor(p + "ffn_gate.weight", rand(ff, e))
-        w.add_tensor(p + "ffn_up.weight", rand(ff, e))
-        w.add_tensor(p + "ffn_down.weight", rand(e, ff))
-    w.add_tensor("output_norm.weight", np.ones(e, np.float32))
-    w.add_tensor("output.weight", rand(len(tokens), e))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+        weights |= {
+            p + "attn_norm.weight": np.ones(e, np.float32),
+            p + "attn_q.weight": rand(e, e),
+            p + "attn_k.weight": rand(kv, e),
+            p + "attn_v.weight": rand(kv, e),
+            p + "attn_output.weight": rand(e, e),
+            p + "ffn_norm.weight": np.ones(e, np.float32),
+            p + "ffn_gate.weight": rand(ff, e),
+            p + "ffn_up.weight": rand(ff, e),
+            p + "ffn_down.weight": rand(e, ff),
+        }
+    weights |= {"output_norm.weight": np.ones(e, np.float32), "output.weight": rand(len(tokens), e)}
+    tmp = out.with_suffix(".part")
+    ggufgen.write_llama_gguf(tmp, cfg, weights, qtype=ggufgen.Q.F16, vocab=(tokens, scores, types))
     tmp.rename(out)
     return out
 

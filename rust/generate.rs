@@ -300,7 +300,8 @@ impl Generation {
             self.prompt_secs += t0.elapsed().as_secs_f64();
             self.logits = Some(r?);
         }
-        // Checked before feeding the last sampled token: its forward pass would be wasted.
+        // Only reached with max_tokens == 0 (after the max-th token the step below ends with
+        // Length itself); before feeding `pending`, so no forward pass runs for nothing.
         if self.generated >= self.max_tokens {
             self.finished = true;
             let text = self.finish_text();

@@ -97,11 +97,13 @@ def write_llama_gguf(
     qtype: Any = Q.F32,
     tokenizer: bool = True,
     split_max_tensors: int = 0,
+    vocab: tuple[list[str], list[float], list[int]] | None = None,
 ) -> Path:
     """Write a complete Llama GGUF. 2-D weights are stored as ``qtype``; 1-D ones as F32.
 
     With ``split_max_tensors`` gguf-py writes gguf-split shards ``STEM-0000i-of-0000n.gguf`` next
-    to ``path`` instead (``path`` itself is not written)."""
+    to ``path`` instead (``path`` itself is not written). ``vocab`` (tokens, scores, types) replaces
+    the generated SentencePiece vocabulary."""
     weights = weights if weights is not None else random_weights(cfg)
     w = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split_max_tensors)
     w.add_name(cfg.name)
@@ -116,7 +118,7 @@ def write_llama_gguf(
     w.add_layer_norm_rms_eps(cfg.eps)
     w.add_file_type(0 if qtype == Q.F32 else 1 if qtype == Q.F16 else 7)
     if tokenizer:
-        tokens, scores, types = spm_vocab(cfg.n_vocab)
+        tokens, scores, types = vocab or spm_vocab(cfg.n_vocab)
         w.add_tokenizer_model("llama")
         w.add_token_list(tokens)
         w.add_token_scores(scores)
@@ -137,7 +139,7 @@ def write_llama_gguf(
         if arr.ndim == 1 or qtype in (Q.F32,):
             w.add_tensor(name, arr.astype(np.float32))
         elif qtype == Q.F16:
-            w.add_tensor(name, arr.astype(np.float16))
+            w.add_tensor(name, arr.astype(np.float16, copy=False))
         else:
             w.add_tensor(name, gguf.quants.quantize(arr, qtype), raw_dtype=qtype)
     w.write_header_to_file()
