@@ -68,6 +68,7 @@ fn bench_matmul(c: &mut Criterion) {
             k,
             data: &data,
             dot: kernels::dot_fn(ty).unwrap(),
+            dot_rows: kernels::dot_rows_fn(ty),
         };
         let kind = ActKind::of(ty).unwrap();
         for m in [1usize, 64] {

@@ -144,7 +144,16 @@ fn a_corrupted_weight_block_changes_the_dot() {
 #[test]
 fn tiled_matmul_equals_plain_loop() {
     let (k, n) = (512, 70);
-    for &t in &[GgmlType::Q4_K, GgmlType::Q5_0, GgmlType::F16] {
+    // K-quants, Q8_0 and Q4_0 go through the multi-row kernels (m = 37: groups and a tail)
+    for &t in &[
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::F16,
+    ] {
         let wf = rand_vec(k * n, 7);
         let wb = quantize_weights(t, &wf);
         let view = WeightView {
@@ -153,6 +162,7 @@ fn tiled_matmul_equals_plain_loop() {
             k,
             data: &wb,
             dot: dot_fn(t).unwrap(),
+            dot_rows: dot_rows_fn(t),
         };
         for m in [1usize, 3, 37] {
             let x = rand_vec(m * k, 9 + m as u64);
@@ -160,12 +170,121 @@ fn tiled_matmul_equals_plain_loop() {
             acts.convert(ActKind::of(t).unwrap(), &x, m, k, 2);
             let mut out = vec![f32::NAN; m * n];
             matmul(&view, &acts, &mut out, 2);
+            let kind = ActKind::of(t).unwrap();
+            let wd: Vec<Vec<f32>> = (0..n)
+                .map(|j| {
+                    let mut r = vec![0f32; k];
+                    assert!(dequantize_row(t, view.row(j), &mut r));
+                    r
+                })
+                .collect();
             for tt in 0..m {
+                let xd = dequant_act(kind, acts.row(tt), k);
                 for j in 0..n {
                     let want = (view.dot)(k, view.row(j), acts.row(tt));
-                    assert_eq!(out[tt * n + j], want, "{t} m={m} t={tt} j={j}");
+                    if matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q6_K) && m > 1 {
+                        // different summation order: Q8_0/Q4_0's single-row kernels use four
+                        // chains, and the single-row Q6_K dot may be candle's
+                        let mag: f32 = wd[j].iter().zip(&xd).map(|(p, q)| (p * q).abs()).sum();
+                        let tol = 2e-6 * mag;
+                        assert!(
+                            (out[tt * n + j] - want).abs() <= tol,
+                            "{t} m={m} t={tt} j={j}"
+                        );
+                    } else {
+                        assert_eq!(out[tt * n + j], want, "{t} m={m} t={tt} j={j}");
+                    }
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn multi_row_kernels_match_the_scalar_reference() {
+    let with_rows = [
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+    ];
+    for (i, &t) in with_rows.iter().enumerate() {
+        let Some(dot_rows) = dot_rows_fn(t) else {
+            // no AVX2 here: nothing to compare, and the matmul falls back to single rows
+            continue;
+        };
+        // 768 = 3 super-blocks / 24 blocks; also a single block
+        for k in [768usize, if t.name().ends_with("_K") { 256 } else { 32 }] {
+            let wb = quantize_weights(t, &rand_vec(k, 300 + i as u64));
+            let xf = rand_vec(ROWS * k, 400 + i as u64);
+            let kind = ActKind::of(t).unwrap();
+            let mut acts = QActs::default();
+            acts.convert(kind, &xf, ROWS, k, 1);
+            let rows: [&[u8]; ROWS] = std::array::from_fn(|r| acts.row(r));
+            let got = dot_rows(k, &wb, rows);
+            for (r, &g) in got.iter().enumerate() {
+                let a = acts.row(r);
+                let slow = dot_fn_reference(t).unwrap()(k, &wb, a);
+                let mut wd = vec![0f32; k];
+                assert!(dequantize_row(t, &wb, &mut wd));
+                let xd = dequant_act(kind, a, k);
+                let scale: f64 = wd
+                    .iter()
+                    .zip(&xd)
+                    .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                    .sum();
+                let exact: f64 = wd.iter().zip(&xd).map(|(&p, &q)| p as f64 * q as f64).sum();
+                assert!(
+                    (g as f64 - slow as f64).abs() <= scale * 2e-6,
+                    "{t} k={k} row {r}: {g} vs {slow}"
+                );
+                assert!(
+                    (g as f64 - exact).abs() <= scale * 2e-6,
+                    "{t} k={k} row {r}: {g} vs f64 {exact}"
+                );
+            }
+            // rows are not mixed up: swapping two activation rows swaps the results
+            let mut swapped_rows = rows;
+            swapped_rows.swap(0, 1);
+            let swapped = dot_rows(k, &wb, swapped_rows);
+            assert_eq!((swapped[0], swapped[1]), (got[1], got[0]), "{t}");
+            assert_ne!(got[0], got[1], "{t}: distinct rows gave equal dots");
+        }
+    }
+}
+
+#[test]
+fn multi_row_kernels_notice_every_part_of_a_block() {
+    // negative control: corrupting the scale, a low-bit byte or (Q6_K) a high-bit byte of the
+    // last block changes the result, so a kernel skipping any of them would fail the test above
+    for (t, offsets) in [
+        (GgmlType::Q4_K, vec![0usize, 2, 4, 15, 16, 143]),
+        (GgmlType::Q5_K, vec![0, 2, 4, 15, 16, 47, 48, 175]),
+        (GgmlType::Q6_K, vec![0, 127, 128, 191, 192, 207, 209]),
+        (GgmlType::Q8_0, vec![1, 2, 33]),
+        (GgmlType::Q4_0, vec![1, 2, 17]),
+    ] {
+        let Some(dot_rows) = dot_rows_fn(t) else {
+            continue;
+        };
+        let k = 512;
+        let mut wb = quantize_weights(t, &rand_vec(k, 5));
+        let mut acts = QActs::default();
+        acts.convert(ActKind::of(t).unwrap(), &rand_vec(ROWS * k, 6), ROWS, k, 1);
+        let rows: [&[u8]; ROWS] = std::array::from_fn(|r| acts.row(r));
+        let base = dot_rows(k, &wb, rows);
+        let last = wb.len() - wb.len() / (k / if t.name().ends_with("_K") { 256 } else { 32 });
+        for off in offsets {
+            let saved = wb[last + off];
+            wb[last + off] ^= 0x24;
+            let after = dot_rows(k, &wb, rows);
+            // a changed quant moves every row's dot unless that row's activation there rounds to 0
+            let moved = after.iter().zip(&base).filter(|(x, y)| x != y).count();
+            assert!(
+                moved >= ROWS / 2,
+                "{t}: byte {off} of the last block moved {moved} rows"
+            );
+            wb[last + off] = saved;
         }
     }
 }
