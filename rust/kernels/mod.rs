@@ -73,32 +73,57 @@ impl ActKind {
     }
 }
 
-/// Activation rows converted for one [`ActKind`]: reusable scratch (8-byte aligned).
+/// Activation rows converted for one [`ActKind`]: reusable scratch. Each row starts 8-byte
+/// aligned; Q8_0 rows are followed by their block scales as f32 (see [`QActs::row_with_scales`]).
 #[derive(Default)]
 pub struct QActs {
     buf: Vec<u64>,
     kind: Option<ActKind>,
     rows: usize,
     row_bytes: usize,
+    stride: usize,
+}
+
+/// Offset of the f32 block scales after a Q8_0 activation row of `nb` blocks.
+pub fn q8_0_scales_offset(nb: usize) -> usize {
+    (nb * quantize::Q8_0_BYTES).next_multiple_of(8)
 }
 
 impl QActs {
     /// Convert `m` rows of `k` floats (`x.len() == m * k`) for `kind`, in parallel.
     pub fn convert(&mut self, kind: ActKind, x: &[f32], m: usize, k: usize, n_threads: usize) {
         let rb = kind.row_bytes(k);
-        let need = (m * rb).div_ceil(8);
+        let scales = kind == ActKind::Q8_0;
+        let stride = if scales {
+            q8_0_scales_offset(k / 32) + (k / 32 * 4).next_multiple_of(8)
+        } else {
+            rb.next_multiple_of(8)
+        };
+        let need = (m * stride).div_ceil(8);
         if self.buf.len() < need {
             self.buf.resize(need, 0);
         }
         self.kind = Some(kind);
         self.rows = m;
         self.row_bytes = rb;
+        self.stride = stride;
         let base = SendPtr(self.buf.as_mut_ptr() as *mut u8);
         pool::pool().for_chunks(n_threads, m, 4, &|r| {
             for t in r {
-                // SAFETY: rows are disjoint byte ranges of `buf`, which holds `m * rb` bytes.
-                let out = unsafe { std::slice::from_raw_parts_mut(base.get().add(t * rb), rb) };
-                kind.convert_row(&x[t * k..(t + 1) * k], out);
+                // SAFETY: rows are disjoint `stride`-byte ranges of `buf`, which holds `m * stride`
+                // bytes.
+                let out =
+                    unsafe { std::slice::from_raw_parts_mut(base.get().add(t * stride), stride) };
+                kind.convert_row(&x[t * k..(t + 1) * k], &mut out[..rb]);
+                if scales {
+                    // the f16 block scales widened to f32 (exact), for the multi-row kernels
+                    let nb = k / 32;
+                    let off = q8_0_scales_offset(nb);
+                    for i in 0..nb {
+                        let h = f16::from_le_bytes([out[i * 34], out[i * 34 + 1]]).to_f32();
+                        out[off + 4 * i..off + 4 * i + 4].copy_from_slice(&h.to_le_bytes());
+                    }
+                }
             }
         });
     }
@@ -108,14 +133,24 @@ impl QActs {
         self.kind
     }
 
-    /// Row `t` as bytes.
+    fn all(&self) -> &[u8] {
+        // SAFETY: `buf` holds `rows * stride` initialised bytes.
+        unsafe {
+            std::slice::from_raw_parts(self.buf.as_ptr() as *const u8, self.rows * self.stride)
+        }
+    }
+
+    /// Row `t` in its GGUF block format (what the single-row dot products take).
     pub fn row(&self, t: usize) -> &[u8] {
         debug_assert!(t < self.rows);
-        // SAFETY: `buf` holds `rows * row_bytes` initialised bytes.
-        let all = unsafe {
-            std::slice::from_raw_parts(self.buf.as_ptr() as *const u8, self.rows * self.row_bytes)
-        };
-        &all[t * self.row_bytes..(t + 1) * self.row_bytes]
+        &self.all()[t * self.stride..t * self.stride + self.row_bytes]
+    }
+
+    /// Row `t` followed by any side data (the f32 block scales of Q8_0 rows), for the multi-row
+    /// kernels.
+    pub fn row_with_scales(&self, t: usize) -> &[u8] {
+        debug_assert!(t < self.rows);
+        &self.all()[t * self.stride..(t + 1) * self.stride]
     }
 
     /// Number of rows.
@@ -147,7 +182,8 @@ pub type DotFn = fn(k: usize, w: &[u8], a: &[u8]) -> f32;
 /// shared by twice as many products, and the 8 integer accumulators still fit in registers.
 pub const ROWS: usize = 8;
 
-/// Dot products of one weight row with [`ROWS`] activation rows (prompt processing).
+/// Dot products of one weight row with [`ROWS`] activation rows (prompt processing), given as
+/// [`QActs::row_with_scales`].
 pub type DotRowsFn = fn(k: usize, w: &[u8], a: [&[u8]; ROWS]) -> [f32; ROWS];
 
 /// Bytes per block and values per block of the weight types with multi-row kernels.
@@ -170,7 +206,13 @@ fn multi_geometry(t: GgmlType) -> Option<(usize, usize, usize)> {
 fn multi<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let (wb, vals, ab) = multi_geometry(t).expect("type with a multi-row kernel");
     let nb = k / vals;
-    assert!(k.is_multiple_of(vals) && w.len() >= nb * wb && a.iter().all(|r| r.len() >= nb * ab));
+    // Q8_0 activation rows carry their scales as f32 after the blocks (QActs::row_with_scales)
+    let a_len = if ab == quantize::Q8_0_BYTES {
+        q8_0_scales_offset(nb) + 4 * nb
+    } else {
+        nb * ab
+    };
+    assert!(k.is_multiple_of(vals) && w.len() >= nb * wb && a.iter().all(|r| r.len() >= a_len));
     debug_assert!(x86::has_avx2());
     let ap = a.map(|r| r.as_ptr());
     // SAFETY: AVX2/FMA/F16C were detected by the dispatcher that handed out this function; the
@@ -180,8 +222,10 @@ fn multi<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> [f32
             GgmlType::Q4_K => x86_multi::q45_k::<N, false>(nb, w.as_ptr(), ap),
             GgmlType::Q5_K => x86_multi::q45_k::<N, true>(nb, w.as_ptr(), ap),
             GgmlType::Q6_K => x86_multi::q6_k::<N>(nb, w.as_ptr(), ap),
-            GgmlType::Q8_0 => x86_multi::q8_acts::<N, false>(nb, w.as_ptr(), ap),
-            _ => x86_multi::q8_acts::<N, true>(nb, w.as_ptr(), ap),
+            GgmlType::Q8_0 => {
+                x86_multi::q8_acts::<N, false>(nb, w.as_ptr(), ap, q8_0_scales_offset(nb))
+            }
+            _ => x86_multi::q8_acts::<N, true>(nb, w.as_ptr(), ap, q8_0_scales_offset(nb)),
         }
     }
 }
@@ -362,7 +406,7 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
         });
         return;
     }
-    let act_rb = acts.row_bytes.max(1);
+    let act_rb = acts.stride.max(1);
     let w_rb = (w.data.len() / n).max(1);
     // ~256 KiB of activations and ~128 KiB of weights per tile.
     let t_blk = (256 * 1024 / act_rb).clamp(1, 64).min(m);
@@ -382,7 +426,7 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
                 // a group of activation rows stays in cache while the tile's weight rows stream past
                 while tail + ROWS <= t1 {
                     let t = tail;
-                    let a: [&[u8]; ROWS] = std::array::from_fn(|i| acts.row(t + i));
+                    let a: [&[u8]; ROWS] = std::array::from_fn(|i| acts.row_with_scales(t + i));
                     for j in j0..j1 {
                         let r = dot_rows(w.k, w.row(j), a);
                         for (i, v) in r.into_iter().enumerate() {

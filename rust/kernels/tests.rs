@@ -220,7 +220,7 @@ fn multi_row_kernels_match_the_scalar_reference() {
             let kind = ActKind::of(t).unwrap();
             let mut acts = QActs::default();
             acts.convert(kind, &xf, ROWS, k, 1);
-            let rows: [&[u8]; ROWS] = std::array::from_fn(|r| acts.row(r));
+            let rows: [&[u8]; ROWS] = std::array::from_fn(|r| acts.row_with_scales(r));
             let got = dot_rows(k, &wb, rows);
             for (r, &g) in got.iter().enumerate() {
                 let a = acts.row(r);
@@ -271,7 +271,7 @@ fn multi_row_kernels_notice_every_part_of_a_block() {
         let mut wb = quantize_weights(t, &rand_vec(k, 5));
         let mut acts = QActs::default();
         acts.convert(ActKind::of(t).unwrap(), &rand_vec(ROWS * k, 6), ROWS, k, 1);
-        let rows: [&[u8]; ROWS] = std::array::from_fn(|r| acts.row(r));
+        let rows: [&[u8]; ROWS] = std::array::from_fn(|r| acts.row_with_scales(r));
         let base = dot_rows(k, &wb, rows);
         let last = wb.len() - wb.len() / (k / if t.name().ends_with("_K") { 256 } else { 32 });
         for off in offsets {

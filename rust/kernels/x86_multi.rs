@@ -211,16 +211,18 @@ pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -
 }
 
 /// Q8_0 (`Q4 = false`, 34-byte blocks) or Q4_0 (`Q4 = true`, 18-byte blocks) weights with `N`
-/// Q8_0 activation rows (34-byte blocks).
+/// Q8_0 activation rows (34-byte blocks), each followed at byte `scales` by its `nb` block scales
+/// as f32 (so the per-product scale is one broadcast load instead of an f16 conversion).
 ///
 /// # Safety
-/// AVX2/FMA/F16C present; `w` and every `a[i]` hold `nb` blocks.
+/// AVX2/FMA/F16C present; `w` holds `nb` blocks and every `a[i]` `scales + 4 * nb` bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q8_acts<const N: usize, const Q4: bool>(
     nb: usize,
     w: *const u8,
     a: [*const u8; N],
+    scales: usize,
 ) -> [f32; N] {
     let ones = _mm256_set1_epi16(1);
     let m4 = _mm256_set1_epi8(0x0F);
@@ -236,13 +238,14 @@ pub unsafe fn q8_acts<const N: usize, const Q4: bool>(
             let wb = w.add(b * 34);
             (wb, load(wb.add(2)))
         };
-        let dw = f16_at(wb);
+        let dw = _mm256_set1_ps(f16_at(wb));
         let ax = _mm256_sign_epi8(q, q);
         for i in 0..N {
             let ab = a[i].add(b * 34);
             let ay = _mm256_sign_epi8(load(ab.add(2)), q);
             let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, ay), ones);
-            let d = _mm256_set1_ps(dw * f16_at(ab));
+            let da = _mm256_broadcast_ss(&*(a[i].add(scales + 4 * b) as *const f32));
+            let d = _mm256_mul_ps(dw, da);
             acc[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[i]);
         }
     }
