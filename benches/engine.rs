@@ -68,6 +68,7 @@ fn bench_matmul(c: &mut Criterion) {
             k,
             data: &data,
             dot: kernels::dot_fn(ty).unwrap(),
+            dot_one: kernels::dot_one_fn(ty),
             dot_rows: kernels::dot_rows_fn(ty),
         };
         let kind = ActKind::of(ty).unwrap();

@@ -691,6 +691,17 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("cargo_features", crate::build::cargo_features())?;
     d.set_item("candle", "0.11.1")?;
     d.set_item("target", std::env::consts::ARCH)?;
+    let per_type = PyDict::new(py);
+    for t in crate::gguf::GgmlType::ALL_COMPUTABLE {
+        let name = crate::kernels::kernel_name(t).unwrap_or("none");
+        let prompt = if crate::kernels::dot_rows_fn(t).is_some() {
+            "+multi-row"
+        } else {
+            ""
+        };
+        per_type.set_item(t.name(), format!("{name}{prompt}"))?;
+    }
+    d.set_item("dot_kernels", per_type)?;
     Ok(d)
 }
 

@@ -131,6 +131,7 @@ impl QWeight {
             k: self.n_in,
             data: self.bytes.as_slice(),
             dot: self.dot,
+            dot_one: kernels::dot_one_fn(self.dtype),
             dot_rows: kernels::dot_rows_fn(self.dtype),
         }
     }

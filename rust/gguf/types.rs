@@ -193,6 +193,24 @@ impl GgmlType {
         format!("{self:?}")
     }
 
+    /// The types the engine computes with (the list [`GgmlType::supported_names`] names).
+    pub const ALL_COMPUTABLE: [GgmlType; 14] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::Q8_K,
+    ];
+
     /// All supported types, for messages.
     pub fn supported_names() -> &'static str {
         "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K"

@@ -162,6 +162,7 @@ fn tiled_matmul_equals_plain_loop() {
             k,
             data: &wb,
             dot: dot_fn(t).unwrap(),
+            dot_one: dot_one_fn(t),
             dot_rows: dot_rows_fn(t),
         };
         for m in [1usize, 3, 37] {
@@ -182,9 +183,9 @@ fn tiled_matmul_equals_plain_loop() {
                 let xd = dequant_act(kind, acts.row(tt), k);
                 for j in 0..n {
                     let want = (view.dot)(k, view.row(j), acts.row(tt));
-                    if matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q6_K) && m > 1 {
-                        // different summation order: Q8_0/Q4_0's single-row kernels use four
-                        // chains, and the single-row Q6_K dot may be candle's
+                    if matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q6_K) {
+                        // different summation order: Q8_0/Q4_0's plain single-row kernels use
+                        // four chains, and the single-row Q6_K dot may be candle's
                         let mag: f32 = wd[j].iter().zip(&xd).map(|(p, q)| (p * q).abs()).sum();
                         let tol = 2e-6 * mag;
                         assert!(
@@ -238,6 +239,13 @@ fn multi_row_kernels_match_the_scalar_reference() {
                     (g as f64 - slow as f64).abs() <= scale * 2e-6,
                     "{t} k={k} row {r}: {g} vs {slow}"
                 );
+                if let Some(one) = dot_one_fn(t) {
+                    let o = one(k, &wb, acts.row_with_scales(r));
+                    assert!(
+                        (o as f64 - slow as f64).abs() <= scale * 2e-6,
+                        "{t} one-row: {o} vs {slow}"
+                    );
+                }
                 assert!(
                     (g as f64 - exact).abs() <= scale * 2e-6,
                     "{t} k={k} row {r}: {g} vs f64 {exact}"
@@ -287,4 +295,32 @@ fn multi_row_kernels_notice_every_part_of_a_block() {
             wb[last + off] = saved;
         }
     }
+}
+
+#[test]
+fn run_time_dispatch_does_not_depend_on_compile_flags() {
+    // CI also runs this test in a build without `-C target-cpu=native` (candle compiled without
+    // AVX2): on an AVX2 CPU every type of the Med42 table except Q2_K/Q3_K must still get a SIMD
+    // kernel, and the prompt kernels must still be there.
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx2() {
+        use GgmlType::*;
+        for t in [Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, Q4_1, Q5_1, F16, F32] {
+            let k = kernel_name(t).unwrap();
+            assert_ne!(k, "scalar", "{t}");
+            if !cfg!(target_feature = "avx2") {
+                assert_eq!(
+                    k, "avx2",
+                    "{t}: a portable build must use the run-time kernels"
+                );
+            }
+        }
+        for t in [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K] {
+            assert!(dot_rows_fn(t).is_some(), "{t}");
+        }
+        // negative control: candle's Q2_K is compile-time only
+        let q2 = kernel_name(Q2_K).unwrap();
+        assert_eq!(q2 == "scalar", !cfg!(target_feature = "avx2"), "Q2_K: {q2}");
+    }
+    assert_eq!(kernel_name(GgmlType::IQ4_XS), None);
 }

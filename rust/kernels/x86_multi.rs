@@ -227,8 +227,11 @@ pub unsafe fn q8_acts<const N: usize, const Q4: bool>(
     let ones = _mm256_set1_epi16(1);
     let m4 = _mm256_set1_epi8(0x0F);
     let eight = _mm256_set1_epi8(8);
-    let mut acc = [_mm256_setzero_ps(); N];
+    // two accumulator sets alternating by block: with few rows the fma latency chain would
+    // otherwise bound the loop (for N >= 4 the rows' chains already overlap)
+    let mut acc = [[_mm256_setzero_ps(); N]; 2];
     for b in 0..nb {
+        let set = if N < 4 { b & 1 } else { 0 };
         let (wb, q) = if Q4 {
             let wb = w.add(b * 18);
             let t = _mm_loadu_si128(wb.add(2) as *const __m128i);
@@ -246,12 +249,12 @@ pub unsafe fn q8_acts<const N: usize, const Q4: bool>(
             let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, ay), ones);
             let da = _mm256_broadcast_ss(&*(a[i].add(scales + 4 * b) as *const f32));
             let d = _mm256_mul_ps(dw, da);
-            acc[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[i]);
+            acc[set][i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[set][i]);
         }
     }
     let mut out = [0f32; N];
     for i in 0..N {
-        out[i] = hsum(acc[i]);
+        out[i] = hsum(_mm256_add_ps(acc[0][i], acc[1][i]));
     }
     out
 }
