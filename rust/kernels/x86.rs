@@ -80,7 +80,10 @@ unsafe fn dot_s8(a: __m256i, b: __m256i) -> __m256 {
     dot_us8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a))
 }
 
-/// Q4_1 weights (20-byte blocks) with Q8_1 activations (36-byte blocks).
+/// Q4_1 weights (20-byte blocks) with Q8_1 activations (36-byte blocks). Both blocks start with
+/// two f16 (`d, m` and `d, s`): one conversion each gives `[d_w, m_w]` and `[d_a, s_a]`, and one
+/// multiply gives the block scale and the `min * sum` term together. Four blocks per iteration
+/// into four accumulators (1 x 4096 x 4096 matmul: 1.19 ms -> 0.43 ms).
 ///
 /// # Safety
 /// AVX2/FMA/F16C present; `w` and `a` hold `nb` blocks each.
@@ -88,18 +91,31 @@ unsafe fn dot_s8(a: __m256i, b: __m256i) -> __m256 {
 pub unsafe fn dot_q4_1(nb: usize, w: &[u8], a: &[u8]) -> f32 {
     debug_assert!(w.len() >= nb * 20 && a.len() >= nb * 36);
     let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0f32;
-    for i in 0..nb {
-        let wb = wp.add(i * 20);
-        let ab = ap.add(i * 36);
-        summs += f16_at(wb.add(2)) * f16_at(ab.add(2));
-        let d = _mm256_set1_ps(f16_at(wb) * f16_at(ab));
-        let qx = nibbles(wb.add(4));
-        let qy = _mm256_loadu_si256(ab.add(4) as *const __m256i);
-        acc = _mm256_fmadd_ps(d, dot_us8(qx, qy), acc);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut summs = _mm_setzero_ps();
+    let mut i = 0;
+    while i < nb {
+        let n = (nb - i).min(4);
+        for (j, acc) in acc.iter_mut().enumerate().take(n) {
+            let wb = wp.add((i + j) * 20);
+            let ab = ap.add((i + j) * 36);
+            let hw = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+                wb as *const i32,
+            )));
+            let ha = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+                ab as *const i32,
+            )));
+            let p = _mm_mul_ps(hw, ha); // [d_w * d_a, m_w * s_a, 0, 0]
+            summs = _mm_add_ps(summs, p);
+            let d = _mm256_broadcastss_ps(p);
+            let qx = nibbles(wb.add(4));
+            let qy = _mm256_loadu_si256(ab.add(4) as *const __m256i);
+            *acc = _mm256_fmadd_ps(d, dot_us8(qx, qy), *acc);
+        }
+        i += n;
     }
-    hsum(acc) + summs
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    hsum(s) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
 }
 
 /// Q8_0 weights with Q8_0 activations (34-byte blocks each). Four blocks per iteration into four
