@@ -71,5 +71,8 @@ __all__ = [
 
 def build_info() -> dict[str, Any]:
     """What this build was compiled with: the quantized kernel family (``avx2``, ``neon``, or
-    ``scalar``, which is slow), the SIMD features compiled in and those the CPU offers."""
+    ``scalar``, which is slow), the SIMD features compiled in and those the CPU offers, and in
+    ``dot_kernels`` the dot-product kernel each weight type gets on this CPU (``avx2``: chosen at
+    run time; ``candle-avx2``/``candle-neon``: fixed at compile time; ``scalar``; with
+    ``+multi-row`` where prompts use the multi-row kernel)."""
     return dict(_native.build_info())

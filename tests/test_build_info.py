@@ -1,0 +1,29 @@
+"""build_info() reports the kernel each weight type gets on this machine (run-time dispatch)."""
+
+from __future__ import annotations
+
+import med42_rs
+
+COMPUTABLE = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
+COMPUTABLE += ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"]
+
+
+def test_dot_kernels_name_every_type_and_the_fast_paths() -> None:
+    info = med42_rs.build_info()
+    kernels = info["dot_kernels"]
+    assert sorted(kernels) == sorted(COMPUTABLE)
+    allowed = {"avx2", "candle-avx2", "candle-neon", "scalar"}
+    for t, k in kernels.items():
+        assert k.removesuffix("+multi-row") in allowed, (t, k)
+    if {"avx2", "fma", "f16c"} <= set(info["cpu_simd"]):
+        # run-time dispatch: these are ours whatever the build flags were
+        for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "F16", "F32"]:
+            assert kernels[t].startswith("avx2"), (t, kernels[t])
+        for t in ["Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K"]:
+            assert kernels[t].endswith("+multi-row"), (t, kernels[t])
+        # Q6_K is ours in a portable build, candle's AVX2 kernel when candle was compiled with it
+        expected_q6 = "candle-avx2" if "avx2" in info["compiled_simd"] else "avx2"
+        assert kernels["Q6_K"] == expected_q6 + "+multi-row"
+    # types without a multi-row kernel do not claim one
+    assert not kernels["Q5_0"].endswith("+multi-row")
+    assert not kernels["Q2_K"].endswith("+multi-row")
