@@ -21,9 +21,10 @@ pub fn has_avx2() -> bool {
     })
 }
 
+/// The f16 at `p` as f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
     let bits = std::ptr::read_unaligned(p as *const u16);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
@@ -31,7 +32,7 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 /// Horizontal sum of 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum(x: __m256) -> f32 {
+pub(crate) unsafe fn hsum(x: __m256) -> f32 {
     let hi = _mm256_extractf128_ps(x, 1);
     let lo = _mm256_castps256_ps128(x);
     let s = _mm_add_ps(hi, lo);

@@ -15,26 +15,23 @@
 
 use std::arch::x86_64::*;
 
+use super::x86::{f16_at, hsum};
+
 const Q4K: usize = 144;
 const Q5K: usize = 176;
 const Q6K: usize = 210;
 const Q8K: usize = 292;
 const Q8K_SUMS: usize = 260;
 
+/// Horizontal sums of `N` accumulators.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    let bits = std::ptr::read_unaligned(p as *const u16);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum(x: __m256) -> f32 {
-    let hi = _mm256_extractf128_ps(x, 1);
-    let s = _mm_add_ps(hi, _mm256_castps256_ps128(x));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+unsafe fn hsums<const N: usize>(acc: [__m256; N]) -> [f32; N] {
+    let mut out = [0f32; N];
+    for i in 0..N {
+        out[i] = hsum(acc[i]);
+    }
+    out
 }
 
 #[inline]
@@ -133,11 +130,7 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
             acc[i] = _mm256_fmadd_ps(da, f, acc[i]);
         }
     }
-    let mut out = [0f32; N];
-    for i in 0..N {
-        out[i] = hsum(acc[i]);
-    }
-    out
+    hsums(acc)
 }
 
 /// Q6_K weights (`nb` blocks of 210 bytes) with `N` Q8_K activation rows.
@@ -203,11 +196,7 @@ pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -
             acc[i] = _mm256_fmadd_ps(da, s, acc[i]);
         }
     }
-    let mut out = [0f32; N];
-    for i in 0..N {
-        out[i] = hsum(acc[i]);
-    }
-    out
+    hsums(acc)
 }
 
 /// Q8_0 (`Q4 = false`, 34-byte blocks) or Q4_0 (`Q4 = true`, 18-byte blocks) weights with `N`
@@ -252,9 +241,9 @@ pub unsafe fn q8_acts<const N: usize, const Q4: bool>(
             acc[set][i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[set][i]);
         }
     }
-    let mut out = [0f32; N];
+    let mut sum = acc[0];
     for i in 0..N {
-        out[i] = hsum(_mm256_add_ps(acc[0][i], acc[1][i]));
+        sum[i] = _mm256_add_ps(acc[0][i], acc[1][i]);
     }
-    out
+    hsums(sum)
 }
