@@ -67,9 +67,7 @@ fn bench_matmul(c: &mut Criterion) {
             n_out,
             k,
             data: &data,
-            dot: kernels::dot_fn(ty).unwrap(),
-            dot_one: kernels::dot_one_fn(ty),
-            dot_rows: kernels::dot_rows_fn(ty),
+            kernels: kernels::Kernels::for_type(ty).unwrap(),
         };
         let kind = ActKind::of(ty).unwrap();
         for m in [1usize, 64] {

@@ -692,12 +692,12 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("candle", "0.11.1")?;
     d.set_item("target", std::env::consts::ARCH)?;
     let per_type = PyDict::new(py);
-    for t in crate::gguf::GgmlType::ALL_COMPUTABLE {
-        let name = crate::kernels::kernel_name(t).unwrap_or("none");
-        let prompt = if crate::kernels::dot_rows_fn(t).is_some() {
-            "+multi-row"
-        } else {
-            ""
+    for t in crate::gguf::GgmlType::SUPPORTED {
+        let k = crate::kernels::Kernels::for_type(t);
+        let name = k.map_or("none", |k| k.name);
+        let prompt = match k.and_then(|k| k.dot_rows) {
+            Some(_) => "+multi-row",
+            None => "",
         };
         per_type.set_item(t.name(), format!("{name}{prompt}"))?;
     }

@@ -15,7 +15,7 @@ use half::{bf16, f16};
 
 use crate::error::{Error, Result};
 use crate::gguf::{Bytes, GgmlType, GgufFile, TensorInfo};
-use crate::kernels::{self, ActKind, DotFn, QActs, WeightView};
+use crate::kernels::{self, ActKind, Kernels, QActs, WeightView};
 
 /// A 2-D weight `[n_out, n_in]` (ggml dims `[n_in, n_out]`), rows of `n_in` elements.
 pub struct QWeight {
@@ -24,7 +24,8 @@ pub struct QWeight {
     pub n_out: usize,
     pub n_in: usize,
     bytes: Bytes,
-    dot: DotFn,
+    /// The CPU kernels for `dtype`, chosen once here.
+    kernels: Kernels,
     /// The uploaded copy on a GPU device; `None` on CPU.
     device_mm: Option<QMatMul>,
 }
@@ -78,8 +79,8 @@ impl QWeight {
                 ),
             ));
         }
-        let dot = match (candle_dtype(info.dtype), kernels::dot_fn(info.dtype)) {
-            (Some(_), Some(dot)) if info.dtype.is_supported() => dot,
+        let kernels = match (candle_dtype(info.dtype), Kernels::for_type(info.dtype)) {
+            (Some(_), Some(k)) if info.dtype.is_supported() => k,
             _ => return Err(unsupported_type(&info.name, info.dtype)),
         };
         let bytes = file.tensor_bytes(info)?;
@@ -100,7 +101,7 @@ impl QWeight {
             n_out,
             n_in,
             bytes,
-            dot,
+            kernels,
             device_mm,
         })
     }
@@ -130,9 +131,7 @@ impl QWeight {
             n_out: self.n_out,
             k: self.n_in,
             data: self.bytes.as_slice(),
-            dot: self.dot,
-            dot_one: kernels::dot_one_fn(self.dtype),
-            dot_rows: kernels::dot_rows_fn(self.dtype),
+            kernels: self.kernels,
         }
     }
 

@@ -169,23 +169,7 @@ impl GgmlType {
 
     /// Whether the engine can compute with this type on CPU.
     pub fn is_supported(self) -> bool {
-        use GgmlType::*;
-        matches!(
-            self,
-            F32 | F16
-                | BF16
-                | Q4_0
-                | Q4_1
-                | Q5_0
-                | Q5_1
-                | Q8_0
-                | Q2_K
-                | Q3_K
-                | Q4_K
-                | Q5_K
-                | Q6_K
-                | Q8_K
-        )
+        Self::SUPPORTED.contains(&self)
     }
 
     /// The name ggml uses (`Q4_K`, `F16`, ...).
@@ -193,8 +177,8 @@ impl GgmlType {
         format!("{self:?}")
     }
 
-    /// The types the engine computes with (the list [`GgmlType::supported_names`] names).
-    pub const ALL_COMPUTABLE: [GgmlType; 14] = [
+    /// The types the engine computes with.
+    pub const SUPPORTED: [GgmlType; 14] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
@@ -212,8 +196,8 @@ impl GgmlType {
     ];
 
     /// All supported types, for messages.
-    pub fn supported_names() -> &'static str {
-        "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K"
+    pub fn supported_names() -> String {
+        Self::SUPPORTED.map(Self::name).join(", ")
     }
 }
 

@@ -120,7 +120,8 @@ impl QActs {
                     let nb = k / 32;
                     let off = q8_0_scales_offset(nb);
                     for i in 0..nb {
-                        let h = f16::from_le_bytes([out[i * 34], out[i * 34 + 1]]).to_f32();
+                        let b = i * quantize::Q8_0_BYTES;
+                        let h = f16::from_le_bytes([out[b], out[b + 1]]).to_f32();
                         out[off + 4 * i..off + 4 * i + 4].copy_from_slice(&h.to_le_bytes());
                     }
                 }
@@ -186,33 +187,23 @@ pub const ROWS: usize = 8;
 /// [`QActs::row_with_scales`].
 pub type DotRowsFn = fn(k: usize, w: &[u8], a: [&[u8]; ROWS]) -> [f32; ROWS];
 
-/// Bytes per block and values per block of the weight types with multi-row kernels.
-#[cfg(target_arch = "x86_64")]
-fn multi_geometry(t: GgmlType) -> Option<(usize, usize, usize)> {
-    // (weight block bytes, values per block, activation block bytes)
-    Some(match t {
-        GgmlType::Q4_K => (144, 256, quantize::Q8_K_BYTES),
-        GgmlType::Q5_K => (176, 256, quantize::Q8_K_BYTES),
-        GgmlType::Q6_K => (210, 256, quantize::Q8_K_BYTES),
-        GgmlType::Q8_0 => (34, 32, quantize::Q8_0_BYTES),
-        GgmlType::Q4_0 => (18, 32, quantize::Q8_0_BYTES),
-        _ => return None,
-    })
-}
-
-/// Run the `N`-row kernel for `t` (one of [`multi_geometry`]'s types) after checking lengths.
+/// Run the `N`-row kernel for `t` (Q4_K, Q5_K, Q6_K, Q8_0 or Q4_0) after checking lengths.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn multi<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-    let (wb, vals, ab) = multi_geometry(t).expect("type with a multi-row kernel");
-    let nb = k / vals;
+    let nb = k / t.block_size();
+    let kind = ActKind::of(t).expect("quantized type");
     // Q8_0 activation rows carry their scales as f32 after the blocks (QActs::row_with_scales)
-    let a_len = if ab == quantize::Q8_0_BYTES {
+    let a_len = if kind == ActKind::Q8_0 {
         q8_0_scales_offset(nb) + 4 * nb
     } else {
-        nb * ab
+        kind.row_bytes(k)
     };
-    assert!(k.is_multiple_of(vals) && w.len() >= nb * wb && a.iter().all(|r| r.len() >= a_len));
+    assert!(
+        k.is_multiple_of(t.block_size())
+            && w.len() >= nb * t.type_size()
+            && a.iter().all(|r| r.len() >= a_len)
+    );
     debug_assert!(x86::has_avx2());
     let ap = a.map(|r| r.as_ptr());
     // SAFETY: AVX2/FMA/F16C were detected by the dispatcher that handed out this function; the
@@ -225,40 +216,115 @@ fn multi<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> [f32
             GgmlType::Q8_0 => {
                 x86_multi::q8_acts::<N, false>(nb, w.as_ptr(), ap, q8_0_scales_offset(nb))
             }
-            _ => x86_multi::q8_acts::<N, true>(nb, w.as_ptr(), ap, q8_0_scales_offset(nb)),
+            GgmlType::Q4_0 => {
+                x86_multi::q8_acts::<N, true>(nb, w.as_ptr(), ap, q8_0_scales_offset(nb))
+            }
+            _ => unreachable!("no multi-row kernel for {t}"),
         }
     }
 }
 
-/// A single-row kernel that takes [`QActs::row_with_scales`] and beats [`dot_fn`]`(t)`, if any:
-/// Q8_0, whose f32 activation scales save an f16 conversion per block (1 x 4096 x 4096 matmul:
-/// 600 -> 385 us). For Q4_0 the same kernel was 7% slower than [`x86::dot_q4_0`].
-pub fn dot_one_fn(t: GgmlType) -> Option<DotFn> {
-    #[cfg(target_arch = "x86_64")]
-    if x86::has_avx2() && t == GgmlType::Q8_0 {
-        return Some(|k, w, a| multi::<1>(GgmlType::Q8_0, k, w, [a])[0]);
-    }
-    let _ = t;
-    None
+/// The kernels one weight type gets on this CPU in this build, chosen once (when a weight is
+/// loaded): the single source for the matmul, `build_info()` and the tests.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    /// Dot product of a weight row with a [`QActs::row`].
+    pub dot: DotFn,
+    /// A faster single-row kernel taking [`QActs::row_with_scales`], if any: Q8_0, whose f32
+    /// activation scales save an f16 conversion per block (1 x 4096 x 4096 matmul: 600 -> 380 us;
+    /// the same kernel was 7% slower than [`x86::dot_q8_acts`] for Q4_0).
+    pub dot_one: Option<DotFn>,
+    /// The multi-row kernel for prompt batches, taking [`QActs::row_with_scales`]. Its results
+    /// equal [`ROWS`] calls of `dot` bit for bit for Q4_K and Q5_K (same code); for Q8_0, Q4_0
+    /// and Q6_K the single-row kernel sums in a different order (equal within float rounding).
+    pub dot_rows: Option<DotRowsFn>,
+    /// Which implementation `dot` is: `"avx2"` (this crate's, chosen at run time),
+    /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
+    pub name: &'static str,
 }
 
-/// The multi-row kernel for `t` on this CPU, if it has one. Its results equal [`ROWS`] calls of
-/// [`dot_fn`]`(t)` bit for bit for Q4_K and Q5_K (same code); for Q8_0, Q4_0 and Q6_K the
-/// single-row kernel sums in a different order (equal within float rounding).
-pub fn dot_rows_fn(t: GgmlType) -> Option<DotRowsFn> {
-    #[cfg(target_arch = "x86_64")]
-    if x86::has_avx2() {
-        return match t {
-            GgmlType::Q4_K => Some(|k, w, a| multi::<ROWS>(GgmlType::Q4_K, k, w, a)),
-            GgmlType::Q5_K => Some(|k, w, a| multi::<ROWS>(GgmlType::Q5_K, k, w, a)),
-            GgmlType::Q6_K => Some(|k, w, a| multi::<ROWS>(GgmlType::Q6_K, k, w, a)),
-            GgmlType::Q8_0 => Some(|k, w, a| multi::<ROWS>(GgmlType::Q8_0, k, w, a)),
-            GgmlType::Q4_0 => Some(|k, w, a| multi::<ROWS>(GgmlType::Q4_0, k, w, a)),
-            _ => None,
-        };
+impl Kernels {
+    /// The kernels for `t`; `None` for types the engine cannot compute with.
+    pub fn for_type(t: GgmlType) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if x86::has_avx2() {
+            let (dot, name) = match x86_dot(t) {
+                Some(dot) => (dot, "avx2"),
+                None => (candle_dot_fn(t)?, candle_kernel_name(t)),
+            };
+            return Some(Kernels {
+                dot,
+                dot_one: x86_dot_one(t),
+                dot_rows: x86_dot_rows(t),
+                name,
+            });
+        }
+        Some(Kernels {
+            dot: candle_dot_fn(t)?,
+            dot_one: None,
+            dot_rows: None,
+            name: candle_kernel_name(t),
+        })
     }
-    let _ = t;
-    None
+}
+
+/// Which of candle's dots [`candle_dot_fn`] gives for `t` in this build.
+fn candle_kernel_name(t: GgmlType) -> &'static str {
+    use GgmlType::*;
+    let simd = matches!(t, Q4_0 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K)
+        || (matches!(t, F16 | F32) && cfg!(target_feature = "neon"));
+    if simd && cfg!(target_feature = "avx2") {
+        "candle-avx2"
+    } else if simd && cfg!(target_feature = "neon") {
+        "candle-neon"
+    } else {
+        "scalar"
+    }
+}
+
+/// This crate's AVX2 single-row dot for `t`, where it has one that beats candle's.
+///
+/// Callers have checked [`x86::has_avx2`].
+#[cfg(target_arch = "x86_64")]
+fn x86_dot(t: GgmlType) -> Option<DotFn> {
+    use GgmlType::*;
+    // SAFETY (each unsafe block): AVX2/FMA/F16C were detected; lengths are checked by the
+    // callers' shapes (one weight row and one activation row of the same `k`).
+    Some(match t {
+        Q4_0 => |k, w, a| unsafe { x86::dot_q8_acts::<true>(k / 32, w, a) },
+        Q8_0 => |k, w, a| unsafe { x86::dot_q8_acts::<false>(k / 32, w, a) },
+        Q4_1 => |k, w, a| unsafe { x86::dot_q4_1(k / 32, w, a) },
+        Q5_0 => |k, w, a| unsafe { x86::dot_q5_0(k / 32, w, a) },
+        Q5_1 => |k, w, a| unsafe { x86::dot_q5_1(k / 32, w, a) },
+        F16 => |k, w, a| unsafe { x86::dot_f16(k, w, a) },
+        F32 => |k, w, a| unsafe { x86::dot_f32(k, w, a) },
+        Q4_K => |k, w, a| multi::<1>(Q4_K, k, w, [a])[0],
+        Q5_K => |k, w, a| multi::<1>(Q5_K, k, w, [a])[0],
+        // candle's AVX2 Q6_K single-row dot is 13% faster than ours (matmul bench, 1 row), but it
+        // exists only when candle was compiled with AVX2; otherwise ours replaces scalar code
+        Q6_K if !cfg!(target_feature = "avx2") => |k, w, a| multi::<1>(Q6_K, k, w, [a])[0],
+        _ => return None,
+    })
+}
+
+/// See [`Kernels::dot_one`]. Callers have checked [`x86::has_avx2`].
+#[cfg(target_arch = "x86_64")]
+fn x86_dot_one(t: GgmlType) -> Option<DotFn> {
+    (t == GgmlType::Q8_0).then_some(|k, w, a| multi::<1>(GgmlType::Q8_0, k, w, [a])[0])
+}
+
+/// See [`Kernels::dot_rows`]. Callers have checked [`x86::has_avx2`].
+#[cfg(target_arch = "x86_64")]
+fn x86_dot_rows(t: GgmlType) -> Option<DotRowsFn> {
+    use GgmlType::*;
+    Some(match t {
+        Q4_K => |k, w, a| multi::<ROWS>(Q4_K, k, w, a),
+        Q5_K => |k, w, a| multi::<ROWS>(Q5_K, k, w, a),
+        Q6_K => |k, w, a| multi::<ROWS>(Q6_K, k, w, a),
+        Q8_0 => |k, w, a| multi::<ROWS>(Q8_0, k, w, a),
+        Q4_0 => |k, w, a| multi::<ROWS>(Q4_0, k, w, a),
+        _ => return None,
+    })
 }
 
 fn cast<T>(b: &[u8]) -> &[T] {
@@ -303,34 +369,14 @@ pub fn dot_fn_reference(t: GgmlType) -> Option<DotFn> {
     })
 }
 
-/// The fastest dot for `t` on this CPU.
+/// The fastest single-row dot for `t` on this CPU ([`Kernels::dot`]).
 pub fn dot_fn(t: GgmlType) -> Option<DotFn> {
+    Kernels::for_type(t).map(|k| k.dot)
+}
+
+/// candle's dot for `t` (SIMD where candle was compiled with it).
+fn candle_dot_fn(t: GgmlType) -> Option<DotFn> {
     use GgmlType::*;
-    #[cfg(target_arch = "x86_64")]
-    if x86::has_avx2() {
-        // SAFETY (each unsafe block): AVX2/FMA/F16C were detected; lengths are checked by the
-        // callers' shapes (one weight row and one activation row of the same `k`).
-        let f: Option<DotFn> = match t {
-            Q4_0 => Some(|k, w, a| unsafe { x86::dot_q4_0(k / 32, w, a) }),
-            Q8_0 => Some(|k, w, a| unsafe { x86::dot_q8_0(k / 32, w, a) }),
-            Q4_1 => Some(|k, w, a| unsafe { x86::dot_q4_1(k / 32, w, a) }),
-            Q5_0 => Some(|k, w, a| unsafe { x86::dot_q5_0(k / 32, w, a) }),
-            Q5_1 => Some(|k, w, a| unsafe { x86::dot_q5_1(k / 32, w, a) }),
-            F16 => Some(|k, w, a| unsafe { x86::dot_f16(k, w, a) }),
-            Q4_K => Some(|k, w, a| multi::<1>(Q4_K, k, w, [a])[0]),
-            Q5_K => Some(|k, w, a| multi::<1>(Q5_K, k, w, [a])[0]),
-            // candle's AVX2 Q6_K single-row dot is 13% faster than ours (matmul bench, 1 row), but
-            // it exists only when candle was compiled with AVX2; otherwise ours replaces scalar code
-            Q6_K if !cfg!(target_feature = "avx2") => {
-                Some(|k, w, a| multi::<1>(Q6_K, k, w, [a])[0])
-            }
-            F32 => Some(|k, w, a| unsafe { x86::dot_f32(k, w, a) }),
-            _ => None,
-        };
-        if f.is_some() {
-            return f;
-        }
-    }
     Some(match t {
         F32 => candle_dot::<f32>,
         F16 => candle_dot::<f16>,
@@ -347,34 +393,6 @@ pub fn dot_fn(t: GgmlType) -> Option<DotFn> {
         Q6_K => candle_dot::<BlockQ6K>,
         Q8_K => candle_dot::<BlockQ8K>,
         _ => return None,
-    })
-}
-
-/// Which dot-product kernel [`dot_fn`] picks for `t` on this CPU in this build: `"avx2"` (this
-/// crate's, chosen at run time), `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle
-/// was compiled) or `"scalar"`; `None` for types the engine cannot compute with.
-pub fn kernel_name(t: GgmlType) -> Option<&'static str> {
-    use GgmlType::*;
-    dot_fn(t)?;
-    #[cfg(target_arch = "x86_64")]
-    if x86::has_avx2() {
-        let ours = match t {
-            Q4_0 | Q8_0 | Q4_1 | Q5_0 | Q5_1 | Q4_K | Q5_K | F16 | F32 => true,
-            Q6_K => !cfg!(target_feature = "avx2"),
-            _ => false,
-        };
-        if ours {
-            return Some("avx2");
-        }
-    }
-    let candle_simd = matches!(t, Q4_0 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K)
-        || (matches!(t, F16 | F32) && cfg!(target_feature = "neon"));
-    Some(if candle_simd && cfg!(target_feature = "avx2") {
-        "candle-avx2"
-    } else if candle_simd && cfg!(target_feature = "neon") {
-        "candle-neon"
-    } else {
-        "scalar"
     })
 }
 
@@ -411,11 +429,7 @@ pub struct WeightView<'a> {
     pub n_out: usize,
     pub k: usize,
     pub data: &'a [u8],
-    pub dot: DotFn,
-    /// A faster single-row kernel taking [`QActs::row_with_scales`] ([`dot_one_fn`]).
-    pub dot_one: Option<DotFn>,
-    /// The multi-row kernel, when the type has one (used for prompt batches).
-    pub dot_rows: Option<DotRowsFn>,
+    pub kernels: Kernels,
 }
 
 impl WeightView<'_> {
@@ -437,11 +451,14 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
     assert!(out.len() >= m * n);
     let dst = SendPtr(out.as_mut_ptr());
     let p = pool::pool();
+    // single rows (decode, and the rows after the last full group of a prompt tile)
+    let dot = w.kernels.dot_one.unwrap_or(w.kernels.dot);
+    let one_row = |t: usize| match w.kernels.dot_one {
+        Some(_) => acts.row_with_scales(t),
+        None => acts.row(t),
+    };
     if m == 1 {
-        let (dot, a) = match w.dot_one {
-            Some(f) => (f, acts.row_with_scales(0)),
-            None => (w.dot, acts.row(0)),
-        };
+        let a = one_row(0);
         let chunk = (n / (n_threads.max(1) * 8)).clamp(8, 256);
         p.for_chunks(n_threads, n, chunk, &|r| {
             for j in r {
@@ -467,7 +484,7 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
             let j0 = jb * j_blk;
             let j1 = (j0 + j_blk).min(n);
             let mut tail = t0;
-            if let Some(dot_rows) = w.dot_rows {
+            if let Some(dot_rows) = w.kernels.dot_rows {
                 // a group of activation rows stays in cache while the tile's weight rows stream past
                 while tail + ROWS <= t1 {
                     let t = tail;
@@ -486,7 +503,7 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
                 let wr = w.row(j);
                 for t in tail..t1 {
                     // SAFETY: as above.
-                    unsafe { *dst.get().add(t * n + j) = (w.dot)(w.k, wr, acts.row(t)) };
+                    unsafe { *dst.get().add(t * n + j) = dot(w.k, wr, one_row(t)) };
                 }
             }
         }

@@ -6,7 +6,7 @@ use candle_core::quantized::k_quants::BlockQ8_1;
 
 /// Every type with weight kernels (Q8_K exists only as an activation format).
 fn types() -> impl Iterator<Item = GgmlType> {
-    GgmlType::ALL_COMPUTABLE
+    GgmlType::SUPPORTED
         .into_iter()
         .filter(|&t| t != GgmlType::Q8_K)
 }
@@ -158,9 +158,7 @@ fn tiled_matmul_equals_plain_loop() {
             n_out: n,
             k,
             data: &wb,
-            dot: dot_fn(t).unwrap(),
-            dot_one: dot_one_fn(t),
-            dot_rows: dot_rows_fn(t),
+            kernels: Kernels::for_type(t).unwrap(),
         };
         for m in [1usize, 3, 37] {
             let x = rand_vec(m * k, 9 + m as u64);
@@ -179,7 +177,7 @@ fn tiled_matmul_equals_plain_loop() {
             for tt in 0..m {
                 let xd = dequant_act(kind, acts.row(tt), k);
                 for j in 0..n {
-                    let want = (view.dot)(k, view.row(j), acts.row(tt));
+                    let want = (view.kernels.dot)(k, view.row(j), acts.row(tt));
                     if matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q6_K) {
                         // different summation order: Q8_0/Q4_0's plain single-row kernels use
                         // four chains, and the single-row Q6_K dot may be candle's
@@ -207,7 +205,7 @@ fn multi_row_kernels_match_the_scalar_reference() {
         GgmlType::Q4_0,
     ];
     for (i, &t) in with_rows.iter().enumerate() {
-        let Some(dot_rows) = dot_rows_fn(t) else {
+        let Some(dot_rows) = Kernels::for_type(t).and_then(|k| k.dot_rows) else {
             // no AVX2 here: nothing to compare, and the matmul falls back to single rows
             continue;
         };
@@ -236,7 +234,7 @@ fn multi_row_kernels_match_the_scalar_reference() {
                     (g as f64 - slow as f64).abs() <= scale * 2e-6,
                     "{t} k={k} row {r}: {g} vs {slow}"
                 );
-                if let Some(one) = dot_one_fn(t) {
+                if let Some(one) = Kernels::for_type(t).and_then(|k| k.dot_one) {
                     let o = one(k, &wb, acts.row_with_scales(r));
                     assert!(
                         (o as f64 - slow as f64).abs() <= scale * 2e-6,
@@ -269,7 +267,7 @@ fn multi_row_kernels_notice_every_part_of_a_block() {
         (GgmlType::Q8_0, vec![1, 2, 33]),
         (GgmlType::Q4_0, vec![1, 2, 17]),
     ] {
-        let Some(dot_rows) = dot_rows_fn(t) else {
+        let Some(dot_rows) = Kernels::for_type(t).and_then(|k| k.dot_rows) else {
             continue;
         };
         let k = 512;
@@ -303,7 +301,7 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
     if x86::has_avx2() {
         use GgmlType::*;
         for t in [Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, Q4_1, Q5_1, F16, F32] {
-            let k = kernel_name(t).unwrap();
+            let k = Kernels::for_type(t).unwrap().name;
             assert_ne!(k, "scalar", "{t}");
             if !cfg!(target_feature = "avx2") {
                 assert_eq!(
@@ -313,11 +311,11 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
             }
         }
         for t in [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K] {
-            assert!(dot_rows_fn(t).is_some(), "{t}");
+            assert!(Kernels::for_type(t).unwrap().dot_rows.is_some(), "{t}");
         }
         // negative control: candle's Q2_K is compile-time only
-        let q2 = kernel_name(Q2_K).unwrap();
+        let q2 = Kernels::for_type(Q2_K).unwrap().name;
         assert_eq!(q2 == "scalar", !cfg!(target_feature = "avx2"), "Q2_K: {q2}");
     }
-    assert_eq!(kernel_name(GgmlType::IQ4_XS), None);
+    assert!(Kernels::for_type(GgmlType::IQ4_XS).is_none());
 }

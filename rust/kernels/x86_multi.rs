@@ -20,7 +20,7 @@ use super::x86::{f16_at, hsum};
 const Q4K: usize = 144;
 const Q5K: usize = 176;
 const Q6K: usize = 210;
-const Q8K: usize = 292;
+const Q8K: usize = super::quantize::Q8_K_BYTES;
 const Q8K_SUMS: usize = 260;
 
 /// Horizontal sums of `N` accumulators.
