@@ -1,15 +1,17 @@
 //! AVX2 dot products of one weight row with `N` activation rows at once (prompt processing), for
-//! the weight types of the Med42 quant table that dominate its files: Q4_K, Q6_K, Q8_0 and Q4_0.
+//! the weight types that dominate the Med42 quant table's files: Q4_K, Q5_K, Q6_K, Q8_0, Q4_0.
 //!
 //! Each weight block is loaded and unpacked to bytes once and then multiplied with the same block
 //! of all `N` activation rows, so the unpacking (nibble masks, high-bit merges, scale shuffles)
 //! is paid once per `N` products instead of once per product. With `N = 1` the same code is the
-//! single-row kernel, so decode and prefill share one summation order and agree bit for bit.
+//! single-row kernel for Q4_K and Q5_K (and Q6_K when candle lacks AVX2), so for Q4_K/Q5_K decode
+//! and prefill agree bit for bit; Q8_0 decode uses the `N = 1` kernel with two accumulator chains.
 //!
 //! Formats (ggml): Q4_K = f16 d, f16 dmin, 12 bytes of packed 6-bit scales/mins, 128 bytes of
-//! nibbles (256 values); Q5_K = the same with 32 bytes of fifth bits before the nibbles; Q6_K = 128 bytes low nibbles, 64 bytes high 2-bit pairs, 16 i8 scales,
-//! f16 d; Q8_K activations = f32 d, 256 i8, 16 i16 sums of 16; Q8_0 = f16 d + 32 i8; Q4_0 = f16 d
-//! + 16 bytes of nibbles (value - 8).
+//! nibbles (256 values); Q5_K = the same with 32 bytes of fifth bits before the nibbles; Q6_K =
+//! 128 bytes low nibbles, 64 bytes high 2-bit pairs, 16 i8 scales, f16 d; Q8_K activations = f32
+//! d, 256 i8, 16 i16 sums of 16; Q8_0 = f16 d + 32 i8; Q4_0 = f16 d + 16 bytes of nibbles
+//! (value - 8).
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
