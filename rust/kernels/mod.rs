@@ -445,6 +445,17 @@ impl WeightView<'_> {
 /// Decode (one row) splits the weight rows across threads. Prefill tiles the work into blocks of
 /// activation rows × weight rows, sized so both stay in cache, so the weights are streamed from
 /// memory a few times per batch instead of once per token.
+/// Tile of a prompt matmul: (activation rows, weight rows), from the bytes of one activation row
+/// and one weight row: ~256 KiB of activations and ~128 KiB of weights. The height is a whole
+/// number of multi-row groups (at least one, even when 8 rows of a long `k` exceed the budget), so
+/// only the prompt's last `m % ROWS` rows take the one-row kernel.
+fn tile_shape(act_row_bytes: usize, w_row_bytes: usize, m: usize, n: usize) -> (usize, usize) {
+    let groups = (256 * 1024 / act_row_bytes.max(1)) / ROWS;
+    let t_blk = (groups.clamp(1, 64 / ROWS) * ROWS).min(m);
+    let j_blk = (128 * 1024 / w_row_bytes.max(1)).clamp(4, 64).min(n);
+    (t_blk, j_blk)
+}
+
 pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usize) {
     let m = acts.rows();
     let n = w.n_out;
@@ -468,11 +479,7 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
         });
         return;
     }
-    let act_rb = acts.stride.max(1);
-    let w_rb = (w.data.len() / n).max(1);
-    // ~256 KiB of activations and ~128 KiB of weights per tile.
-    let t_blk = (256 * 1024 / act_rb).clamp(1, 64).min(m);
-    let j_blk = (128 * 1024 / w_rb).clamp(4, 64).min(n);
+    let (t_blk, j_blk) = tile_shape(acts.stride, w.data.len() / n, m, n);
     let n_tb = m.div_ceil(t_blk);
     let n_jb = n.div_ceil(j_blk);
     p.for_chunks(n_threads, n_tb * n_jb, 1, &|r| {

@@ -319,3 +319,28 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
     }
     assert!(Kernels::for_type(GgmlType::IQ4_XS).is_none());
 }
+
+#[test]
+fn prompt_tiles_are_whole_multi_row_groups_at_med42_sizes() {
+    // Every prompt row but the last `m % ROWS` must reach the multi-row kernels. Before this test,
+    // 8 Q8_0 activation rows of Med42's ff length (28672) exceeded the tile budget, the tile held 7
+    // rows, and the whole ffn_down matmul ran one row at a time.
+    for kind in [ActKind::Q8_0, ActKind::Q8K] {
+        for k in [4096usize, 8192, 28672] {
+            let mut acts = QActs::default();
+            acts.convert(kind, &rand_vec(k, 3), 1, k, 1);
+            for w_type in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+                let w_row = k / w_type.block_size() * w_type.type_size();
+                for m in [8usize, 9, 37, 512] {
+                    let (t_blk, j_blk) = tile_shape(acts.stride, w_row, m, 8192);
+                    // a whole number of groups, or the whole (short) prompt in one tile
+                    let ok = t_blk == m || t_blk % ROWS == 0;
+                    assert!(ok && t_blk >= ROWS && t_blk <= m, "{kind:?} k={k} m={m}: {t_blk}");
+                    assert!((4..=64).contains(&j_blk), "{w_type} k={k}: {j_blk} weight rows");
+                }
+                // negative control: fewer rows than a group stay one tile of single rows
+                assert_eq!(tile_shape(acts.stride, w_row, 5, 8192).0, 5);
+            }
+        }
+    }
+}
