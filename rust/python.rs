@@ -695,11 +695,17 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     for t in crate::gguf::GgmlType::SUPPORTED {
         let k = crate::kernels::Kernels::for_type(t);
         let name = k.map_or("none", |k| k.name);
-        let prompt = match k.and_then(|k| k.dot_rows) {
-            Some(_) => "+multi-row",
-            None => "",
+        let multi = if k.is_some_and(|k| k.dot_rows.is_some()) {
+            "+multi-row"
+        } else {
+            ""
         };
-        per_type.set_item(t.name(), format!("{name}{prompt}"))?;
+        let packed = if k.is_some_and(|k| k.packed.is_some()) {
+            "+packed"
+        } else {
+            ""
+        };
+        per_type.set_item(t.name(), format!("{name}{multi}{packed}"))?;
     }
     d.set_item("dot_kernels", per_type)?;
     Ok(d)

@@ -5,7 +5,8 @@
 //! Q4_K, Q5_K, F16 and F32 are this module's ([`x86`], [`x86_multi`]); Q6_K, Q2_K and Q3_K use
 //! candle's, which are AVX2 only when the crate is compiled with AVX2 enabled (Q6_K then falls
 //! back to ours). Prompt batches use the multi-row kernels of [`x86_multi`] for Q4_K, Q5_K, Q6_K,
-//! Q8_0 and Q4_0. Activations are quantized by this module with ggml's exact rules
+//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0 weights the GEMM over
+//! weight tiles repacked 8 rows per register of [`x86_packed`]. Activations are quantized by this module with ggml's exact rules
 //! (see [`quantize`]).
 
 pub mod pool;
@@ -14,6 +15,8 @@ pub mod quantize;
 pub mod x86;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_multi;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_packed;
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
@@ -74,7 +77,8 @@ impl ActKind {
 }
 
 /// Activation rows converted for one [`ActKind`]: reusable scratch. Each row starts 8-byte
-/// aligned; Q8_0 rows are followed by their block scales as f32 (see [`QActs::row_with_scales`]).
+/// aligned; Q8_0 rows are followed by their block scales as f32 and their blocks' quant sums as
+/// i32 (see [`QActs::row_with_scales`]).
 #[derive(Default)]
 pub struct QActs {
     buf: Vec<u64>,
@@ -89,13 +93,19 @@ pub fn q8_0_scales_offset(nb: usize) -> usize {
     (nb * quantize::Q8_0_BYTES).next_multiple_of(8)
 }
 
+/// Offset of the i32 block sums (sum of a block's 32 quants) after a Q8_0 activation row of `nb`
+/// blocks; they follow the f32 scales.
+pub fn q8_0_sums_offset(nb: usize) -> usize {
+    q8_0_scales_offset(nb) + 4 * nb
+}
+
 impl QActs {
     /// Convert `m` rows of `k` floats (`x.len() == m * k`) for `kind`, in parallel.
     pub fn convert(&mut self, kind: ActKind, x: &[f32], m: usize, k: usize, n_threads: usize) {
         let rb = kind.row_bytes(k);
         let scales = kind == ActKind::Q8_0;
         let stride = if scales {
-            q8_0_scales_offset(k / 32) + (k / 32 * 4).next_multiple_of(8)
+            q8_0_sums_offset(k / 32) + (k / 32 * 4).next_multiple_of(8)
         } else {
             rb.next_multiple_of(8)
         };
@@ -116,13 +126,16 @@ impl QActs {
                     unsafe { std::slice::from_raw_parts_mut(base.get().add(t * stride), stride) };
                 kind.convert_row(&x[t * k..(t + 1) * k], &mut out[..rb]);
                 if scales {
-                    // the f16 block scales widened to f32 (exact), for the multi-row kernels
+                    // the f16 block scales widened to f32 (exact), for the multi-row kernels, and
+                    // the blocks' quant sums, for the packed Q4_0 GEMM
                     let nb = k / 32;
-                    let off = q8_0_scales_offset(nb);
+                    let (off, soff) = (q8_0_scales_offset(nb), q8_0_sums_offset(nb));
                     for i in 0..nb {
                         let b = i * quantize::Q8_0_BYTES;
                         let h = f16::from_le_bytes([out[b], out[b + 1]]).to_f32();
                         out[off + 4 * i..off + 4 * i + 4].copy_from_slice(&h.to_le_bytes());
+                        let sum: i32 = out[b + 2..b + 34].iter().map(|&q| q as i8 as i32).sum();
+                        out[soff + 4 * i..soff + 4 * i + 4].copy_from_slice(&sum.to_le_bytes());
                     }
                 }
             }
@@ -147,8 +160,8 @@ impl QActs {
         &self.all()[t * self.stride..t * self.stride + self.row_bytes]
     }
 
-    /// Row `t` followed by any side data (the f32 block scales of Q8_0 rows), for the multi-row
-    /// kernels.
+    /// Row `t` followed by any side data (the f32 block scales and i32 block sums of Q8_0 rows),
+    /// for the multi-row kernels.
     pub fn row_with_scales(&self, t: usize) -> &[u8] {
         debug_assert!(t < self.rows);
         &self.all()[t * self.stride..(t + 1) * self.stride]
@@ -238,6 +251,8 @@ pub struct Kernels {
     /// equal [`ROWS`] calls of `dot` bit for bit for Q4_K and Q5_K (same code); for Q8_0, Q4_0
     /// and Q6_K the single-row kernel sums in a different order (equal within float rounding).
     pub dot_rows: Option<DotRowsFn>,
+    /// The packed-tile GEMM for long prompts, if any (Q4_0 on AVX2): see [`x86_packed`].
+    pub packed: Option<Packed>,
     /// Which implementation `dot` is: `"avx2"` (this crate's, chosen at run time),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
     pub name: &'static str,
@@ -256,6 +271,7 @@ impl Kernels {
                 dot,
                 dot_one: x86_dot_one(t),
                 dot_rows: x86_dot_rows(t),
+                packed: x86_packed_for(t),
                 name,
             });
         }
@@ -263,6 +279,7 @@ impl Kernels {
             dot: candle_dot_fn(t)?,
             dot_one: None,
             dot_rows: None,
+            packed: None,
             name: candle_kernel_name(t),
         })
     }
@@ -324,6 +341,80 @@ fn x86_dot_rows(t: GgmlType) -> Option<DotRowsFn> {
         Q8_0 => |k, w, a| multi::<ROWS>(Q8_0, k, w, a),
         Q4_0 => |k, w, a| multi::<ROWS>(Q4_0, k, w, a),
         _ => return None,
+    })
+}
+
+/// Weight rows packed per group of [`PACK_GROUP`] with one SIMD lane per weight row, and the
+/// GEMM over such a group (see [`x86_packed`]).
+#[derive(Clone, Copy)]
+pub struct Packed {
+    /// Bytes of one packed block (of [`PACK_GROUP`] weight rows).
+    pub block_bytes: usize,
+    /// Pack blocks `b0..b0 + nb` of [`PACK_GROUP`] weight rows into `out`.
+    pub pack: fn(b0: usize, nb: usize, rows: [&[u8]; PACK_GROUP], out: &mut [u8]),
+    /// `acc[r][i] += dot(blocks b0..b0 + nb of weight row i, of activation row r)`, for up to
+    /// [`PACK_ROWS`] activation rows of `row_nb` blocks given as [`QActs::row_with_scales`];
+    /// `packed` from `pack`.
+    pub gemm: PackedGemmFn,
+}
+
+/// See [`Packed::gemm`].
+pub type PackedGemmFn = fn(
+    row_nb: usize,
+    b0: usize,
+    nb: usize,
+    packed: &[u8],
+    a: &[&[u8]],
+    acc: &mut [[f32; PACK_GROUP]],
+);
+
+/// Weight rows per packed group.
+pub const PACK_GROUP: usize = 8;
+/// Activation rows per call of a packed GEMM kernel.
+pub const PACK_ROWS: usize = 4;
+
+/// See [`Kernels::packed`]. Callers have checked [`x86::has_avx2`].
+#[cfg(target_arch = "x86_64")]
+fn x86_packed_for(t: GgmlType) -> Option<Packed> {
+    const _: () = assert!(PACK_GROUP == x86_packed::GROUP);
+    (t == GgmlType::Q4_0).then_some(Packed {
+        block_bytes: x86_packed::Q4_0_PACKED,
+        pack: |b0, nb, rows, out| {
+            let bb = GgmlType::Q4_0.type_size();
+            assert!(out.len() >= nb * x86_packed::Q4_0_PACKED);
+            assert!(rows.iter().all(|r| r.len() >= (b0 + nb) * bb));
+            // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
+            unsafe { x86_packed::pack_q4_0(b0, nb, rows.map(|r| r.as_ptr()), out.as_mut_ptr()) }
+        },
+        gemm: |row_nb, b0, nb, packed, a, acc| {
+            assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
+            assert!(packed.len() >= nb * x86_packed::Q4_0_PACKED);
+            let (so, mo) = (q8_0_scales_offset(row_nb), q8_0_sums_offset(row_nb));
+            assert!(a.iter().all(|r| r.len() >= mo + 4 * row_nb));
+            let q = |r: usize| a[r][b0 * quantize::Q8_0_BYTES..].as_ptr();
+            let sc = |r: usize| a[r][so + 4 * b0..].as_ptr() as *const f32;
+            let sm = |r: usize| a[r][mo + 4 * b0..].as_ptr() as *const i32;
+            let p = packed.as_ptr();
+            macro_rules! call {
+                ($n:literal) => {{
+                    let acc: &mut [[f32; PACK_GROUP]; $n] = acc.try_into().unwrap();
+                    let (q, sc, sm) = (
+                        std::array::from_fn(q),
+                        std::array::from_fn(sc),
+                        std::array::from_fn(sm),
+                    );
+                    // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
+                    unsafe { x86_packed::gemm_q4_0::<$n>(nb, p, q, sc, sm, acc) }
+                }};
+            }
+            match a.len() {
+                1 => call!(1),
+                2 => call!(2),
+                3 => call!(3),
+                4 => call!(4),
+                _ => {}
+            }
+        },
     })
 }
 
@@ -479,6 +570,9 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
         });
         return;
     }
+    if let Some(pk) = w.kernels.packed.filter(|_| m >= PACKED_MIN_ROWS) {
+        return matmul_packed(w, &pk, acts, out, n_threads);
+    }
     let (t_blk, j_blk) = tile_shape(acts.stride, w.data.len() / n, m, n);
     let n_tb = m.div_ceil(t_blk);
     let n_jb = n.div_ceil(j_blk);
@@ -515,6 +609,74 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
             }
         }
     });
+}
+
+/// Prompt rows from which the packed GEMM is used where a type has one: below, packing a weight
+/// group costs more than it saves.
+pub const PACKED_MIN_ROWS: usize = 16;
+/// Activation rows per tile of the packed GEMM: each packed weight chunk serves them all.
+const PACKED_TILE: usize = 32;
+/// Bytes of packed weights per chunk of `k` (stays in L1 while a tile's rows pass over it).
+const PACKED_CHUNK_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// Each thread's buffer for one packed weight chunk.
+    static PACK_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The prompt matmul through a [`Packed`] GEMM: tasks are (activation tile, group of
+/// [`PACK_GROUP`] weight rows); each packs its group chunk by chunk along `k` and runs the tile's
+/// activation rows over every chunk, [`PACK_ROWS`] at a time, accumulating in f32 per weight lane.
+fn matmul_packed(w: &WeightView<'_>, pk: &Packed, acts: &QActs, out: &mut [f32], n_threads: usize) {
+    let (m, n) = (acts.rows(), w.n_out);
+    let row_nb = w.k / w.dtype.block_size();
+    let kc = (PACKED_CHUNK_BYTES / pk.block_bytes).clamp(1, row_nb.max(1));
+    let groups = n / PACK_GROUP;
+    let n_tb = m.div_ceil(PACKED_TILE);
+    let dst = SendPtr(out.as_mut_ptr());
+    let p = pool::pool();
+    p.for_chunks(n_threads, n_tb * groups, 1, &|r| {
+        PACK_BUF.with_borrow_mut(|buf| {
+            buf.resize(kc * pk.block_bytes, 0);
+            for task in r {
+                let (tb, g) = (task / groups, task % groups);
+                let (t0, t1) = (tb * PACKED_TILE, ((tb + 1) * PACKED_TILE).min(m));
+                let rows: [&[u8]; PACK_GROUP] = std::array::from_fn(|i| w.row(g * PACK_GROUP + i));
+                let mut acc = [[0f32; PACK_GROUP]; PACKED_TILE];
+                let mut b0 = 0;
+                while b0 < row_nb {
+                    let nb = kc.min(row_nb - b0);
+                    (pk.pack)(b0, nb, rows, buf);
+                    for t in (t0..t1).step_by(PACK_ROWS) {
+                        let e = (t + PACK_ROWS).min(t1);
+                        let a: [&[u8]; PACK_ROWS] =
+                            std::array::from_fn(|i| acts.row_with_scales((t + i).min(e - 1)));
+                        (pk.gemm)(row_nb, b0, nb, buf, &a[..e - t], &mut acc[t - t0..e - t0]);
+                    }
+                    b0 += nb;
+                }
+                for t in t0..t1 {
+                    for (i, &v) in acc[t - t0].iter().enumerate() {
+                        // SAFETY: (t, j) pairs of different tasks are disjoint.
+                        unsafe { *dst.get().add(t * n + g * PACK_GROUP + i) = v };
+                    }
+                }
+            }
+        })
+    });
+    // weight rows after the last full group, one activation row at a time
+    let j0 = groups * PACK_GROUP;
+    if j0 < n {
+        let dot = w.kernels.dot;
+        p.for_chunks(n_threads, m, 8, &|r| {
+            for t in r {
+                for j in j0..n {
+                    // SAFETY: each t is written by exactly one chunk.
+                    unsafe { *dst.get().add(t * n + j) = dot(w.k, w.row(j), acts.row(t)) };
+                }
+            }
+        });
+    }
 }
 
 /// Dot product of two f32 slices, SIMD when available.

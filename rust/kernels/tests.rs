@@ -313,6 +313,7 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
         for t in [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K] {
             assert!(Kernels::for_type(t).unwrap().dot_rows.is_some(), "{t}");
         }
+        assert!(Kernels::for_type(Q4_0).unwrap().packed.is_some());
         // negative control: candle's Q2_K is compile-time only
         let q2 = Kernels::for_type(Q2_K).unwrap().name;
         assert_eq!(q2 == "scalar", !cfg!(target_feature = "avx2"), "Q2_K: {q2}");
@@ -329,17 +330,91 @@ fn prompt_tiles_are_whole_multi_row_groups_at_med42_sizes() {
         for k in [4096usize, 8192, 28672] {
             let mut acts = QActs::default();
             acts.convert(kind, &rand_vec(k, 3), 1, k, 1);
-            for w_type in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+            for w_type in [
+                GgmlType::Q4_0,
+                GgmlType::Q8_0,
+                GgmlType::Q4_K,
+                GgmlType::Q6_K,
+            ] {
                 let w_row = k / w_type.block_size() * w_type.type_size();
                 for m in [8usize, 9, 37, 512] {
                     let (t_blk, j_blk) = tile_shape(acts.stride, w_row, m, 8192);
                     // a whole number of groups, or the whole (short) prompt in one tile
                     let ok = t_blk == m || t_blk % ROWS == 0;
-                    assert!(ok && t_blk >= ROWS && t_blk <= m, "{kind:?} k={k} m={m}: {t_blk}");
-                    assert!((4..=64).contains(&j_blk), "{w_type} k={k}: {j_blk} weight rows");
+                    assert!(
+                        ok && t_blk >= ROWS && t_blk <= m,
+                        "{kind:?} k={k} m={m}: {t_blk}"
+                    );
+                    assert!(
+                        (4..=64).contains(&j_blk),
+                        "{w_type} k={k}: {j_blk} weight rows"
+                    );
                 }
                 // negative control: fewer rows than a group stay one tile of single rows
                 assert_eq!(tile_shape(acts.stride, w_row, 5, 8192).0, 5);
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
+    // Q4_0's packed GEMM: k spans several packed chunks (the last one partial), the prompt has
+    // tiles of PACKED_TILE rows and a tail of 1..3 rows per tile, n has a tail after its groups.
+    let t = GgmlType::Q4_0;
+    let Some(kernels) = Kernels::for_type(t) else {
+        return;
+    };
+    let Some(pk) = kernels.packed else { return }; // no AVX2: nothing to test
+    let k = 32 * (2 * PACKED_CHUNK_BYTES / pk.block_bytes + 18);
+    let n = 2 * PACK_GROUP + 5;
+    let wf = rand_vec(k * n, 21);
+    let wb = quantize_weights(t, &wf);
+    let row_b = k / 32 * t.type_size();
+    for m in [PACKED_MIN_ROWS, 19, PACKED_TILE + 13] {
+        let x = rand_vec(m * k, 30 + m as u64);
+        let mut acts = QActs::default();
+        acts.convert(ActKind::Q8_0, &x, m, k, 2);
+        let run = |wb: &[u8]| {
+            let view = WeightView {
+                dtype: t,
+                n_out: n,
+                k,
+                data: wb,
+                kernels,
+            };
+            let mut out = vec![f32::NAN; m * n];
+            matmul(&view, &acts, &mut out, 2);
+            out
+        };
+        let out = run(&wb);
+        for tt in 0..m {
+            let xd = dequant_act(ActKind::Q8_0, acts.row(tt), k);
+            for j in 0..n {
+                let mut wd = vec![0f32; k];
+                assert!(dequantize_row(t, &wb[j * row_b..(j + 1) * row_b], &mut wd));
+                let exact: f64 = wd.iter().zip(&xd).map(|(p, q)| *p as f64 * *q as f64).sum();
+                let mag: f64 = wd
+                    .iter()
+                    .zip(&xd)
+                    .map(|(p, q)| (*p as f64 * *q as f64).abs())
+                    .sum();
+                let got = out[tt * n + j] as f64;
+                assert!(
+                    (got - exact).abs() <= 1e-5 * mag,
+                    "m={m} t={tt} j={j}: {got} vs {exact}"
+                );
+            }
+        }
+        // negative control: one nibble of weight row 3 in the last (partial) chunk moves only
+        // output column 3, in every activation row
+        let mut bad = wb.clone();
+        bad[3 * row_b + (k / 32 - 2) * 18 + 7] ^= 0x77;
+        let out2 = run(&bad);
+        for tt in 0..m {
+            for j in 0..n {
+                let moved = out2[tt * n + j] != out[tt * n + j];
+                assert_eq!(moved, j == 3, "m={m} t={tt} j={j}");
             }
         }
     }
