@@ -141,7 +141,8 @@ fn a_corrupted_weight_block_changes_the_dot() {
 #[test]
 fn tiled_matmul_equals_plain_loop() {
     let (k, n) = (512, 70);
-    // K-quants, Q8_0 and Q4_0 go through the multi-row kernels (m = 37: groups and a tail)
+    // K-quants, Q8_0 and Q4_0 go through the multi-row kernels (m = 13: a group and a tail; m = 37:
+    // groups and a tail, or the packed GEMM for Q4_0/Q4_K)
     for &t in &[
         GgmlType::Q4_K,
         GgmlType::Q5_K,
@@ -160,7 +161,7 @@ fn tiled_matmul_equals_plain_loop() {
             data: &wb,
             kernels: Kernels::for_type(t).unwrap(),
         };
-        for m in [1usize, 3, 37] {
+        for m in [1usize, 3, 13, 37] {
             let x = rand_vec(m * k, 9 + m as u64);
             let mut acts = QActs::default();
             acts.convert(ActKind::of(t).unwrap(), &x, m, k, 2);
@@ -178,9 +179,11 @@ fn tiled_matmul_equals_plain_loop() {
                 let xd = dequant_act(kind, acts.row(tt), k);
                 for j in 0..n {
                     let want = (view.kernels.dot)(k, view.row(j), acts.row(tt));
-                    if matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q6_K) {
-                        // different summation order: Q8_0/Q4_0's plain single-row kernels use
-                        // four chains, and the single-row Q6_K dot may be candle's
+                    let packed = m >= PACKED_MIN_ROWS && view.kernels.packed.is_some();
+                    if packed || matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q6_K) {
+                        // different summation order: the packed GEMMs (Q4_0, Q4_K) sum per weight
+                        // lane, Q8_0/Q4_0's plain single-row kernels use four chains, and the
+                        // single-row Q6_K dot may be candle's
                         let mag: f32 = wd[j].iter().zip(&xd).map(|(p, q)| (p * q).abs()).sum();
                         let tol = 2e-6 * mag;
                         assert!(
@@ -359,62 +362,61 @@ fn prompt_tiles_are_whole_multi_row_groups_at_med42_sizes() {
 
 #[test]
 fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
-    // Q4_0's packed GEMM: k spans several packed chunks (the last one partial), the prompt has
-    // tiles of PACKED_TILE rows and a tail of 1..3 rows per tile, n has a tail after its groups.
-    let t = GgmlType::Q4_0;
-    let Some(kernels) = Kernels::for_type(t) else {
-        return;
-    };
-    let Some(pk) = kernels.packed else { return }; // no AVX2: nothing to test
-    let k = 32 * (2 * PACKED_CHUNK_BYTES / pk.block_bytes + 18);
-    let n = 2 * PACK_GROUP + 5;
-    let wf = rand_vec(k * n, 21);
-    let wb = quantize_weights(t, &wf);
-    let row_b = k / 32 * t.type_size();
-    for m in [PACKED_MIN_ROWS, 19, PACKED_TILE + 13] {
-        let x = rand_vec(m * k, 30 + m as u64);
-        let mut acts = QActs::default();
-        acts.convert(ActKind::Q8_0, &x, m, k, 2);
-        let run = |wb: &[u8]| {
-            let view = WeightView {
-                dtype: t,
-                n_out: n,
-                k,
-                data: wb,
-                kernels,
-            };
-            let mut out = vec![f32::NAN; m * n];
-            matmul(&view, &acts, &mut out, 2);
-            out
+    // The packed GEMMs: k spans several packed chunks (the last one partial), the prompt has tiles
+    // of PACKED_TILE rows and a tail of 1..3 rows per tile, n has a tail after its groups.
+    for t in [GgmlType::Q4_0, GgmlType::Q4_K] {
+        let Some(kernels) = Kernels::for_type(t) else {
+            continue;
         };
-        let out = run(&wb);
-        for tt in 0..m {
-            let xd = dequant_act(ActKind::Q8_0, acts.row(tt), k);
-            for j in 0..n {
-                let mut wd = vec![0f32; k];
-                assert!(dequantize_row(t, &wb[j * row_b..(j + 1) * row_b], &mut wd));
-                let exact: f64 = wd.iter().zip(&xd).map(|(p, q)| *p as f64 * *q as f64).sum();
-                let mag: f64 = wd
-                    .iter()
-                    .zip(&xd)
-                    .map(|(p, q)| (*p as f64 * *q as f64).abs())
-                    .sum();
-                let got = out[tt * n + j] as f64;
-                assert!(
-                    (got - exact).abs() <= 1e-5 * mag,
-                    "m={m} t={tt} j={j}: {got} vs {exact}"
-                );
+        let Some(pk) = kernels.packed else { continue }; // no AVX2: nothing to test
+        let kind = ActKind::of(t).unwrap();
+        let (bs, ts) = (t.block_size(), t.type_size());
+        let k = bs * (2 * (PACKED_CHUNK_BYTES / pk.block_bytes) + 3);
+        let n = 2 * PACK_GROUP + 5;
+        let wf = rand_vec(k * n, 21);
+        let wb = quantize_weights(t, &wf);
+        let row_b = k / bs * ts;
+        for m in [PACKED_MIN_ROWS, 19, PACKED_TILE + 13] {
+            let x = rand_vec(m * k, 30 + m as u64);
+            let mut acts = QActs::default();
+            acts.convert(kind, &x, m, k, 2);
+            let run = |wb: &[u8]| {
+                let view = WeightView {
+                    dtype: t,
+                    n_out: n,
+                    k,
+                    data: wb,
+                    kernels,
+                };
+                let mut out = vec![f32::NAN; m * n];
+                matmul(&view, &acts, &mut out, 2);
+                out
+            };
+            let out = run(&wb);
+            for tt in 0..m {
+                let xd = dequant_act(kind, acts.row(tt), k);
+                for j in 0..n {
+                    let mut wd = vec![0f32; k];
+                    assert!(dequantize_row(t, &wb[j * row_b..(j + 1) * row_b], &mut wd));
+                    let prod = |(p, q): (&f32, &f32)| *p as f64 * *q as f64;
+                    let exact: f64 = wd.iter().zip(&xd).map(prod).sum();
+                    let mag: f64 = wd.iter().zip(&xd).map(|x| prod(x).abs()).sum();
+                    let got = out[tt * n + j] as f64;
+                    let ok = (got - exact).abs() <= 1e-5 * mag;
+                    assert!(ok, "{t} m={m} t={tt} j={j}: {got} vs {exact}");
+                }
             }
-        }
-        // negative control: one nibble of weight row 3 in the last (partial) chunk moves only
-        // output column 3, in every activation row
-        let mut bad = wb.clone();
-        bad[3 * row_b + (k / 32 - 2) * 18 + 7] ^= 0x77;
-        let out2 = run(&bad);
-        for tt in 0..m {
-            for j in 0..n {
-                let moved = out2[tt * n + j] != out[tt * n + j];
-                assert_eq!(moved, j == 3, "m={m} t={tt} j={j}");
+            // negative control: one byte of weight quants of row 3 in the last (partial) chunk
+            // moves only output column 3, in every activation row
+            let mut bad = wb.clone();
+            let quant_byte = if t == GgmlType::Q4_0 { 7 } else { 16 + 77 };
+            bad[3 * row_b + (k / bs - 2) * ts + quant_byte] ^= 0x77;
+            let out2 = run(&bad);
+            for tt in 0..m {
+                for j in 0..n {
+                    let moved = out2[tt * n + j] != out[tt * n + j];
+                    assert_eq!(moved, j == 3, "{t} m={m} t={tt} j={j}");
+                }
             }
         }
     }

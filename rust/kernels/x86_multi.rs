@@ -44,7 +44,7 @@ unsafe fn load(p: *const u8) -> __m256i {
 
 /// Q4_K's 12 bytes of 6-bit scales and mins as 8 scale bytes followed by 8 min bytes.
 #[inline]
-fn q4k_scales_mins(p: *const u8) -> [u8; 16] {
+pub(crate) fn q4k_scales_mins(p: *const u8) -> [u8; 16] {
     // SAFETY: callers pass a pointer to the 12 scale bytes of a block.
     let b = unsafe { std::ptr::read_unaligned(p as *const [u8; 12]) };
     let u = |i: usize| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);

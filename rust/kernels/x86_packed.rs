@@ -8,8 +8,12 @@
 //! consecutive values of weight row `i`, followed by the 8 block scales as f32. A 4-byte piece of
 //! an activation block broadcast to all lanes then multiplies all 8 weight rows at once, the
 //! integer sums of a block stay in 16 bits across its 8 pieces, and one conversion and one FMA
-//! finish the block for 8 weight rows. Packing costs about as much as one activation row's
-//! products and is shared by all the rows of the prompt tile.
+//! finish the block for 8 weight rows. Packing is shared by all the rows of a prompt tile.
+//!
+//! Q4_K is packed the same way per 32-value sub-block, with each sub-block's scales as a vector of
+//! 8 lanes (a `madd` widens the 16-bit sums and applies them) and the mins term from the Q8_K
+//! activation sums. The kernels are `inline(never)` so profiles name them; each call covers a
+//! whole packed chunk.
 //!
 //! Q4_0 nibbles are used unsigned (0..15) so that `maddubs` needs no sign fix-up per product; the
 //! `-8` offset is subtracted once per block as `8 * sum(activation block)`, from the sums that
@@ -21,14 +25,22 @@
 use std::arch::x86_64::*;
 
 use super::x86::f16_at;
+use super::x86_multi::q4k_scales_mins;
 
 /// Weight rows per packed group (one per 32-bit lane of a 256-bit register).
 pub const GROUP: usize = 8;
 /// Bytes of one packed Q4_0 block of [`GROUP`] rows: 8 pieces of 32 bytes, then 8 f32 scales.
 pub const Q4_0_PACKED: usize = 8 * 32 + 8 * 4;
 
+/// Bytes of one packed Q4_K super-block of [`GROUP`] rows: 8 sub-blocks of 8 pieces of 32 bytes,
+/// 8 sub-block scale vectors (16 i16: both halves of lane `i` hold row `i`'s scale), 4 min-pair
+/// vectors (lane `i` = row `i`'s mins of sub-blocks `2p`, `2p + 1` as i16), 8 f32 `d`, 8 f32 `dmin`.
+pub const Q4_K_PACKED: usize = 8 * 256 + 8 * 32 + 4 * 32 + 32 + 32;
+
 const Q4_0_BYTES: usize = 18;
 const Q8_0_BYTES: usize = 34;
+const Q4_K_BYTES: usize = 144;
+const Q8_K_BYTES: usize = super::quantize::Q8_K_BYTES;
 
 /// Transpose 8 registers of 8 32-bit lanes: lane `c` of input `i` becomes lane `i` of output `c`.
 #[inline]
@@ -67,6 +79,7 @@ unsafe fn transpose8x32(r: [__m256i; 8]) -> [__m256i; 8] {
 ///
 /// # Safety
 /// AVX2/FMA/F16C present; every `rows[i]` holds blocks `b0..b0 + nb`; `out` has room.
+#[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn pack_q4_0(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
     let m4 = _mm256_set1_epi8(0x0F);
@@ -91,6 +104,7 @@ pub unsafe fn pack_q4_0(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
 /// # Safety
 /// AVX2/FMA/F16C present; `packed` holds `nb` packed blocks; each `q[r]` `nb` Q8_0 blocks, each
 /// `scales[r]` and `sums[r]` `nb` values.
+#[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemm_q4_0<const N: usize>(
     nb: usize,
@@ -122,6 +136,112 @@ pub unsafe fn gemm_q4_0<const N: usize>(
             let i = _mm256_sub_epi32(_mm256_madd_epi16(s[r], ones), off);
             let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
             v[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), v[r]);
+        }
+    }
+    for r in 0..N {
+        _mm256_storeu_ps(acc[r].as_mut_ptr(), v[r]);
+    }
+}
+
+/// Pack super-blocks `b0..b0 + nb` of 8 Q4_K weight rows into `out` (`nb * Q4_K_PACKED` bytes).
+///
+/// # Safety
+/// AVX2/FMA/F16C present; every `rows[i]` holds super-blocks `b0..b0 + nb`; `out` has room.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pack_q4_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    for b in 0..nb {
+        let blk = rows.map(|r| r.add((b0 + b) * Q4_K_BYTES));
+        let o = out.add(b * Q4_K_PACKED);
+        // 32 bytes of nibbles hold sub-blocks 2j (low nibbles) and 2j + 1 (high)
+        for j in 0..4 {
+            let bits = blk.map(|p| _mm256_loadu_si256(p.add(16 + 32 * j) as *const __m256i));
+            let lo = bits.map(|x| _mm256_and_si256(x, m4));
+            let hi = bits.map(|x| _mm256_and_si256(_mm256_srli_epi16(x, 4), m4));
+            for (sb, v) in [(2 * j, lo), (2 * j + 1, hi)] {
+                for (c, piece) in transpose8x32(v).into_iter().enumerate() {
+                    _mm256_storeu_si256(o.add(256 * sb + 32 * c) as *mut __m256i, piece);
+                }
+            }
+        }
+        let sm = blk.map(|p| q4k_scales_mins(p.add(4)));
+        let sc = o.add(8 * 256) as *mut i16;
+        let mn = o.add(8 * 256 + 8 * 32) as *mut i16;
+        for (i, sm) in sm.iter().enumerate() {
+            for sb in 0..8 {
+                *sc.add(16 * sb + 2 * i) = sm[sb] as i16;
+                *sc.add(16 * sb + 2 * i + 1) = sm[sb] as i16;
+                *mn.add(16 * (sb / 2) + 2 * i + sb % 2) = sm[8 + sb] as i16;
+            }
+        }
+        let d = o.add(8 * 256 + 8 * 32 + 4 * 32) as *mut f32;
+        for (i, p) in blk.iter().enumerate() {
+            *d.add(i) = f16_at(*p);
+            *d.add(8 + i) = f16_at(p.add(2));
+        }
+    }
+}
+
+/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed Q4_K super-blocks, for `N`
+/// Q8_K activation rows given as pointers to their first super-block.
+///
+/// Per sub-block of 32 values the 8 pieces' `maddubs` sums stay in 16 bits (at most
+/// `8 * 2 * 15 * 128 = 30720`), then one `madd` with the scale vector widens them; the mins term
+/// is 4 `madd`s of the min pairs with the activation's 32-value sums (from the Q8_K 16-sums).
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `packed` holds `nb` packed super-blocks; each `a[r]` `nb` Q8_K blocks.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_q4_k<const N: usize>(
+    nb: usize,
+    packed: *const u8,
+    a: [*const u8; N],
+    acc: &mut [[f32; GROUP]; N],
+) {
+    let mut v = [_mm256_setzero_ps(); N];
+    for r in 0..N {
+        v[r] = _mm256_loadu_ps(acc[r].as_ptr());
+    }
+    for b in 0..nb {
+        let pb = packed.add(b * Q4_K_PACKED);
+        let ab = a.map(|p| p.add(b * Q8_K_BYTES));
+        let mut isum = [_mm256_setzero_si256(); N];
+        for sb in 0..8 {
+            let mut s = [_mm256_setzero_si256(); N];
+            for c in 0..8 {
+                let w = _mm256_loadu_si256(pb.add(256 * sb + 32 * c) as *const __m256i);
+                for r in 0..N {
+                    let x = std::ptr::read_unaligned(ab[r].add(4 + 32 * sb + 4 * c) as *const i32);
+                    s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
+                }
+            }
+            let scv = _mm256_loadu_si256(pb.add(8 * 256 + 32 * sb) as *const __m256i);
+            for r in 0..N {
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(s[r], scv));
+            }
+        }
+        let mins = pb.add(8 * 256 + 8 * 32);
+        let dv = _mm256_loadu_ps(pb.add(8 * 256 + 8 * 32 + 4 * 32) as *const f32);
+        let dminv = _mm256_loadu_ps(pb.add(8 * 256 + 8 * 32 + 4 * 32 + 32) as *const f32);
+        for r in 0..N {
+            // 32-value sums of the activation block as 8 i16 (each at most 32 * 128)
+            let bs = ab[r].add(260);
+            let h = _mm_hadd_epi16(
+                _mm_loadu_si128(bs as *const __m128i),
+                _mm_loadu_si128(bs.add(16) as *const __m128i),
+            );
+            let h = _mm256_zextsi128_si256(h);
+            let mut msum = _mm256_setzero_si256();
+            for p in 0..4 {
+                let pair = _mm256_permutevar8x32_epi32(h, _mm256_set1_epi32(p as i32));
+                let mv = _mm256_loadu_si256(mins.add(32 * p) as *const __m256i);
+                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mv, pair));
+            }
+            let da = _mm256_broadcast_ss(&*(ab[r] as *const f32));
+            v[r] = _mm256_fmadd_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(isum[r]), v[r]);
+            v[r] = _mm256_fnmadd_ps(_mm256_mul_ps(dminv, da), _mm256_cvtepi32_ps(msum), v[r]);
         }
     }
     for r in 0..N {
