@@ -5,8 +5,8 @@
 //! Q4_K, Q5_K, F16 and F32 are this module's ([`x86`], [`x86_multi`]); Q6_K, Q2_K and Q3_K use
 //! candle's, which are AVX2 only when the crate is compiled with AVX2 enabled (Q6_K then falls
 //! back to ours). Prompt batches use the multi-row kernels of [`x86_multi`] for Q4_K, Q5_K, Q6_K,
-//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0 weights the GEMM over
-//! weight tiles repacked 8 rows per register of [`x86_packed`]. Activations are quantized by this module with ggml's exact rules
+//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0, Q4_K and Q6_K weights
+//! the GEMM over weight tiles repacked 8 rows per register of [`x86_packed`]. Activations are quantized by this module with ggml's exact rules
 //! (see [`quantize`]).
 
 pub mod pool;
@@ -251,7 +251,8 @@ pub struct Kernels {
     /// equal [`ROWS`] calls of `dot` bit for bit for Q4_K and Q5_K (same code); for Q8_0, Q4_0
     /// and Q6_K the single-row kernel sums in a different order (equal within float rounding).
     pub dot_rows: Option<DotRowsFn>,
-    /// The packed-tile GEMM for long prompts, if any (Q4_0 on AVX2): see [`x86_packed`].
+    /// The packed-tile GEMM for long prompts, if any (Q4_0, Q4_K, Q6_K on AVX2): see
+    /// [`x86_packed`].
     pub packed: Option<Packed>,
     /// Which implementation `dot` is: `"avx2"` (this crate's, chosen at run time),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
@@ -446,6 +447,28 @@ fn x86_packed_for(t: GgmlType) -> Option<Packed> {
                     acc,
                     |r| (a[r][b0 * quantize::Q8_K_BYTES..].as_ptr()),
                     x86_packed::gemm_q4_k,
+                    nb,
+                    packed.as_ptr()
+                )
+            },
+        }),
+        GgmlType::Q6_K => Some(Packed {
+            block_bytes: x86_packed::Q6_K_PACKED,
+            pack: |b0, nb, rows, out| {
+                pack_checks(GgmlType::Q6_K, x86_packed::Q6_K_PACKED, b0, nb, &rows, out);
+                let rows = rows.map(|r| r.as_ptr());
+                // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
+                unsafe { x86_packed::pack_q6_k(b0, nb, rows, out.as_mut_ptr()) }
+            },
+            gemm: |row_nb, b0, nb, packed, a, acc| {
+                assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
+                assert!(packed.len() >= nb * x86_packed::Q6_K_PACKED);
+                assert!(a.iter().all(|r| r.len() >= row_nb * quantize::Q8_K_BYTES));
+                per_rows!(
+                    a,
+                    acc,
+                    |r| (a[r][b0 * quantize::Q8_K_BYTES..].as_ptr()),
+                    x86_packed::gemm_q6_k,
                     nb,
                     packed.as_ptr()
                 )

@@ -364,7 +364,7 @@ fn prompt_tiles_are_whole_multi_row_groups_at_med42_sizes() {
 fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
     // The packed GEMMs: k spans several packed chunks (the last one partial), the prompt has tiles
     // of PACKED_TILE rows and a tail of 1..3 rows per tile, n has a tail after its groups.
-    for t in [GgmlType::Q4_0, GgmlType::Q4_K] {
+    for t in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K] {
         let Some(kernels) = Kernels::for_type(t) else {
             continue;
         };
@@ -409,7 +409,11 @@ fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
             // negative control: one byte of weight quants of row 3 in the last (partial) chunk
             // moves only output column 3, in every activation row
             let mut bad = wb.clone();
-            let quant_byte = if t == GgmlType::Q4_0 { 7 } else { 16 + 77 };
+            let quant_byte = match t {
+                GgmlType::Q4_0 => 7,
+                GgmlType::Q4_K => 16 + 77,
+                _ => 150, // Q6_K: a high-bit byte
+            };
             bad[3 * row_b + (k / bs - 2) * ts + quant_byte] ^= 0x77;
             let out2 = run(&bad);
             for tt in 0..m {

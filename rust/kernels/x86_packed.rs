@@ -1,5 +1,5 @@
 //! AVX2 prompt GEMM on weights repacked per tile: 8 weight rows interleaved so that one SIMD lane
-//! is one weight row (Q4_0 weights, Q8_0 activations).
+//! is one weight row (Q4_0 weights with Q8_0 activations; Q4_K and Q6_K with Q8_K).
 //!
 //! The multi-row kernels of [`super::x86_multi`] keep one weight row per register, so each
 //! (block, activation row) product ends in its own int→float conversion, scale multiply, FMA and,
@@ -12,7 +12,8 @@
 //!
 //! Q4_K is packed the same way per 32-value sub-block, with each sub-block's scales as a vector of
 //! 8 lanes (a `madd` widens the 16-bit sums and applies them) and the mins term from the Q8_K
-//! activation sums. The kernels are `inline(never)` so profiles name them; each call covers a
+//! activation sums. Q6_K likewise, with values 0..63, a scale vector per 16 values and the `-32`
+//! offset from the Q8_K 16-value sums. The kernels are `inline(never)` so profiles name them; each call covers a
 //! whole packed chunk.
 //!
 //! Q4_0 nibbles are used unsigned (0..15) so that `maddubs` needs no sign fix-up per product; the
@@ -37,7 +38,14 @@ pub const Q4_0_PACKED: usize = 8 * 32 + 8 * 4;
 /// vectors (lane `i` = row `i`'s mins of sub-blocks `2p`, `2p + 1` as i16), 8 f32 `d`, 8 f32 `dmin`.
 pub const Q4_K_PACKED: usize = 8 * 256 + 8 * 32 + 4 * 32 + 32 + 32;
 
+/// Bytes of one packed Q6_K super-block of [`GROUP`] rows: 8 sub-blocks of 8 pieces of 32 bytes
+/// (values 0..63), 16 scale vectors (one per 16 values; both halves of lane `i` hold row `i`'s
+/// scale), 8 scale-pair vectors (lane `i` = row `i`'s scales `2p`, `2p + 1`, for the `-32` term), 8
+/// f32 `d`.
+pub const Q6_K_PACKED: usize = 8 * 256 + 16 * 32 + 8 * 32 + 32;
+
 const Q4_0_BYTES: usize = 18;
+const Q6_K_BYTES: usize = 210;
 const Q8_0_BYTES: usize = 34;
 const Q4_K_BYTES: usize = 144;
 const Q8_K_BYTES: usize = super::quantize::Q8_K_BYTES;
@@ -242,6 +250,116 @@ pub unsafe fn gemm_q4_k<const N: usize>(
             let da = _mm256_broadcast_ss(&*(ab[r] as *const f32));
             v[r] = _mm256_fmadd_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(isum[r]), v[r]);
             v[r] = _mm256_fnmadd_ps(_mm256_mul_ps(dminv, da), _mm256_cvtepi32_ps(msum), v[r]);
+        }
+    }
+    for r in 0..N {
+        _mm256_storeu_ps(acc[r].as_mut_ptr(), v[r]);
+    }
+}
+
+/// Pack super-blocks `b0..b0 + nb` of 8 Q6_K weight rows into `out` (`nb * Q6_K_PACKED` bytes).
+///
+/// # Safety
+/// AVX2/FMA/F16C present; every `rows[i]` holds super-blocks `b0..b0 + nb`; `out` has room.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pack_q6_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(0x03);
+    for b in 0..nb {
+        let blk = rows.map(|r| r.add((b0 + b) * Q6_K_BYTES));
+        let o = out.add(b * Q6_K_PACKED);
+        // ggml's layout: per 128-value half `n`, 64 bytes of low nibbles (values l and l + 64 in
+        // the low/high nibble of byte l, l + 32 and l + 96 in byte l + 32) and 32 bytes of high
+        // 2-bit pairs (value l + 32q's pair at bits 2q of byte l); sub-block 4n + q is values
+        // 128n + 32q + 32
+        for n in 0..2 {
+            for q in 0..4 {
+                let vals = blk.map(|p| {
+                    let lo = _mm256_loadu_si256(p.add(64 * n + 32 * (q & 1)) as *const __m256i);
+                    let lo = if q < 2 { lo } else { _mm256_srli_epi16(lo, 4) };
+                    let hi = _mm256_loadu_si256(p.add(128 + 32 * n) as *const __m256i);
+                    let hi = _mm256_srl_epi16(hi, _mm_cvtsi32_si128(2 * q as i32));
+                    let hi = _mm256_and_si256(hi, m2);
+                    _mm256_or_si256(_mm256_and_si256(lo, m4), _mm256_slli_epi16(hi, 4))
+                });
+                let sb = 4 * n + q;
+                for (c, piece) in transpose8x32(vals).into_iter().enumerate() {
+                    _mm256_storeu_si256(o.add(256 * sb + 32 * c) as *mut __m256i, piece);
+                }
+            }
+        }
+        let sc = o.add(8 * 256) as *mut i16;
+        let pairs = o.add(8 * 256 + 16 * 32) as *mut i16;
+        let d = o.add(8 * 256 + 16 * 32 + 8 * 32) as *mut f32;
+        for (i, p) in blk.iter().enumerate() {
+            for g in 0..16 {
+                let s = *p.add(192 + g) as i8 as i16;
+                *sc.add(16 * g + 2 * i) = s;
+                *sc.add(16 * g + 2 * i + 1) = s;
+                *pairs.add(16 * (g / 2) + 2 * i + g % 2) = s;
+            }
+            *d.add(i) = f16_at(p.add(208));
+        }
+    }
+}
+
+/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed Q6_K super-blocks, for `N`
+/// Q8_K activation rows given as pointers to their first super-block.
+///
+/// Values are used unsigned (0..63): two pieces' `maddubs` sums stay in 16 bits (at most
+/// `2 * 2 * 63 * 128 = 32256`) before a `madd` with the 16-value scale vector; the `-32` offset is
+/// `32 * sum(scale * activation 16-sum)` per super-block, from the Q8_K sums.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `packed` holds `nb` packed super-blocks; each `a[r]` `nb` Q8_K blocks.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_q6_k<const N: usize>(
+    nb: usize,
+    packed: *const u8,
+    a: [*const u8; N],
+    acc: &mut [[f32; GROUP]; N],
+) {
+    let mut v = [_mm256_setzero_ps(); N];
+    for r in 0..N {
+        v[r] = _mm256_loadu_ps(acc[r].as_ptr());
+    }
+    for b in 0..nb {
+        let pb = packed.add(b * Q6_K_PACKED);
+        let ab = a.map(|p| p.add(b * Q8_K_BYTES));
+        let mut isum = [_mm256_setzero_si256(); N];
+        for g in 0..16 {
+            let scv = _mm256_loadu_si256(pb.add(8 * 256 + 32 * g) as *const __m256i);
+            for half in 0..2 {
+                let mut s = [_mm256_setzero_si256(); N];
+                for c in 0..2 {
+                    let piece = 4 * g + 2 * half + c;
+                    let w = _mm256_loadu_si256(pb.add(32 * piece) as *const __m256i);
+                    for r in 0..N {
+                        let x = std::ptr::read_unaligned(ab[r].add(4 + 4 * piece) as *const i32);
+                        s[r] =
+                            _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
+                    }
+                }
+                for r in 0..N {
+                    isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(s[r], scv));
+                }
+            }
+        }
+        let pairs = pb.add(8 * 256 + 16 * 32);
+        let dv = _mm256_loadu_ps(pb.add(8 * 256 + 16 * 32 + 8 * 32) as *const f32);
+        for r in 0..N {
+            let bs = _mm256_loadu_si256(ab[r].add(260) as *const __m256i);
+            let mut off = _mm256_setzero_si256();
+            for p in 0..8 {
+                let pair = _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(p as i32));
+                let sv = _mm256_loadu_si256(pairs.add(32 * p) as *const __m256i);
+                off = _mm256_add_epi32(off, _mm256_madd_epi16(sv, pair));
+            }
+            let i = _mm256_sub_epi32(isum[r], _mm256_slli_epi32(off, 5));
+            let da = _mm256_broadcast_ss(&*(ab[r] as *const f32));
+            v[r] = _mm256_fmadd_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(i), v[r]);
         }
     }
     for r in 0..N {
