@@ -5,7 +5,7 @@
 //! Q4_K, Q5_K, F16 and F32 are this module's ([`x86`], [`x86_multi`]); Q6_K, Q2_K and Q3_K use
 //! candle's, which are AVX2 only when the crate is compiled with AVX2 enabled (Q6_K then falls
 //! back to ours). Prompt batches use the multi-row kernels of [`x86_multi`] for Q4_K, Q5_K, Q6_K,
-//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0, Q4_K and Q6_K weights
+//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0, Q8_0, Q4_K and Q6_K weights
 //! the GEMM over weight tiles repacked 8 rows per register of [`x86_packed`]. Activations are quantized by this module with ggml's exact rules
 //! (see [`quantize`]).
 
@@ -251,7 +251,7 @@ pub struct Kernels {
     /// equal [`ROWS`] calls of `dot` bit for bit for Q4_K and Q5_K (same code); for Q8_0, Q4_0
     /// and Q6_K the single-row kernel sums in a different order (equal within float rounding).
     pub dot_rows: Option<DotRowsFn>,
-    /// The packed-tile GEMM for long prompts, if any (Q4_0, Q4_K, Q6_K on AVX2): see
+    /// The packed-tile GEMM for long prompts, if any (Q4_0, Q8_0, Q4_K, Q6_K on AVX2): see
     /// [`x86_packed`].
     pub packed: Option<Packed>,
     /// Which implementation `dot` is: `"avx2"` (this crate's, chosen at run time),
@@ -447,6 +447,32 @@ fn x86_packed_for(t: GgmlType) -> Option<Packed> {
                     acc,
                     |r| (a[r][b0 * quantize::Q8_K_BYTES..].as_ptr()),
                     x86_packed::gemm_q4_k,
+                    nb,
+                    packed.as_ptr()
+                )
+            },
+        }),
+        GgmlType::Q8_0 => Some(Packed {
+            block_bytes: x86_packed::Q8_0_PACKED,
+            pack: |b0, nb, rows, out| {
+                pack_checks(GgmlType::Q8_0, x86_packed::Q8_0_PACKED, b0, nb, &rows, out);
+                let rows = rows.map(|r| r.as_ptr());
+                // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
+                unsafe { x86_packed::pack_q8_0(b0, nb, rows, out.as_mut_ptr()) }
+            },
+            gemm: |row_nb, b0, nb, packed, a, acc| {
+                assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
+                assert!(packed.len() >= nb * x86_packed::Q8_0_PACKED);
+                let so = q8_0_scales_offset(row_nb);
+                assert!(a.iter().all(|r| r.len() >= so + 4 * row_nb));
+                per_rows!(
+                    a,
+                    acc,
+                    |r| (
+                        a[r][b0 * quantize::Q8_0_BYTES..].as_ptr(),
+                        a[r][so + 4 * b0..].as_ptr() as *const f32
+                    ),
+                    x86_packed::gemm_q8_0,
                     nb,
                     packed.as_ptr()
                 )

@@ -1,5 +1,5 @@
 //! AVX2 prompt GEMM on weights repacked per tile: 8 weight rows interleaved so that one SIMD lane
-//! is one weight row (Q4_0 weights with Q8_0 activations; Q4_K and Q6_K with Q8_K).
+//! is one weight row (Q4_0 and Q8_0 weights with Q8_0 activations; Q4_K and Q6_K with Q8_K).
 //!
 //! The multi-row kernels of [`super::x86_multi`] keep one weight row per register, so each
 //! (block, activation row) product ends in its own int→float conversion, scale multiply, FMA and,
@@ -43,6 +43,9 @@ pub const Q4_K_PACKED: usize = 8 * 256 + 8 * 32 + 4 * 32 + 32 + 32;
 /// scale), 8 scale-pair vectors (lane `i` = row `i`'s scales `2p`, `2p + 1`, for the `-32` term), 8
 /// f32 `d`.
 pub const Q6_K_PACKED: usize = 8 * 256 + 16 * 32 + 8 * 32 + 32;
+
+/// Bytes of one packed Q8_0 block of [`GROUP`] rows: 8 pieces of 32 bytes, then 8 f32 scales.
+pub const Q8_0_PACKED: usize = 8 * 32 + 8 * 4;
 
 const Q4_0_BYTES: usize = 18;
 const Q6_K_BYTES: usize = 210;
@@ -360,6 +363,73 @@ pub unsafe fn gemm_q6_k<const N: usize>(
             let i = _mm256_sub_epi32(isum[r], _mm256_slli_epi32(off, 5));
             let da = _mm256_broadcast_ss(&*(ab[r] as *const f32));
             v[r] = _mm256_fmadd_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(i), v[r]);
+        }
+    }
+    for r in 0..N {
+        _mm256_storeu_ps(acc[r].as_mut_ptr(), v[r]);
+    }
+}
+
+/// Pack blocks `b0..b0 + nb` of 8 Q8_0 weight rows into `out` (`nb * Q8_0_PACKED` bytes).
+///
+/// # Safety
+/// AVX2/FMA/F16C present; every `rows[i]` holds blocks `b0..b0 + nb`; `out` has room.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pack_q8_0(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
+    for b in 0..nb {
+        let blk = rows.map(|r| r.add((b0 + b) * Q8_0_BYTES));
+        let vals = blk.map(|p| _mm256_loadu_si256(p.add(2) as *const __m256i));
+        let o = out.add(b * Q8_0_PACKED);
+        for (c, v) in transpose8x32(vals).into_iter().enumerate() {
+            _mm256_storeu_si256(o.add(32 * c) as *mut __m256i, v);
+        }
+        let d: [f32; GROUP] = blk.map(|p| f16_at(p));
+        std::ptr::copy_nonoverlapping(d.as_ptr() as *const u8, o.add(256), 32);
+    }
+}
+
+/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed Q8_0 blocks, for `N`
+/// activation rows given as pointers to their first Q8_0 block and f32 scale.
+///
+/// Both operands are signed, so each piece takes `maddubs(|w|, sign(a, w))`, and a pair sum (up
+/// to `2 * 127 * 128`) leaves no room to add pieces in 16 bits: each is widened by `madd`. What
+/// the packing still saves is the per-block conversion, scale product and FMA (one per 8 rows).
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `packed` holds `nb` packed blocks; each `q[r]` `nb` Q8_0 blocks and each
+/// `scales[r]` `nb` values.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_q8_0<const N: usize>(
+    nb: usize,
+    packed: *const u8,
+    q: [*const u8; N],
+    scales: [*const f32; N],
+    acc: &mut [[f32; GROUP]; N],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut v = [_mm256_setzero_ps(); N];
+    for r in 0..N {
+        v[r] = _mm256_loadu_ps(acc[r].as_ptr());
+    }
+    for b in 0..nb {
+        let pb = packed.add(b * Q8_0_PACKED);
+        let mut s = [_mm256_setzero_si256(); N];
+        for c in 0..8 {
+            let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
+            let aw = _mm256_sign_epi8(w, w);
+            for r in 0..N {
+                let x =
+                    std::ptr::read_unaligned(q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32);
+                let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(_mm256_set1_epi32(x), w));
+                s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(p, ones));
+            }
+        }
+        let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
+        for r in 0..N {
+            let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
+            v[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s[r]), v[r]);
         }
     }
     for r in 0..N {
