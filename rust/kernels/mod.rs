@@ -5,7 +5,8 @@
 //! Q4_K, Q5_K, F16 and F32 are this module's ([`x86`], [`x86_multi`]); Q6_K, Q2_K and Q3_K use
 //! candle's, which are AVX2 only when the crate is compiled with AVX2 enabled (Q6_K then falls
 //! back to ours). Prompt batches use the multi-row kernels of [`x86_multi`] for Q4_K, Q5_K, Q6_K,
-//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0, Q8_0, Q4_K and Q6_K weights
+//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0, Q8_0, Q4_K, Q5_K and
+//! Q6_K weights
 //! the GEMM over weight tiles repacked 8 rows per register of [`x86_packed`]. Activations are quantized by this module with ggml's exact rules
 //! (see [`quantize`]).
 
@@ -251,7 +252,7 @@ pub struct Kernels {
     /// equal [`ROWS`] calls of `dot` bit for bit for Q4_K and Q5_K (same code); for Q8_0, Q4_0
     /// and Q6_K the single-row kernel sums in a different order (equal within float rounding).
     pub dot_rows: Option<DotRowsFn>,
-    /// The packed-tile GEMM for long prompts, if any (Q4_0, Q8_0, Q4_K, Q6_K on AVX2): see
+    /// The packed-tile GEMM for long prompts, if any (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K on AVX2): see
     /// [`x86_packed`].
     pub packed: Option<Packed>,
     /// Which implementation `dot` is: `"avx2"` (this crate's, chosen at run time),
@@ -374,6 +375,40 @@ pub const PACK_GROUP: usize = 8;
 /// Activation rows per call of a packed GEMM kernel.
 pub const PACK_ROWS: usize = 4;
 
+/// The packed Q4_K (`Q5 = false`) / Q5_K GEMM after checking lengths (see [`Packed::gemm`]).
+#[cfg(target_arch = "x86_64")]
+fn q8k_gemm<const Q5: bool>(
+    row_nb: usize,
+    b0: usize,
+    nb: usize,
+    packed: &[u8],
+    a: &[&[u8]],
+    acc: &mut [[f32; PACK_GROUP]],
+) {
+    assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
+    assert!(packed.len() >= nb * x86_packed::Q4_K_PACKED);
+    assert!(a.iter().all(|r| r.len() >= row_nb * quantize::Q8_K_BYTES));
+    let q = |r: usize| a[r][b0 * quantize::Q8_K_BYTES..].as_ptr();
+    let p = packed.as_ptr();
+    // SAFETY (each call): AVX2 detected (callers hold a `Packed` from x86_packed_for); lengths
+    // checked above.
+    unsafe {
+        match acc.len() {
+            1 => x86_packed::gemm_q45_k::<1, Q5>(nb, p, [q(0)], acc.try_into().unwrap()),
+            2 => x86_packed::gemm_q45_k::<2, Q5>(nb, p, [q(0), q(1)], acc.try_into().unwrap()),
+            3 => {
+                let a = [q(0), q(1), q(2)];
+                x86_packed::gemm_q45_k::<3, Q5>(nb, p, a, acc.try_into().unwrap())
+            }
+            4 => {
+                let a = [q(0), q(1), q(2), q(3)];
+                x86_packed::gemm_q45_k::<4, Q5>(nb, p, a, acc.try_into().unwrap())
+            }
+            _ => {}
+        }
+    }
+}
+
 /// See [`Kernels::packed`]. Callers have checked [`x86::has_avx2`].
 #[cfg(target_arch = "x86_64")]
 fn x86_packed_for(t: GgmlType) -> Option<Packed> {
@@ -436,21 +471,21 @@ fn x86_packed_for(t: GgmlType) -> Option<Packed> {
                 pack_checks(GgmlType::Q4_K, x86_packed::Q4_K_PACKED, b0, nb, &rows, out);
                 let rows = rows.map(|r| r.as_ptr());
                 // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
-                unsafe { x86_packed::pack_q4_k(b0, nb, rows, out.as_mut_ptr()) }
+                unsafe { x86_packed::pack_q45_k::<false>(b0, nb, rows, out.as_mut_ptr()) }
             },
             gemm: |row_nb, b0, nb, packed, a, acc| {
-                assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
-                assert!(packed.len() >= nb * x86_packed::Q4_K_PACKED);
-                assert!(a.iter().all(|r| r.len() >= row_nb * quantize::Q8_K_BYTES));
-                per_rows!(
-                    a,
-                    acc,
-                    |r| (a[r][b0 * quantize::Q8_K_BYTES..].as_ptr()),
-                    x86_packed::gemm_q4_k,
-                    nb,
-                    packed.as_ptr()
-                )
+                q8k_gemm::<false>(row_nb, b0, nb, packed, a, acc)
             },
+        }),
+        GgmlType::Q5_K => Some(Packed {
+            block_bytes: x86_packed::Q4_K_PACKED,
+            pack: |b0, nb, rows, out| {
+                pack_checks(GgmlType::Q5_K, x86_packed::Q4_K_PACKED, b0, nb, &rows, out);
+                let rows = rows.map(|r| r.as_ptr());
+                // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
+                unsafe { x86_packed::pack_q45_k::<true>(b0, nb, rows, out.as_mut_ptr()) }
+            },
+            gemm: |row_nb, b0, nb, packed, a, acc| q8k_gemm::<true>(row_nb, b0, nb, packed, a, acc),
         }),
         GgmlType::Q8_0 => Some(Packed {
             block_bytes: x86_packed::Q8_0_PACKED,

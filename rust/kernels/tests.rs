@@ -181,7 +181,7 @@ fn tiled_matmul_equals_plain_loop() {
                     let want = (view.kernels.dot)(k, view.row(j), acts.row(tt));
                     let packed = m >= PACKED_MIN_ROWS && view.kernels.packed.is_some();
                     if packed || matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q6_K) {
-                        // different summation order: the packed GEMMs (Q4_0, Q8_0, Q4_K, Q6_K) sum per weight
+                        // different summation order: the packed GEMMs (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) sum per weight
                         // lane, Q8_0/Q4_0's plain single-row kernels use four chains, and the
                         // single-row Q6_K dot may be candle's
                         let mag: f32 = wd[j].iter().zip(&xd).map(|(p, q)| (p * q).abs()).sum();
@@ -418,7 +418,8 @@ fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
             let quant_byte = match t {
                 GgmlType::Q4_0 | GgmlType::Q8_0 => 7,
                 GgmlType::Q4_K => 16 + 77,
-                _ => 150, // Q6_K: a high-bit byte
+                GgmlType::Q5_K => 16 + 5, // a fifth-bit byte
+                _ => 150,                 // Q6_K: a high-bit byte
             };
             bad[3 * row_b + (k / bs - 2) * ts + quant_byte] ^= 0x77;
             let out2 = run(&bad);

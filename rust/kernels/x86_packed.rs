@@ -1,5 +1,6 @@
 //! AVX2 prompt GEMM on weights repacked per tile: 8 weight rows interleaved so that one SIMD lane
-//! is one weight row (Q4_0 and Q8_0 weights with Q8_0 activations; Q4_K and Q6_K with Q8_K).
+//! is one weight row (Q4_0 and Q8_0 weights with Q8_0 activations; Q4_K, Q5_K and Q6_K with
+//! Q8_K).
 //!
 //! The multi-row kernels of [`super::x86_multi`] keep one weight row per register, so each
 //! (block, activation row) product ends in its own int→float conversion, scale multiply, FMA and,
@@ -12,7 +13,7 @@
 //!
 //! Q4_K is packed the same way per 32-value sub-block, with each sub-block's scales as a vector of
 //! 8 lanes (a `madd` widens the 16-bit sums and applies them) and the mins term from the Q8_K
-//! activation sums. Q6_K likewise, with values 0..63, a scale vector per 16 values and the `-32`
+//! activation sums; Q5_K the same with values 0..31. Q6_K likewise, with values 0..63, a scale vector per 16 values and the `-32`
 //! offset from the Q8_K 16-value sums. The kernels are `inline(never)` so profiles name them; each call covers a
 //! whole packed chunk.
 //!
@@ -51,6 +52,7 @@ const Q4_0_BYTES: usize = 18;
 const Q6_K_BYTES: usize = 210;
 const Q8_0_BYTES: usize = 34;
 const Q4_K_BYTES: usize = 144;
+const Q5_K_BYTES: usize = 176;
 const Q8_K_BYTES: usize = super::quantize::Q8_K_BYTES;
 
 /// Transpose 8 registers of 8 32-bit lanes: lane `c` of input `i` becomes lane `i` of output `c`.
@@ -154,22 +156,47 @@ pub unsafe fn gemm_q4_0<const N: usize>(
     }
 }
 
-/// Pack super-blocks `b0..b0 + nb` of 8 Q4_K weight rows into `out` (`nb * Q4_K_PACKED` bytes).
+/// Pack super-blocks `b0..b0 + nb` of 8 Q4_K (`Q5 = false`) or Q5_K (`Q5 = true`: 32 bytes of
+/// fifth bits before the nibbles) weight rows into `out` (`nb * Q4_K_PACKED` bytes; the packed
+/// layouts are the same, with values 0..31 for Q5_K).
 ///
 /// # Safety
 /// AVX2/FMA/F16C present; every `rows[i]` holds super-blocks `b0..b0 + nb`; `out` has room.
 #[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn pack_q4_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
+pub unsafe fn pack_q45_k<const Q5: bool>(
+    b0: usize,
+    nb: usize,
+    rows: [*const u8; GROUP],
+    out: *mut u8,
+) {
     let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    let (block, qs) = if Q5 {
+        (Q5_K_BYTES, 48)
+    } else {
+        (Q4_K_BYTES, 16)
+    };
     for b in 0..nb {
-        let blk = rows.map(|r| r.add((b0 + b) * Q4_K_BYTES));
+        let blk = rows.map(|r| r.add((b0 + b) * block));
         let o = out.add(b * Q4_K_PACKED);
-        // 32 bytes of nibbles hold sub-blocks 2j (low nibbles) and 2j + 1 (high)
+        // 32 bytes of nibbles hold sub-blocks 2j (low nibbles) and 2j + 1 (high); for Q5_K bit 2j
+        // of qh[l] is the fifth bit of value l of the low one, bit 2j + 1 of the high one
         for j in 0..4 {
-            let bits = blk.map(|p| _mm256_loadu_si256(p.add(16 + 32 * j) as *const __m256i));
-            let lo = bits.map(|x| _mm256_and_si256(x, m4));
-            let hi = bits.map(|x| _mm256_and_si256(_mm256_srli_epi16(x, 4), m4));
+            let bits = blk.map(|p| _mm256_loadu_si256(p.add(qs + 32 * j) as *const __m256i));
+            let mut lo = bits.map(|x| _mm256_and_si256(x, m4));
+            let mut hi = bits.map(|x| _mm256_and_si256(_mm256_srli_epi16(x, 4), m4));
+            if Q5 {
+                for i in 0..GROUP {
+                    let qh = _mm256_loadu_si256(blk[i].add(16) as *const __m256i);
+                    let fifth = |bit: i32| {
+                        let h = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(bit));
+                        _mm256_slli_epi16(_mm256_and_si256(h, one), 4)
+                    };
+                    lo[i] = _mm256_or_si256(lo[i], fifth(2 * j as i32));
+                    hi[i] = _mm256_or_si256(hi[i], fifth(2 * j as i32 + 1));
+                }
+            }
             for (sb, v) in [(2 * j, lo), (2 * j + 1, hi)] {
                 for (c, piece) in transpose8x32(v).into_iter().enumerate() {
                     _mm256_storeu_si256(o.add(256 * sb + 32 * c) as *mut __m256i, piece);
@@ -194,18 +221,19 @@ pub unsafe fn pack_q4_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
     }
 }
 
-/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed Q4_K super-blocks, for `N`
-/// Q8_K activation rows given as pointers to their first super-block.
+/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed Q4_K (`Q5 = false`) or
+/// Q5_K super-blocks, for `N` Q8_K activation rows given as pointers to their first super-block.
 ///
-/// Per sub-block of 32 values the 8 pieces' `maddubs` sums stay in 16 bits (at most
-/// `8 * 2 * 15 * 128 = 30720`), then one `madd` with the scale vector widens them; the mins term
-/// is 4 `madd`s of the min pairs with the activation's 32-value sums (from the Q8_K 16-sums).
+/// Per sub-block of 32 values the pieces' `maddubs` sums stay in 16 bits, all 8 pieces for Q4_K
+/// (at most `8 * 2 * 15 * 128 = 30720`), 4 at a time for Q5_K (`4 * 2 * 31 * 128 = 31744`),
+/// then a `madd` with the scale vector widens them; the mins term is 4 `madd`s of the min pairs
+/// with the activation's 32-value sums (from the Q8_K 16-sums).
 ///
 /// # Safety
 /// AVX2/FMA/F16C present; `packed` holds `nb` packed super-blocks; each `a[r]` `nb` Q8_K blocks.
 #[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemm_q4_k<const N: usize>(
+pub unsafe fn gemm_q45_k<const N: usize, const Q5: bool>(
     nb: usize,
     packed: *const u8,
     a: [*const u8; N],
@@ -219,18 +247,22 @@ pub unsafe fn gemm_q4_k<const N: usize>(
         let pb = packed.add(b * Q4_K_PACKED);
         let ab = a.map(|p| p.add(b * Q8_K_BYTES));
         let mut isum = [_mm256_setzero_si256(); N];
+        let per_sum = if Q5 { 4 } else { 8 };
         for sb in 0..8 {
-            let mut s = [_mm256_setzero_si256(); N];
-            for c in 0..8 {
-                let w = _mm256_loadu_si256(pb.add(256 * sb + 32 * c) as *const __m256i);
-                for r in 0..N {
-                    let x = std::ptr::read_unaligned(ab[r].add(4 + 32 * sb + 4 * c) as *const i32);
-                    s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
-                }
-            }
             let scv = _mm256_loadu_si256(pb.add(8 * 256 + 32 * sb) as *const __m256i);
-            for r in 0..N {
-                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(s[r], scv));
+            for c0 in (0..8).step_by(per_sum) {
+                let mut s = [_mm256_setzero_si256(); N];
+                for c in c0..c0 + per_sum {
+                    let w = _mm256_loadu_si256(pb.add(256 * sb + 32 * c) as *const __m256i);
+                    for r in 0..N {
+                        let x = ab[r].add(4 + 32 * sb + 4 * c) as *const i32;
+                        let x = _mm256_set1_epi32(std::ptr::read_unaligned(x));
+                        s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, x));
+                    }
+                }
+                for r in 0..N {
+                    isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(s[r], scv));
+                }
             }
         }
         let mins = pb.add(8 * 256 + 8 * 32);
