@@ -20,6 +20,7 @@ def test_dot_kernels_name_every_type_and_the_fast_paths() -> None:
         for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "F16", "F32"]:
             assert kernels[t].startswith("avx2"), (t, kernels[t])
         # long prompts of these use the packed GEMM (8 weight rows per register)
+        assert kernels["Q4_1"] == "avx2+packed"
         for t in ["Q4_0", "Q8_0", "Q4_K", "Q5_K"]:
             assert kernels[t] == "avx2+multi-row+packed", (t, kernels[t])
         # Q6_K is ours in a portable build, candle's AVX2 kernel when candle was compiled with it

@@ -5,8 +5,8 @@
 //! Q4_K, Q5_K, F16 and F32 are this module's ([`x86`], [`x86_multi`]); Q6_K, Q2_K and Q3_K use
 //! candle's, which are AVX2 only when the crate is compiled with AVX2 enabled (Q6_K then falls
 //! back to ours). Prompt batches use the multi-row kernels of [`x86_multi`] for Q4_K, Q5_K, Q6_K,
-//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0, Q8_0, Q4_K, Q5_K and
-//! Q6_K weights
+//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0, Q4_1, Q8_0, Q4_K,
+//! Q5_K and Q6_K weights
 //! the GEMM over weight tiles repacked 8 rows per register of [`x86_packed`]. Activations are quantized by this module with ggml's exact rules
 //! (see [`quantize`]).
 
@@ -249,12 +249,13 @@ pub struct Kernels {
     /// and Q4_0, which also uses the block sums to drop the sign fix-ups ([`x86::dot_q4_0_one`]:
     /// 643 -> 480 us).
     pub dot_one: Option<DotFn>,
-    /// The multi-row kernel for prompt batches, taking [`QActs::row_with_scales`]. Its results
+    /// The multi-row kernel for prompt batches (all of them for types without `packed`, else
+    /// those below [`PACKED_MIN_ROWS`] rows), taking [`QActs::row_with_scales`]. Its results
     /// equal [`ROWS`] calls of `dot` bit for bit for Q4_K and Q5_K (same code); for Q8_0, Q4_0
     /// and Q6_K the single-row kernel sums in a different order (equal within float rounding).
     pub dot_rows: Option<DotRowsFn>,
-    /// The packed-tile GEMM for long prompts, if any (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K on AVX2): see
-    /// [`x86_packed`].
+    /// The packed-tile GEMM for prompts of [`PACKED_MIN_ROWS`] rows or more, if any (Q4_0, Q4_1,
+    /// Q8_0, Q4_K, Q5_K, Q6_K on AVX2): see [`x86_packed`].
     pub packed: Option<Packed>,
     /// Which implementation `dot` is: `"avx2"` (this crate's, chosen at run time),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
@@ -519,6 +520,28 @@ fn x86_packed_for(t: GgmlType) -> Option<Packed> {
                         a[r][so + 4 * b0..].as_ptr() as *const f32
                     ),
                     x86_packed::gemm_q8_0,
+                    nb,
+                    packed.as_ptr()
+                )
+            },
+        }),
+        GgmlType::Q4_1 => Some(Packed {
+            block_bytes: x86_packed::Q4_1_PACKED,
+            pack: |b0, nb, rows, out| {
+                pack_checks(GgmlType::Q4_1, x86_packed::Q4_1_PACKED, b0, nb, &rows, out);
+                let rows = rows.map(|r| r.as_ptr());
+                // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
+                unsafe { x86_packed::pack_q4_1(b0, nb, rows, out.as_mut_ptr()) }
+            },
+            gemm: |row_nb, b0, nb, packed, a, acc| {
+                assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
+                assert!(packed.len() >= nb * x86_packed::Q4_1_PACKED);
+                assert!(a.iter().all(|r| r.len() >= row_nb * quantize::Q8_1_BYTES));
+                per_rows!(
+                    a,
+                    acc,
+                    |r| (a[r][b0 * quantize::Q8_1_BYTES..].as_ptr()),
+                    x86_packed::gemm_q4_1,
                     nb,
                     packed.as_ptr()
                 )

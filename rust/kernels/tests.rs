@@ -181,7 +181,7 @@ fn tiled_matmul_equals_plain_loop() {
                     let want = (view.kernels.dot)(k, view.row(j), acts.row(tt));
                     let packed = m >= PACKED_MIN_ROWS && view.kernels.packed.is_some();
                     if packed || matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q6_K) {
-                        // different summation order: the packed GEMMs (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K) sum per weight
+                        // different summation order: the packed GEMMs (all but Q5_0 and F16 here) sum per weight
                         // lane, Q8_0/Q4_0's plain single-row kernels use four chains, and the
                         // single-row Q6_K dot may be candle's
                         let mag: f32 = wd[j].iter().zip(&xd).map(|(p, q)| (p * q).abs()).sum();
@@ -416,7 +416,7 @@ fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
             // quantized activations are 0 where the byte acts stays put legitimately
             let mut bad = wb.clone();
             let quant_byte = match t {
-                GgmlType::Q4_0 | GgmlType::Q8_0 => 7,
+                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => 7,
                 GgmlType::Q4_K => 16 + 77,
                 GgmlType::Q5_K => 16 + 5, // a fifth-bit byte
                 _ => 150,                 // Q6_K: a high-bit byte

@@ -1,6 +1,6 @@
 //! AVX2 prompt GEMM on weights repacked per tile: 8 weight rows interleaved so that one SIMD lane
-//! is one weight row (Q4_0 and Q8_0 weights with Q8_0 activations; Q4_K, Q5_K and Q6_K with
-//! Q8_K).
+//! is one weight row (Q4_0 and Q8_0 weights with Q8_0 activations, Q4_1 with Q8_1; Q4_K, Q5_K
+//! and Q6_K with Q8_K).
 //!
 //! The multi-row kernels of [`super::x86_multi`] keep one weight row per register, so each
 //! (block, activation row) product ends in its own int→float conversion, scale multiply, FMA and,
@@ -48,7 +48,12 @@ pub const Q6_K_PACKED: usize = 8 * 256 + 16 * 32 + 8 * 32 + 32;
 /// Bytes of one packed Q8_0 block of [`GROUP`] rows: 8 pieces of 32 bytes, then 8 f32 scales.
 pub const Q8_0_PACKED: usize = 8 * 32 + 8 * 4;
 
+/// Bytes of one packed Q4_1 block of [`GROUP`] rows: 8 pieces of 32 bytes, 8 f32 `d`, 8 f32 `m`.
+pub const Q4_1_PACKED: usize = 8 * 32 + 8 * 4 + 8 * 4;
+
 const Q4_0_BYTES: usize = 18;
+const Q4_1_BYTES: usize = 20;
+const Q8_1_BYTES: usize = 36;
 const Q6_K_BYTES: usize = 210;
 const Q8_0_BYTES: usize = 34;
 const Q4_K_BYTES: usize = 144;
@@ -462,6 +467,74 @@ pub unsafe fn gemm_q8_0<const N: usize>(
         for r in 0..N {
             let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
             v[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s[r]), v[r]);
+        }
+    }
+    for r in 0..N {
+        _mm256_storeu_ps(acc[r].as_mut_ptr(), v[r]);
+    }
+}
+
+/// Pack blocks `b0..b0 + nb` of 8 Q4_1 weight rows into `out` (`nb * Q4_1_PACKED` bytes).
+///
+/// # Safety
+/// AVX2/FMA/F16C present; every `rows[i]` holds blocks `b0..b0 + nb`; `out` has room.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pack_q4_1(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    for b in 0..nb {
+        let blk = rows.map(|r| r.add((b0 + b) * Q4_1_BYTES));
+        let vals = blk.map(|p| {
+            let t = _mm_loadu_si128(p.add(4) as *const __m128i);
+            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4)
+        });
+        let o = out.add(b * Q4_1_PACKED);
+        for (c, v) in transpose8x32(vals).into_iter().enumerate() {
+            _mm256_storeu_si256(o.add(32 * c) as *mut __m256i, v);
+        }
+        let dm: [f32; 2 * GROUP] =
+            std::array::from_fn(|i| f16_at(blk[i % GROUP].add(2 * (i / GROUP))));
+        std::ptr::copy_nonoverlapping(dm.as_ptr() as *const u8, o.add(256), 64);
+    }
+}
+
+/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed Q4_1 blocks, for `N` Q8_1
+/// activation rows given as pointers to their first block: `d_w d_a sum(q a) + m_w s_a`, with
+/// the nibbles unsigned as stored (no offset) and `s_a = d_a sum(a)` from the Q8_1 block.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `packed` holds `nb` packed blocks; each `a[r]` `nb` Q8_1 blocks.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_q4_1<const N: usize>(
+    nb: usize,
+    packed: *const u8,
+    a: [*const u8; N],
+    acc: &mut [[f32; GROUP]; N],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut v = [_mm256_setzero_ps(); N];
+    for r in 0..N {
+        v[r] = _mm256_loadu_ps(acc[r].as_ptr());
+    }
+    for b in 0..nb {
+        let pb = packed.add(b * Q4_1_PACKED);
+        let ab = a.map(|p| p.add(b * Q8_1_BYTES));
+        let mut s = [_mm256_setzero_si256(); N];
+        for c in 0..8 {
+            let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
+            for r in 0..N {
+                let x = std::ptr::read_unaligned(ab[r].add(4 + 4 * c) as *const i32);
+                s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
+            }
+        }
+        let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
+        let mw = _mm256_loadu_ps(pb.add(256 + 32) as *const f32);
+        for r in 0..N {
+            let i = _mm256_madd_epi16(s[r], ones);
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(ab[r])));
+            v[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), v[r]);
+            v[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(f16_at(ab[r].add(2))), v[r]);
         }
     }
     for r in 0..N {
