@@ -23,7 +23,7 @@ def test_dot_kernels_name_every_type_and_the_fast_paths() -> None:
         assert kernels["Q4_1"] == "avx2+packed"
         for t in ["Q4_0", "Q8_0", "Q4_K", "Q5_K"]:
             assert kernels[t] == "avx2+multi-row+packed", (t, kernels[t])
-        # Q6_K is ours in a portable build, candle's AVX2 kernel when candle was compiled with it
+        # Q6_K's decode dot is ours in a portable build, candle's AVX2 one when candle has it
         expected_q6 = "candle-avx2" if "avx2" in info["compiled_simd"] else "avx2"
         assert kernels["Q6_K"] == expected_q6 + "+multi-row+packed"
     # types without a multi-row or packed kernel do not claim one

@@ -181,9 +181,9 @@ fn tiled_matmul_equals_plain_loop() {
                     let want = (view.kernels.dot)(k, view.row(j), acts.row(tt));
                     let packed = m >= PACKED_MIN_ROWS && view.kernels.packed.is_some();
                     if packed || matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q6_K) {
-                        // different summation order: the packed GEMMs (all but Q5_0 and F16 here) sum per weight
-                        // lane, Q8_0/Q4_0's plain single-row kernels use four chains, and the
-                        // single-row Q6_K dot may be candle's
+                        // different summation order: the packed GEMMs (all types here but Q5_0
+                        // and F16) sum per weight lane, and the single-row kernels of Q8_0/Q4_0
+                        // use four chains; the single-row Q6_K dot may be candle's
                         let mag: f32 = wd[j].iter().zip(&xd).map(|(p, q)| (p * q).abs()).sum();
                         let tol = 2e-6 * mag;
                         assert!(

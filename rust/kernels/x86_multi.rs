@@ -4,8 +4,9 @@
 //! Each weight block is loaded and unpacked to bytes once and then multiplied with the same block
 //! of all `N` activation rows, so the unpacking (nibble masks, high-bit merges, scale shuffles)
 //! is paid once per `N` products instead of once per product. With `N = 1` the same code is the
-//! single-row kernel for Q4_K and Q5_K (and Q6_K when candle lacks AVX2), so for Q4_K/Q5_K decode
-//! and prefill agree bit for bit; Q8_0 decode uses the `N = 1` kernel with two accumulator chains.
+//! single-row kernel for Q4_K and Q5_K, and for Q6_K when candle lacks AVX2 (so for them decode
+//! and prompts short enough for this path agree bit for bit; longer prompts use
+//! [`super::x86_packed`]); Q8_0 decode uses the `N = 1` kernel with two accumulator chains.
 //!
 //! Formats (ggml): Q4_K = f16 d, f16 dmin, 12 bytes of packed 6-bit scales/mins, 128 bytes of
 //! nibbles (256 values); Q5_K = the same with 32 bytes of fifth bits before the nibbles; Q6_K =
@@ -135,6 +136,23 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
     hsums(acc)
 }
 
+/// Byte shuffles that spread i16 scale `2c` over the low 128-bit lane and `2c + 1` over the high.
+const SCALE_PAIRS: [__m256i; 4] = {
+    const fn pair(c: u8) -> __m256i {
+        let (lo, hi) = (4 * c, 4 * c + 2);
+        let mut b = [0u8; 32];
+        let mut i = 0;
+        while i < 16 {
+            b[i] = lo + (i as u8 & 1);
+            b[16 + i] = hi + (i as u8 & 1);
+            i += 1;
+        }
+        // SAFETY: 32 bytes to a 32-byte plain-data vector.
+        unsafe { std::mem::transmute::<[u8; 32], __m256i>(b) }
+    }
+    [pair(0), pair(1), pair(2), pair(3)]
+};
+
 /// Q6_K weights (`nb` blocks of 210 bytes) with `N` Q8_K activation rows.
 ///
 /// The 6-bit values are used unsigned (0..63) and the `-32` offset is applied once per block as
@@ -155,6 +173,12 @@ pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -
         let sc16 = _mm256_cvtepi8_epi16(sc8);
         let mut sumi = [_mm256_setzero_si256(); N];
         for h in 0..2 {
+            // this half's 8 scales (as i16) in both 128-bit lanes, for the per-chunk shuffles
+            let sch = if h == 0 {
+                _mm256_permute2x128_si256(sc16, sc16, 0x00)
+            } else {
+                _mm256_permute2x128_si256(sc16, sc16, 0x11)
+            };
             let ql = wb.add(64 * h);
             let b1 = load(ql);
             let b2 = load(ql.add(32));
@@ -179,10 +203,8 @@ pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -
             ];
             for (c, qc) in q.iter().enumerate() {
                 // scales of the two 16-value halves of this 32-value chunk
-                let s = 8 * h + 2 * c;
-                let lo = _mm_set1_epi16(*(wb.add(192 + s) as *const i8) as i16);
-                let hi = _mm_set1_epi16(*(wb.add(192 + s + 1) as *const i8) as i16);
-                let sv = _mm256_set_m128i(hi, lo);
+                // (scale 2c of the half in the low lane, 2c + 1 in the high one)
+                let sv = _mm256_shuffle_epi8(sch, SCALE_PAIRS[c]);
                 for i in 0..N {
                     let ab = a[i].add(b * Q8K + 4 + 128 * h + 32 * c);
                     let p = _mm256_madd_epi16(sv, _mm256_maddubs_epi16(*qc, load(ab)));
