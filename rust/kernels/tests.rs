@@ -180,10 +180,10 @@ fn tiled_matmul_equals_plain_loop() {
                 for j in 0..n {
                     let want = (view.kernels.dot)(k, view.row(j), acts.row(tt));
                     let packed = m >= PACKED_MIN_ROWS && view.kernels.packed.is_some();
-                    if packed || matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q6_K) {
+                    if packed || matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0) {
                         // different summation order: the packed GEMMs (all types here but Q5_0
                         // and F16) sum per weight lane, and the single-row kernels of Q8_0/Q4_0
-                        // use four chains; the single-row Q6_K dot may be candle's
+                        // use four chains
                         let mag: f32 = wd[j].iter().zip(&xd).map(|(p, q)| (p * q).abs()).sum();
                         let tol = 2e-6 * mag;
                         assert!(
@@ -316,7 +316,11 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
         for t in [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K] {
             assert!(Kernels::for_type(t).unwrap().dot_rows.is_some(), "{t}");
         }
-        assert!(Kernels::for_type(Q4_0).unwrap().packed.is_some());
+        for t in [Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+            assert!(Kernels::for_type(t).unwrap().packed.is_some(), "{t}");
+        }
+        // own Q6_K decode kernel in every build (faster than candle's, see x86_dot)
+        assert_eq!(Kernels::for_type(Q6_K).unwrap().name, "avx2");
         // negative control: candle's Q2_K is compile-time only
         let q2 = Kernels::for_type(Q2_K).unwrap().name;
         assert_eq!(q2 == "scalar", !cfg!(target_feature = "avx2"), "Q2_K: {q2}");

@@ -29,6 +29,23 @@ pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
+/// How far ahead of the block being computed the decode kernels ask for weights. Hardware
+/// prefetchers alone leave the read stream short of the machine's bandwidth; on the 70B slice
+/// (Q4_K_M, 2 threads) decode went 18.7 -> 21.5 / 22.2 / 21.9 / 20.6 tok/s for 1 / 2 / 4 / 8 KiB.
+pub(crate) const PF_DIST: usize = 2048;
+
+/// Prefetch the cache lines of `len` bytes starting `PF_DIST` bytes after `p` (a hint: addresses
+/// past the weights are allowed and never fault, hence the wrapping arithmetic).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn prefetch_ahead(p: *const u8, len: usize) {
+    let mut l = 0;
+    while l < len {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF_DIST + l) as *const i8);
+        l += 64;
+    }
+}
+
 /// Horizontal sum of 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -100,6 +117,7 @@ pub unsafe fn dot_q4_1(nb: usize, w: &[u8], a: &[u8]) -> f32 {
         let n = (nb - i).min(4);
         for (j, acc) in acc.iter_mut().enumerate().take(n) {
             let wb = wp.add((i + j) * 20);
+            prefetch_ahead(wb, 1);
             let ab = ap.add((i + j) * 36);
             let hw = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
                 wb as *const i32,
@@ -139,6 +157,7 @@ pub unsafe fn dot_q8_acts<const Q4: bool>(nb: usize, w: &[u8], a: &[u8]) -> f32 
         let n = (nb - i).min(4);
         for (j, acc) in acc.iter_mut().enumerate().take(n) {
             let wb = wp.add((i + j) * bs);
+            prefetch_ahead(wb, 1);
             let ab = ap.add((i + j) * 34);
             let d = _mm256_set1_ps(f16_at(wb) * f16_at(ab));
             let qx = if Q4 {
@@ -178,6 +197,7 @@ pub unsafe fn dot_q4_0_one(nb: usize, w: &[u8], a: &[u8], scales: usize, sums: u
         for (j, acc) in acc.iter_mut().enumerate().take(n) {
             let b = i + j;
             let wb = wp.add(b * 18);
+            prefetch_ahead(wb, 1);
             let d = _mm256_set1_ps(f16_at(wb) * *sc.add(b));
             let qy = _mm256_loadu_si256(ap.add(b * 34 + 2) as *const __m256i);
             let p = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(wb.add(2)), qy), ones);
@@ -204,6 +224,7 @@ pub unsafe fn dot_q5_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for i in 0..nb {
         let wb = wp.add(i * 22);
+        prefetch_ahead(wb, 1);
         let ab = ap.add(i * 34);
         let d = _mm256_set1_ps(f16_at(wb) * f16_at(ab));
         let mut qx = nibbles(wb.add(6));
@@ -228,6 +249,7 @@ pub unsafe fn dot_q5_1(nb: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut summs = 0f32;
     for i in 0..nb {
         let wb = wp.add(i * 24);
+        prefetch_ahead(wb, 1);
         let ab = ap.add(i * 36);
         summs += f16_at(wb.add(2)) * f16_at(ab.add(2));
         let d = _mm256_set1_ps(f16_at(wb) * f16_at(ab));

@@ -4,9 +4,9 @@
 //! Each weight block is loaded and unpacked to bytes once and then multiplied with the same block
 //! of all `N` activation rows, so the unpacking (nibble masks, high-bit merges, scale shuffles)
 //! is paid once per `N` products instead of once per product. With `N = 1` the same code is the
-//! single-row kernel for Q4_K and Q5_K, and for Q6_K when candle lacks AVX2 (so for them decode
-//! and prompts short enough for this path agree bit for bit; longer prompts use
-//! [`super::x86_packed`]); Q8_0 decode uses the `N = 1` kernel with two accumulator chains.
+//! single-row kernel for Q4_K, Q5_K and Q6_K (so for them decode and prompts short enough for this
+//! path agree bit for bit; longer prompts use [`super::x86_packed`]); Q8_0 decode uses the `N = 1`
+//! kernel with two accumulator chains. With `N = 1` the kernels also prefetch the weights ahead.
 //!
 //! Formats (ggml): Q4_K = f16 d, f16 dmin, 12 bytes of packed 6-bit scales/mins, 128 bytes of
 //! nibbles (256 values); Q5_K = the same with 32 bytes of fifth bits before the nibbles; Q6_K =
@@ -18,7 +18,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{f16_at, hsum};
+use super::x86::{f16_at, hsum, prefetch_ahead};
 
 const Q4K: usize = 144;
 const Q5K: usize = 176;
@@ -83,6 +83,10 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let wb = w.add(b * block);
+        if N == 1 {
+            // decode streams the weights from memory: ask for them ahead
+            prefetch_ahead(wb, block);
+        }
         let mut qh = if Q5 {
             load(wb.add(16))
         } else {
@@ -168,6 +172,9 @@ pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let wb = w.add(b * Q6K);
+        if N == 1 {
+            prefetch_ahead(wb, Q6K);
+        }
         let d = f16_at(wb.add(208));
         let sc8 = _mm_loadu_si128(wb.add(192) as *const __m128i);
         let sc16 = _mm256_cvtepi8_epi16(sc8);
@@ -247,11 +254,17 @@ pub unsafe fn q8_acts<const N: usize, const Q4: bool>(
         let set = if N < 4 { b & 1 } else { 0 };
         let (wb, q) = if Q4 {
             let wb = w.add(b * 18);
+            if N == 1 {
+                prefetch_ahead(wb, 1);
+            }
             let t = _mm_loadu_si128(wb.add(2) as *const __m128i);
             let x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
             (wb, _mm256_sub_epi8(x, eight))
         } else {
             let wb = w.add(b * 34);
+            if N == 1 {
+                prefetch_ahead(wb, 1);
+            }
             (wb, load(wb.add(2)))
         };
         let dw = _mm256_set1_ps(f16_at(wb));
