@@ -5,8 +5,8 @@
 //! Q4_K, Q5_K, Q6_K, F16 and F32 are this module's ([`x86`], [`x86_multi`]); Q2_K and Q3_K use
 //! candle's, which are AVX2 only when the crate is compiled with AVX2 enabled. The decode kernels
 //! prefetch the weights [`x86::PF_DIST`] bytes ahead. Prompt batches use the multi-row kernels of [`x86_multi`] for Q4_K, Q5_K, Q6_K,
-//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0, Q4_1, Q8_0, Q4_K,
-//! Q5_K and Q6_K weights
+//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0, Q4_1, Q5_0, Q8_0,
+//! Q4_K, Q5_K and Q6_K weights
 //! the GEMM over weight tiles repacked 8 rows per register of [`x86_packed`]. Activations are quantized by this module with ggml's exact rules
 //! (see [`quantize`]).
 
@@ -255,7 +255,7 @@ pub struct Kernels {
     /// and Q6_K the single-row kernel sums in a different order (equal within float rounding).
     pub dot_rows: Option<DotRowsFn>,
     /// The packed-tile GEMM for prompts of [`PACKED_MIN_ROWS`] rows or more, if any (Q4_0, Q4_1,
-    /// Q8_0, Q4_K, Q5_K, Q6_K on AVX2): see [`x86_packed`].
+    /// Q5_0, Q8_0, Q4_K, Q5_K, Q6_K on AVX2): see [`x86_packed`].
     pub packed: Option<Packed>,
     /// Which implementation `dot` is: `"avx2"` (this crate's, chosen at run time),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
@@ -430,6 +430,21 @@ fn x86_packed_for(t: GgmlType) -> Option<Packed> {
         assert!(out.len() >= nb * packed);
         assert!(rows.iter().all(|r| r.len() >= (b0 + nb) * t.type_size()));
     }
+    /// Checks of a packed GEMM over Q8_0 activation rows with their scales and sums.
+    fn q8_0_checks(
+        row_nb: usize,
+        b0: usize,
+        nb: usize,
+        block: usize,
+        packed: &[u8],
+        a: &[&[u8]],
+        acc: &[[f32; PACK_GROUP]],
+    ) {
+        assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
+        assert!(packed.len() >= nb * block);
+        let mo = q8_0_sums_offset(row_nb);
+        assert!(a.iter().all(|r| r.len() >= mo + 4 * row_nb));
+    }
     /// Run `$kernel::<N>` for `N = a.len()` (1..=PACK_ROWS), each array argument built per row.
     macro_rules! per_rows {
         ($a:expr, $acc:expr, |$r:ident| ($($arg:expr),*), $($k:ident)::+, $nb:expr, $p:expr) => {{
@@ -459,10 +474,8 @@ fn x86_packed_for(t: GgmlType) -> Option<Packed> {
                 unsafe { x86_packed::pack_q4_0(b0, nb, rows, out.as_mut_ptr()) }
             },
             gemm: |row_nb, b0, nb, packed, a, acc| {
-                assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
-                assert!(packed.len() >= nb * x86_packed::Q4_0_PACKED);
+                q8_0_checks(row_nb, b0, nb, x86_packed::Q4_0_PACKED, packed, a, acc);
                 let (so, mo) = (q8_0_scales_offset(row_nb), q8_0_sums_offset(row_nb));
-                assert!(a.iter().all(|r| r.len() >= mo + 4 * row_nb));
                 per_rows!(
                     a,
                     acc,
@@ -472,6 +485,31 @@ fn x86_packed_for(t: GgmlType) -> Option<Packed> {
                         a[r][mo + 4 * b0..].as_ptr() as *const i32
                     ),
                     x86_packed::gemm_q4_0,
+                    nb,
+                    packed.as_ptr()
+                )
+            },
+        }),
+        GgmlType::Q5_0 => Some(Packed {
+            block_bytes: x86_packed::Q4_0_PACKED,
+            pack: |b0, nb, rows, out| {
+                pack_checks(GgmlType::Q5_0, x86_packed::Q4_0_PACKED, b0, nb, &rows, out);
+                let rows = rows.map(|r| r.as_ptr());
+                // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
+                unsafe { x86_packed::pack_q5_0(b0, nb, rows, out.as_mut_ptr()) }
+            },
+            gemm: |row_nb, b0, nb, packed, a, acc| {
+                q8_0_checks(row_nb, b0, nb, x86_packed::Q4_0_PACKED, packed, a, acc);
+                let (so, mo) = (q8_0_scales_offset(row_nb), q8_0_sums_offset(row_nb));
+                per_rows!(
+                    a,
+                    acc,
+                    |r| (
+                        a[r][b0 * quantize::Q8_0_BYTES..].as_ptr(),
+                        a[r][so + 4 * b0..].as_ptr() as *const f32,
+                        a[r][mo + 4 * b0..].as_ptr() as *const i32
+                    ),
+                    x86_packed::gemm_q5_0,
                     nb,
                     packed.as_ptr()
                 )

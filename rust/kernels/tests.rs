@@ -181,8 +181,8 @@ fn tiled_matmul_equals_plain_loop() {
                     let want = (view.kernels.dot)(k, view.row(j), acts.row(tt));
                     let packed = m >= PACKED_MIN_ROWS && view.kernels.packed.is_some();
                     if packed || matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0) {
-                        // different summation order: the packed GEMMs (all types here but Q5_0
-                        // and F16) sum per weight lane, and the single-row kernels of Q8_0/Q4_0
+                        // different summation order: the packed GEMMs (all types here but F16)
+                        // sum per weight lane, and the single-row kernels of Q8_0/Q4_0
                         // use four chains
                         let mag: f32 = wd[j].iter().zip(&xd).map(|(p, q)| (p * q).abs()).sum();
                         let tol = 2e-6 * mag;
@@ -316,7 +316,7 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
         for t in [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K] {
             assert!(Kernels::for_type(t).unwrap().dot_rows.is_some(), "{t}");
         }
-        for t in [Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K] {
+        for t in [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K] {
             assert!(Kernels::for_type(t).unwrap().packed.is_some(), "{t}");
         }
         // own Q6_K decode kernel in every build (faster than candle's, see x86_dot)
@@ -421,6 +421,7 @@ fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
             let mut bad = wb.clone();
             let quant_byte = match t {
                 GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => 7,
+                GgmlType::Q5_0 => 3, // a fifth-bit byte
                 GgmlType::Q4_K => 16 + 77,
                 GgmlType::Q5_K => 16 + 5, // a fifth-bit byte
                 _ => 150,                 // Q6_K: a high-bit byte

@@ -71,7 +71,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 /// 32 bits to 32 bytes: 0xFF where bit `i` is set, else 0.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
+pub(crate) unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
     let x = std::ptr::read_unaligned(p as *const u32) as i32;
     let shuf = _mm256_set_epi64x(
         0x0303_0303_0303_0303,

@@ -1,6 +1,6 @@
 //! AVX2 prompt GEMM on weights repacked per tile: 8 weight rows interleaved so that one SIMD lane
-//! is one weight row (Q4_0 and Q8_0 weights with Q8_0 activations, Q4_1 with Q8_1; Q4_K, Q5_K
-//! and Q6_K with Q8_K).
+//! is one weight row (Q4_0, Q5_0 and Q8_0 weights with Q8_0 activations, Q4_1 with Q8_1; Q4_K,
+//! Q5_K and Q6_K with Q8_K).
 //!
 //! The multi-row kernels of [`super::x86_multi`] keep one weight row per register, so each
 //! (block, activation row) product ends in its own int→float conversion, scale multiply, FMA and,
@@ -26,7 +26,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::f16_at;
+use super::x86::{bits_to_bytes, f16_at};
 use super::x86_multi::q4k_scales_mins;
 
 /// Weight rows per packed group (one per 32-bit lane of a 256-bit register).
@@ -52,6 +52,7 @@ pub const Q8_0_PACKED: usize = 8 * 32 + 8 * 4;
 pub const Q4_1_PACKED: usize = 8 * 32 + 8 * 4 + 8 * 4;
 
 const Q4_0_BYTES: usize = 18;
+const Q5_0_BYTES: usize = 22;
 const Q4_1_BYTES: usize = 20;
 const Q8_1_BYTES: usize = 36;
 const Q6_K_BYTES: usize = 210;
@@ -132,32 +133,98 @@ pub unsafe fn gemm_q4_0<const N: usize>(
     sums: [*const i32; N],
     acc: &mut [[f32; GROUP]; N],
 ) {
+    gemm_q45_0::<N, false>(nb, packed, q, scales, sums, acc)
+}
+
+/// [`gemm_q4_0`] for packed Q5_0 blocks (values 0..31, offset 16).
+///
+/// # Safety
+/// As [`gemm_q4_0`].
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_q5_0<const N: usize>(
+    nb: usize,
+    packed: *const u8,
+    q: [*const u8; N],
+    scales: [*const f32; N],
+    sums: [*const i32; N],
+    acc: &mut [[f32; GROUP]; N],
+) {
+    gemm_q45_0::<N, true>(nb, packed, q, scales, sums, acc)
+}
+
+/// Q4_0 (`Q5 = false`: values 0..15, offset 8, all 8 pieces of a block in one 16-bit sum) or Q5_0
+/// (values 0..31, offset 16, 4 pieces per 16-bit sum: at most `4 * 2 * 31 * 128 = 31744`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_q45_0<const N: usize, const Q5: bool>(
+    nb: usize,
+    packed: *const u8,
+    q: [*const u8; N],
+    scales: [*const f32; N],
+    sums: [*const i32; N],
+    acc: &mut [[f32; GROUP]; N],
+) {
     let ones = _mm256_set1_epi16(1);
+    let per_sum = if Q5 { 4 } else { 8 };
     let mut v = [_mm256_setzero_ps(); N];
     for r in 0..N {
         v[r] = _mm256_loadu_ps(acc[r].as_ptr());
     }
     for b in 0..nb {
         let pb = packed.add(b * Q4_0_PACKED);
-        let mut s = [_mm256_setzero_si256(); N];
-        for c in 0..8 {
-            let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
+        let mut i = [_mm256_setzero_si256(); N];
+        for c0 in (0..8).step_by(per_sum) {
+            let mut s = [_mm256_setzero_si256(); N];
+            for c in c0..c0 + per_sum {
+                let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
+                for r in 0..N {
+                    let a = q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32;
+                    let a = _mm256_set1_epi32(std::ptr::read_unaligned(a));
+                    s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, a));
+                }
+            }
             for r in 0..N {
-                let a =
-                    std::ptr::read_unaligned(q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32);
-                s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, _mm256_set1_epi32(a)));
+                i[r] = _mm256_add_epi32(i[r], _mm256_madd_epi16(s[r], ones));
             }
         }
         let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
         for r in 0..N {
-            let off = _mm256_set1_epi32(*sums[r].add(b) << 3);
-            let i = _mm256_sub_epi32(_mm256_madd_epi16(s[r], ones), off);
+            let sum = *sums[r].add(b);
+            let off = _mm256_set1_epi32(if Q5 { sum << 4 } else { sum << 3 });
+            let i = _mm256_sub_epi32(i[r], off);
             let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
             v[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), v[r]);
         }
     }
     for r in 0..N {
         _mm256_storeu_ps(acc[r].as_mut_ptr(), v[r]);
+    }
+}
+
+/// Pack blocks `b0..b0 + nb` of 8 Q5_0 weight rows into `out` (`nb * Q4_0_PACKED` bytes: the Q4_0
+/// layout with values 0..31).
+///
+/// # Safety
+/// AVX2/FMA/F16C present; every `rows[i]` holds blocks `b0..b0 + nb`; `out` has room.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pack_q5_0(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let fifth = _mm256_set1_epi8(0x10);
+    for b in 0..nb {
+        let blk = rows.map(|r| r.add((b0 + b) * Q5_0_BYTES));
+        let vals = blk.map(|p| {
+            let t = _mm_loadu_si128(p.add(6) as *const __m128i);
+            let lo = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
+            _mm256_or_si256(lo, _mm256_and_si256(bits_to_bytes(p.add(2)), fifth))
+        });
+        let o = out.add(b * Q4_0_PACKED);
+        for (c, v) in transpose8x32(vals).into_iter().enumerate() {
+            _mm256_storeu_si256(o.add(32 * c) as *mut __m256i, v);
+        }
+        let d: [f32; GROUP] = blk.map(|p| f16_at(p));
+        std::ptr::copy_nonoverlapping(d.as_ptr() as *const u8, o.add(256), 32);
     }
 }
 
