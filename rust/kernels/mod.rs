@@ -5,8 +5,8 @@
 //! Q4_K, Q5_K, Q6_K, F16 and F32 are this module's ([`x86`], [`x86_multi`]); Q2_K and Q3_K use
 //! candle's, which are AVX2 only when the crate is compiled with AVX2 enabled. The decode kernels
 //! prefetch the weights [`x86::PF_DIST`] bytes ahead. Prompt batches use the multi-row kernels of [`x86_multi`] for Q4_K, Q5_K, Q6_K,
-//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0, Q4_1, Q5_0, Q8_0,
-//! Q4_K, Q5_K and Q6_K weights
+//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0, Q8_0, Q4_K and Q6_K
+//! weights
 //! the GEMM over weight tiles repacked 8 rows per register of [`x86_packed`]. Activations are quantized by this module with ggml's exact rules
 //! (see [`quantize`]).
 
@@ -254,8 +254,8 @@ pub struct Kernels {
     /// equal [`ROWS`] calls of `dot` bit for bit for Q4_K and Q5_K (same code); for Q8_0, Q4_0
     /// and Q6_K the single-row kernel sums in a different order (equal within float rounding).
     pub dot_rows: Option<DotRowsFn>,
-    /// The packed-tile GEMM for prompts of [`PACKED_MIN_ROWS`] rows or more, if any (Q4_0, Q4_1,
-    /// Q5_0, Q8_0, Q4_K, Q5_K, Q6_K on AVX2): see [`x86_packed`].
+    /// The packed-tile GEMM for prompts of [`PACKED_MIN_ROWS`] rows or more, if any (on AVX2,
+    /// the types of [`PACKED_VERIFIED`]): see [`x86_packed`].
     pub packed: Option<Packed>,
     /// Which implementation `dot` is: `"avx2"` (this crate's, chosen at run time),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
@@ -421,9 +421,29 @@ fn q8k_gemm<const Q5: bool>(
     }
 }
 
+/// Types whose packed GEMM also passes the llama.cpp parity tests (tests/test_parity_llamacpp.py).
+/// Q4_1, Q5_0, Q2_K, Q3_K and Q5_K have packed kernels that match f64 math of the dequantized
+/// operands in the kernel tests, but with them the tiny-model parity tests fail (Q4_1/Q5_0: logit
+/// rows ~1% off llama.cpp; Q5_K_S, Q3_K_L: greedy paths diverge at near-ties): not understood
+/// yet, so they are off (see [`PACKED_UNVERIFIED`]).
+const PACKED_VERIFIED: [GgmlType; 4] = [
+    GgmlType::Q4_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+/// Enables the packed GEMMs outside [`PACKED_VERIFIED`] (kernel tests and investigation).
+const PACKED_UNVERIFIED: bool = false;
+
 /// See [`Kernels::packed`]. Callers have checked [`x86::has_avx2`].
 #[cfg(target_arch = "x86_64")]
 fn x86_packed_for(t: GgmlType) -> Option<Packed> {
+    x86_packed_kernels(t).filter(|_| PACKED_UNVERIFIED || PACKED_VERIFIED.contains(&t))
+}
+
+/// Every packed GEMM this crate has, verified or not (the kernel tests check them all).
+#[cfg(target_arch = "x86_64")]
+fn x86_packed_kernels(t: GgmlType) -> Option<Packed> {
     const _: () = assert!(PACK_GROUP == x86_packed::GROUP);
     /// Checks shared by every type's pack: rows hold the blocks, `out` has room.
     fn pack_checks(t: GgmlType, packed: usize, b0: usize, nb: usize, rows: &[&[u8]], out: &[u8]) {
@@ -444,6 +464,19 @@ fn x86_packed_for(t: GgmlType) -> Option<Packed> {
         assert!(packed.len() >= nb * block);
         let mo = q8_0_sums_offset(row_nb);
         assert!(a.iter().all(|r| r.len() >= mo + 4 * row_nb));
+    }
+    /// Checks of a packed K16 GEMM over Q8_K activation rows.
+    fn q8k_checks(
+        row_nb: usize,
+        b0: usize,
+        nb: usize,
+        packed: &[u8],
+        a: &[&[u8]],
+        acc: &[[f32; PACK_GROUP]],
+    ) {
+        assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
+        assert!(packed.len() >= nb * x86_packed::K16_PACKED);
+        assert!(a.iter().all(|r| r.len() >= row_nb * quantize::Q8_K_BYTES));
     }
     /// Run `$kernel::<N>` for `N = a.len()` (1..=PACK_ROWS), each array argument built per row.
     macro_rules! per_rows {
@@ -585,26 +618,52 @@ fn x86_packed_for(t: GgmlType) -> Option<Packed> {
                 )
             },
         }),
-        GgmlType::Q6_K => Some(Packed {
-            block_bytes: x86_packed::Q6_K_PACKED,
-            pack: |b0, nb, rows, out| {
-                pack_checks(GgmlType::Q6_K, x86_packed::Q6_K_PACKED, b0, nb, &rows, out);
-                let rows = rows.map(|r| r.as_ptr());
-                // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
-                unsafe { x86_packed::pack_q6_k(b0, nb, rows, out.as_mut_ptr()) }
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q6_K => Some(Packed {
+            block_bytes: x86_packed::K16_PACKED,
+            pack: match t {
+                GgmlType::Q2_K => |b0, nb, rows, out| {
+                    pack_checks(GgmlType::Q2_K, x86_packed::K16_PACKED, b0, nb, &rows, out);
+                    let rows = rows.map(|r| r.as_ptr());
+                    // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
+                    unsafe { x86_packed::pack_q2_k(b0, nb, rows, out.as_mut_ptr()) }
+                },
+                GgmlType::Q3_K => |b0, nb, rows, out| {
+                    pack_checks(GgmlType::Q3_K, x86_packed::K16_PACKED, b0, nb, &rows, out);
+                    let rows = rows.map(|r| r.as_ptr());
+                    // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
+                    unsafe { x86_packed::pack_q3_k(b0, nb, rows, out.as_mut_ptr()) }
+                },
+                _ => |b0, nb, rows, out| {
+                    pack_checks(GgmlType::Q6_K, x86_packed::K16_PACKED, b0, nb, &rows, out);
+                    let rows = rows.map(|r| r.as_ptr());
+                    // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
+                    unsafe { x86_packed::pack_q6_k(b0, nb, rows, out.as_mut_ptr()) }
+                },
             },
-            gemm: |row_nb, b0, nb, packed, a, acc| {
-                assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
-                assert!(packed.len() >= nb * x86_packed::Q6_K_PACKED);
-                assert!(a.iter().all(|r| r.len() >= row_nb * quantize::Q8_K_BYTES));
-                per_rows!(
-                    a,
-                    acc,
-                    |r| (a[r][b0 * quantize::Q8_K_BYTES..].as_ptr()),
-                    x86_packed::gemm_q6_k,
-                    nb,
-                    packed.as_ptr()
-                )
+            gemm: if t == GgmlType::Q6_K {
+                |row_nb, b0, nb, packed, a, acc| {
+                    q8k_checks(row_nb, b0, nb, packed, a, acc);
+                    per_rows!(
+                        a,
+                        acc,
+                        |r| (a[r][b0 * quantize::Q8_K_BYTES..].as_ptr()),
+                        x86_packed::gemm_q6_k,
+                        nb,
+                        packed.as_ptr()
+                    )
+                }
+            } else {
+                |row_nb, b0, nb, packed, a, acc| {
+                    q8k_checks(row_nb, b0, nb, packed, a, acc);
+                    per_rows!(
+                        a,
+                        acc,
+                        |r| (a[r][b0 * quantize::Q8_K_BYTES..].as_ptr()),
+                        x86_packed::gemm_q23_k,
+                        nb,
+                        packed.as_ptr()
+                    )
+                }
             },
         }),
         _ => None,

@@ -316,8 +316,12 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
         for t in [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K] {
             assert!(Kernels::for_type(t).unwrap().dot_rows.is_some(), "{t}");
         }
-        for t in [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K] {
+        for t in [Q4_0, Q8_0, Q4_K, Q6_K] {
             assert!(Kernels::for_type(t).unwrap().packed.is_some(), "{t}");
+        }
+        // packed kernels that do not yet pass the llama.cpp parity tests stay off
+        for t in [Q4_1, Q5_0, Q2_K, Q3_K, Q5_K] {
+            assert!(Kernels::for_type(t).unwrap().packed.is_none(), "{t}");
         }
         // own Q6_K decode kernel in every build (faster than candle's, see x86_dot)
         assert_eq!(Kernels::for_type(Q6_K).unwrap().name, "avx2");
@@ -374,9 +378,14 @@ fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
         GgmlType::Q4_K,
         GgmlType::Q6_K,
     ] {
-        let Some(kernels) = Kernels::for_type(t) else {
+        let Some(mut kernels) = Kernels::for_type(t) else {
             continue;
         };
+        // every packed kernel, also those not enabled in the engine (PACKED_VERIFIED)
+        #[cfg(target_arch = "x86_64")]
+        if x86::has_avx2() {
+            kernels.packed = x86_packed_kernels(t);
+        }
         let Some(pk) = kernels.packed else { continue }; // no AVX2: nothing to test
         let kind = ActKind::of(t).unwrap();
         let (bs, ts) = (t.block_size(), t.type_size());

@@ -1,6 +1,6 @@
 //! AVX2 prompt GEMM on weights repacked per tile: 8 weight rows interleaved so that one SIMD lane
-//! is one weight row (Q4_0, Q5_0 and Q8_0 weights with Q8_0 activations, Q4_1 with Q8_1; Q4_K,
-//! Q5_K and Q6_K with Q8_K).
+//! is one weight row (Q4_0, Q5_0 and Q8_0 weights with Q8_0 activations, Q4_1 with Q8_1; Q2_K,
+//! Q3_K, Q4_K, Q5_K and Q6_K with Q8_K).
 //!
 //! The multi-row kernels of [`super::x86_multi`] keep one weight row per register, so each
 //! (block, activation row) product ends in its own int→float conversion, scale multiply, FMA and,
@@ -13,8 +13,9 @@
 //!
 //! Q4_K is packed the same way per 32-value sub-block, with each sub-block's scales as a vector of
 //! 8 lanes (a `madd` widens the 16-bit sums and applies them) and the mins term from the Q8_K
-//! activation sums; Q5_K the same with values 0..31. Q6_K likewise, with values 0..63, a scale vector per 16 values and the `-32`
-//! offset from the Q8_K 16-value sums. The kernels are `inline(never)` so profiles name them; each call covers a
+//! activation sums; Q5_K the same with values 0..31. The K-quants with a scale per 16 values
+//! (Q2_K, Q3_K, Q6_K) share one layout and kernel ([`K16_PACKED`]): values unsigned, and their
+//! offset (Q3_K, Q6_K) or mins (Q2_K) term from the Q8_K 16-value sums. The kernels are `inline(never)` so profiles name them; each call covers a
 //! whole packed chunk.
 //!
 //! Q4_0 nibbles are used unsigned (0..15) so that `maddubs` needs no sign fix-up per product; the
@@ -39,11 +40,13 @@ pub const Q4_0_PACKED: usize = 8 * 32 + 8 * 4;
 /// vectors (lane `i` = row `i`'s mins of sub-blocks `2p`, `2p + 1` as i16), 8 f32 `d`, 8 f32 `dmin`.
 pub const Q4_K_PACKED: usize = 8 * 256 + 8 * 32 + 4 * 32 + 32 + 32;
 
-/// Bytes of one packed Q6_K super-block of [`GROUP`] rows: 8 sub-blocks of 8 pieces of 32 bytes
-/// (values 0..63), 16 scale vectors (one per 16 values; both halves of lane `i` hold row `i`'s
-/// scale), 8 scale-pair vectors (lane `i` = row `i`'s scales `2p`, `2p + 1`, for the `-32` term), 8
-/// f32 `d`.
-pub const Q6_K_PACKED: usize = 8 * 256 + 16 * 32 + 8 * 32 + 32;
+/// Bytes of one packed super-block of [`GROUP`] rows of the K-quants with a scale per 16 values
+/// (Q2_K, Q3_K, Q6_K): 8 sub-blocks of 8 pieces of 32 bytes (values unsigned: 0..3, 0..7, 0..63),
+/// 16 scale vectors (both halves of lane `i` hold row `i`'s scale), 8 pair vectors (lane `i` =
+/// row `i`'s `2p`, `2p + 1` entries of what multiplies the activation 16-sums: the scales for the
+/// Q3_K/Q6_K offsets 4 and 32, the mins for Q2_K), 8 f32 `d` and 8 f32 of that term's factor
+/// (`4d`, `32d`, `dmin`).
+pub const K16_PACKED: usize = 8 * 256 + 16 * 32 + 8 * 32 + 32 + 32;
 
 /// Bytes of one packed Q8_0 block of [`GROUP`] rows: 8 pieces of 32 bytes, then 8 f32 scales.
 pub const Q8_0_PACKED: usize = 8 * 32 + 8 * 4;
@@ -56,6 +59,8 @@ const Q5_0_BYTES: usize = 22;
 const Q4_1_BYTES: usize = 20;
 const Q8_1_BYTES: usize = 36;
 const Q6_K_BYTES: usize = 210;
+const Q2_K_BYTES: usize = 84;
+const Q3_K_BYTES: usize = 110;
 const Q8_0_BYTES: usize = 34;
 const Q4_K_BYTES: usize = 144;
 const Q5_K_BYTES: usize = 176;
@@ -364,7 +369,39 @@ pub unsafe fn gemm_q45_k<const N: usize, const Q5: bool>(
     }
 }
 
-/// Pack super-blocks `b0..b0 + nb` of 8 Q6_K weight rows into `out` (`nb * Q6_K_PACKED` bytes).
+/// Transpose 8 rows' 32 values of sub-block `sb` (one register per row) into its 8 pieces.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_sub_block(o: *mut u8, sb: usize, vals: [__m256i; GROUP]) {
+    for (c, piece) in transpose8x32(vals).into_iter().enumerate() {
+        _mm256_storeu_si256(o.add(256 * sb + 32 * c) as *mut __m256i, piece);
+    }
+}
+
+/// Write the scale and pair vectors, `d` and the pair term's factor of one [`K16_PACKED`] block.
+#[inline]
+unsafe fn store_k16_tail(
+    o: *mut u8,
+    scales: &[[i16; 16]; GROUP],
+    pairs: &[[i16; 16]; GROUP],
+    d: [f32; GROUP],
+    f: [f32; GROUP],
+) {
+    let sc = o.add(8 * 256) as *mut i16;
+    let pv = o.add(8 * 256 + 16 * 32) as *mut i16;
+    for i in 0..GROUP {
+        for g in 0..16 {
+            *sc.add(16 * g + 2 * i) = scales[i][g];
+            *sc.add(16 * g + 2 * i + 1) = scales[i][g];
+            *pv.add(16 * (g / 2) + 2 * i + g % 2) = pairs[i][g];
+        }
+    }
+    let df = o.add(8 * 256 + 16 * 32 + 8 * 32) as *mut f32;
+    std::ptr::copy_nonoverlapping(d.as_ptr(), df, GROUP);
+    std::ptr::copy_nonoverlapping(f.as_ptr(), df.add(GROUP), GROUP);
+}
+
+/// Pack super-blocks `b0..b0 + nb` of 8 Q6_K weight rows into `out` (`nb * K16_PACKED` bytes).
 ///
 /// # Safety
 /// AVX2/FMA/F16C present; every `rows[i]` holds super-blocks `b0..b0 + nb`; `out` has room.
@@ -375,7 +412,7 @@ pub unsafe fn pack_q6_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
     let m2 = _mm256_set1_epi8(0x03);
     for b in 0..nb {
         let blk = rows.map(|r| r.add((b0 + b) * Q6_K_BYTES));
-        let o = out.add(b * Q6_K_PACKED);
+        let o = out.add(b * K16_PACKED);
         // ggml's layout: per 128-value half `n`, 64 bytes of low nibbles (values l and l + 64 in
         // the low/high nibble of byte l, l + 32 and l + 96 in byte l + 32) and 32 bytes of high
         // 2-bit pairs (value l + 32q's pair at bits 2q of byte l); sub-block 4n + q is values
@@ -390,39 +427,104 @@ pub unsafe fn pack_q6_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
                     let hi = _mm256_and_si256(hi, m2);
                     _mm256_or_si256(_mm256_and_si256(lo, m4), _mm256_slli_epi16(hi, 4))
                 });
-                let sb = 4 * n + q;
-                for (c, piece) in transpose8x32(vals).into_iter().enumerate() {
-                    _mm256_storeu_si256(o.add(256 * sb + 32 * c) as *mut __m256i, piece);
-                }
+                store_sub_block(o, 4 * n + q, vals);
             }
         }
-        let sc = o.add(8 * 256) as *mut i16;
-        let pairs = o.add(8 * 256 + 16 * 32) as *mut i16;
-        let d = o.add(8 * 256 + 16 * 32 + 8 * 32) as *mut f32;
-        for (i, p) in blk.iter().enumerate() {
-            for g in 0..16 {
-                let s = *p.add(192 + g) as i8 as i16;
-                *sc.add(16 * g + 2 * i) = s;
-                *sc.add(16 * g + 2 * i + 1) = s;
-                *pairs.add(16 * (g / 2) + 2 * i + g % 2) = s;
-            }
-            *d.add(i) = f16_at(p.add(208));
-        }
+        let scales = blk.map(|p| std::array::from_fn(|g| *p.add(192 + g) as i8 as i16));
+        let d = blk.map(|p| f16_at(p.add(208)));
+        store_k16_tail(o, &scales, &scales, d, d.map(|d| 32.0 * d));
     }
 }
 
-/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed Q6_K super-blocks, for `N`
-/// Q8_K activation rows given as pointers to their first super-block.
+/// Pack super-blocks `b0..b0 + nb` of 8 Q3_K weight rows into `out` (`nb * K16_PACKED` bytes):
+/// value `128n + 32j + l` is bits `2j` of `qs[32n + l]` plus 4 times bit `4n + j` of `hmask[l]`,
+/// minus 4; 16 6-bit scales (minus 32) packed in 12 bytes as ggml does.
 ///
-/// Values are used unsigned (0..63): two pieces' `maddubs` sums stay in 16 bits (at most
-/// `2 * 2 * 63 * 128 = 32256`) before a `madd` with the 16-value scale vector; the `-32` offset is
-/// `32 * sum(scale * activation 16-sum)` per super-block, from the Q8_K sums.
+/// # Safety
+/// AVX2/FMA/F16C present; every `rows[i]` holds super-blocks `b0..b0 + nb`; `out` has room.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pack_q3_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
+    let m2 = _mm256_set1_epi8(0x03);
+    let one = _mm256_set1_epi8(0x01);
+    for b in 0..nb {
+        let blk = rows.map(|r| r.add((b0 + b) * Q3_K_BYTES));
+        let o = out.add(b * K16_PACKED);
+        for n in 0..2 {
+            for j in 0..4 {
+                let vals = blk.map(|p| {
+                    let q = _mm256_loadu_si256(p.add(32 + 32 * n) as *const __m256i);
+                    let q = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j)), m2);
+                    let h = _mm256_loadu_si256(p as *const __m256i);
+                    let h = _mm256_srl_epi16(h, _mm_cvtsi32_si128(4 * n as i32 + j));
+                    _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(h, one), 2))
+                });
+                store_sub_block(o, 4 * n + j as usize, vals);
+            }
+        }
+        let scales = blk.map(|p| {
+            let raw = std::ptr::read_unaligned(p.add(96) as *const [u8; 12]);
+            let u = |i: usize| {
+                u32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]])
+            };
+            const K1: u32 = 0x0303_0303;
+            const K2: u32 = 0x0f0f_0f0f;
+            let (a0, a1, t) = (u(0), u(1), u(2));
+            let aux = [
+                (a0 & K2) | ((t & K1) << 4),
+                (a1 & K2) | (((t >> 2) & K1) << 4),
+                ((a0 >> 4) & K2) | (((t >> 4) & K1) << 4),
+                ((a1 >> 4) & K2) | (((t >> 6) & K1) << 4),
+            ];
+            std::array::from_fn(|g| (aux[g / 4].to_le_bytes()[g % 4] as i16) - 32)
+        });
+        let d = blk.map(|p| f16_at(p.add(108)));
+        store_k16_tail(o, &scales, &scales, d, d.map(|d| 4.0 * d));
+    }
+}
+
+/// Pack super-blocks `b0..b0 + nb` of 8 Q2_K weight rows into `out` (`nb * K16_PACKED` bytes):
+/// value `128n + 32j + l` is bits `2j` of `qs[32n + l]`, times `d * (scale & 15)`, minus
+/// `dmin * (scale >> 4)`, per 16 values.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; every `rows[i]` holds super-blocks `b0..b0 + nb`; `out` has room.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn pack_q2_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
+    let m2 = _mm256_set1_epi8(0x03);
+    for b in 0..nb {
+        let blk = rows.map(|r| r.add((b0 + b) * Q2_K_BYTES));
+        let o = out.add(b * K16_PACKED);
+        for n in 0..2 {
+            for j in 0..4 {
+                let vals = blk.map(|p| {
+                    let q = _mm256_loadu_si256(p.add(16 + 32 * n) as *const __m256i);
+                    _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j)), m2)
+                });
+                store_sub_block(o, 4 * n + j as usize, vals);
+            }
+        }
+        let scales = blk.map(|p| std::array::from_fn(|g| (*p.add(g) & 15) as i16));
+        let mins = blk.map(|p| std::array::from_fn(|g| (*p.add(g) >> 4) as i16));
+        let d = blk.map(|p| f16_at(p.add(80)));
+        let dmin = blk.map(|p| f16_at(p.add(82)));
+        store_k16_tail(o, &scales, &mins, d, dmin);
+    }
+}
+
+/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed [`K16_PACKED`] super-blocks
+/// (Q2_K, Q3_K or Q6_K), for `N` Q8_K activation rows given as pointers to their first super-block:
+/// `d * da * sum(scale * q * a) - f * da * sum(pair * activation 16-sum)`.
+///
+/// `PER_SUM` pieces' `maddubs` sums stay in 16 bits before a `madd` with the 16-value scale vector:
+/// 2 for Q6_K (at most `2 * 2 * 63 * 128 = 32256`), 4 for Q2_K/Q3_K (`4 * 2 * 7 * 128`).
 ///
 /// # Safety
 /// AVX2/FMA/F16C present; `packed` holds `nb` packed super-blocks; each `a[r]` `nb` Q8_K blocks.
-#[inline(never)]
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemm_q6_k<const N: usize>(
+unsafe fn gemm_k16<const N: usize, const PER_SUM: usize>(
     nb: usize,
     packed: *const u8,
     a: [*const u8; N],
@@ -433,15 +535,15 @@ pub unsafe fn gemm_q6_k<const N: usize>(
         v[r] = _mm256_loadu_ps(acc[r].as_ptr());
     }
     for b in 0..nb {
-        let pb = packed.add(b * Q6_K_PACKED);
+        let pb = packed.add(b * K16_PACKED);
         let ab = a.map(|p| p.add(b * Q8_K_BYTES));
         let mut isum = [_mm256_setzero_si256(); N];
         for g in 0..16 {
             let scv = _mm256_loadu_si256(pb.add(8 * 256 + 32 * g) as *const __m256i);
-            for half in 0..2 {
+            for c0 in (0..4).step_by(PER_SUM) {
                 let mut s = [_mm256_setzero_si256(); N];
-                for c in 0..2 {
-                    let piece = 4 * g + 2 * half + c;
+                for c in c0..c0 + PER_SUM {
+                    let piece = 4 * g + c;
                     let w = _mm256_loadu_si256(pb.add(32 * piece) as *const __m256i);
                     for r in 0..N {
                         let x = std::ptr::read_unaligned(ab[r].add(4 + 4 * piece) as *const i32);
@@ -456,6 +558,7 @@ pub unsafe fn gemm_q6_k<const N: usize>(
         }
         let pairs = pb.add(8 * 256 + 16 * 32);
         let dv = _mm256_loadu_ps(pb.add(8 * 256 + 16 * 32 + 8 * 32) as *const f32);
+        let fv = _mm256_loadu_ps(pb.add(8 * 256 + 16 * 32 + 8 * 32 + 32) as *const f32);
         for r in 0..N {
             let bs = _mm256_loadu_si256(ab[r].add(260) as *const __m256i);
             let mut off = _mm256_setzero_si256();
@@ -464,14 +567,44 @@ pub unsafe fn gemm_q6_k<const N: usize>(
                 let sv = _mm256_loadu_si256(pairs.add(32 * p) as *const __m256i);
                 off = _mm256_add_epi32(off, _mm256_madd_epi16(sv, pair));
             }
-            let i = _mm256_sub_epi32(isum[r], _mm256_slli_epi32(off, 5));
             let da = _mm256_broadcast_ss(&*(ab[r] as *const f32));
-            v[r] = _mm256_fmadd_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(i), v[r]);
+            v[r] = _mm256_fmadd_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(isum[r]), v[r]);
+            v[r] = _mm256_fnmadd_ps(_mm256_mul_ps(fv, da), _mm256_cvtepi32_ps(off), v[r]);
         }
     }
     for r in 0..N {
         _mm256_storeu_ps(acc[r].as_mut_ptr(), v[r]);
     }
+}
+
+/// [`gemm_k16`] for packed Q6_K.
+///
+/// # Safety
+/// As [`gemm_k16`].
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_q6_k<const N: usize>(
+    nb: usize,
+    packed: *const u8,
+    a: [*const u8; N],
+    acc: &mut [[f32; GROUP]; N],
+) {
+    gemm_k16::<N, 2>(nb, packed, a, acc)
+}
+
+/// [`gemm_k16`] for packed Q2_K and Q3_K.
+///
+/// # Safety
+/// As [`gemm_k16`].
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_q23_k<const N: usize>(
+    nb: usize,
+    packed: *const u8,
+    a: [*const u8; N],
+    acc: &mut [[f32; GROUP]; N],
+) {
+    gemm_k16::<N, 4>(nb, packed, a, acc)
 }
 
 /// Pack blocks `b0..b0 + nb` of 8 Q8_0 weight rows into `out` (`nb * Q8_0_PACKED` bytes).
