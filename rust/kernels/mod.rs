@@ -263,6 +263,23 @@ pub struct Kernels {
 }
 
 impl Kernels {
+    /// The single-row kernel (decode, prompt tail rows) and the form of activation row `t` it
+    /// takes: `dot_one` with [`QActs::row_with_scales`] where the type has one, else `dot`.
+    #[inline]
+    pub fn single_row<'a>(&self, acts: &'a QActs, t: usize) -> (DotFn, &'a [u8]) {
+        match self.dot_one {
+            Some(one) => (one, acts.row_with_scales(t)),
+            None => (self.dot, acts.row(t)),
+        }
+    }
+
+    /// The single-row product of weight row `w` with activation row `t` (see `single_row`).
+    #[inline]
+    pub fn dot_single(&self, k: usize, w: &[u8], acts: &QActs, t: usize) -> f32 {
+        let (dot, a) = self.single_row(acts, t);
+        dot(k, w, a)
+    }
+
     /// The kernels for `t`; `None` for types the engine cannot compute with.
     pub fn for_type(t: GgmlType) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
@@ -275,7 +292,7 @@ impl Kernels {
                 dot,
                 dot_one: x86_dot_one(t),
                 dot_rows: x86_dot_rows(t),
-                packed: x86_packed_for(t),
+                packed: Packed::for_type(t),
                 name,
             });
         }
@@ -358,68 +375,19 @@ fn x86_dot_rows(t: GgmlType) -> Option<DotRowsFn> {
     })
 }
 
-/// Weight rows packed per group of [`PACK_GROUP`] with one SIMD lane per weight row, and the
-/// GEMM over such a group (see [`x86_packed`]).
+/// A type's packed prompt GEMM (see [`x86_packed`]): weight rows packed per group of
+/// [`PACK_GROUP`] with one SIMD lane per weight row, and the GEMM over such a group.
 #[derive(Clone, Copy)]
 pub struct Packed {
+    t: GgmlType,
     /// Bytes of one packed block (of [`PACK_GROUP`] weight rows).
     pub block_bytes: usize,
-    /// Pack blocks `b0..b0 + nb` of [`PACK_GROUP`] weight rows into `out`.
-    pub pack: fn(b0: usize, nb: usize, rows: [&[u8]; PACK_GROUP], out: &mut [u8]),
-    /// `acc[r][i] += dot(blocks b0..b0 + nb of weight row i, of activation row r)`, for up to
-    /// [`PACK_ROWS`] activation rows of `row_nb` blocks given as [`QActs::row_with_scales`];
-    /// `packed` from `pack`.
-    pub gemm: PackedGemmFn,
 }
-
-/// See [`Packed::gemm`].
-pub type PackedGemmFn = fn(
-    row_nb: usize,
-    b0: usize,
-    nb: usize,
-    packed: &[u8],
-    a: &[&[u8]],
-    acc: &mut [[f32; PACK_GROUP]],
-);
 
 /// Weight rows per packed group.
 pub const PACK_GROUP: usize = 8;
 /// Activation rows per call of a packed GEMM kernel.
 pub const PACK_ROWS: usize = 4;
-
-/// The packed Q4_K (`Q5 = false`) / Q5_K GEMM after checking lengths (see [`Packed::gemm`]).
-#[cfg(target_arch = "x86_64")]
-fn q8k_gemm<const Q5: bool>(
-    row_nb: usize,
-    b0: usize,
-    nb: usize,
-    packed: &[u8],
-    a: &[&[u8]],
-    acc: &mut [[f32; PACK_GROUP]],
-) {
-    assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
-    assert!(packed.len() >= nb * x86_packed::Q4_K_PACKED);
-    assert!(a.iter().all(|r| r.len() >= row_nb * quantize::Q8_K_BYTES));
-    let q = |r: usize| a[r][b0 * quantize::Q8_K_BYTES..].as_ptr();
-    let p = packed.as_ptr();
-    // SAFETY (each call): AVX2 detected (callers hold a `Packed` from x86_packed_for); lengths
-    // checked above.
-    unsafe {
-        match acc.len() {
-            1 => x86_packed::gemm_q45_k::<1, Q5>(nb, p, [q(0)], acc.try_into().unwrap()),
-            2 => x86_packed::gemm_q45_k::<2, Q5>(nb, p, [q(0), q(1)], acc.try_into().unwrap()),
-            3 => {
-                let a = [q(0), q(1), q(2)];
-                x86_packed::gemm_q45_k::<3, Q5>(nb, p, a, acc.try_into().unwrap())
-            }
-            4 => {
-                let a = [q(0), q(1), q(2), q(3)];
-                x86_packed::gemm_q45_k::<4, Q5>(nb, p, a, acc.try_into().unwrap())
-            }
-            _ => {}
-        }
-    }
-}
 
 /// Types whose packed GEMM also passes the llama.cpp parity tests (tests/test_parity_llamacpp.py).
 /// Q4_1, Q5_0, Q2_K, Q3_K and Q5_K have packed kernels that match f64 math of the dequantized
@@ -435,238 +403,130 @@ const PACKED_VERIFIED: [GgmlType; 4] = [
 /// Enables the packed GEMMs outside [`PACKED_VERIFIED`] (kernel tests and investigation).
 const PACKED_UNVERIFIED: bool = false;
 
-/// See [`Kernels::packed`]. Callers have checked [`x86::has_avx2`].
-#[cfg(target_arch = "x86_64")]
-fn x86_packed_for(t: GgmlType) -> Option<Packed> {
-    x86_packed_kernels(t).filter(|_| PACKED_UNVERIFIED || PACKED_VERIFIED.contains(&t))
-}
+impl Packed {
+    /// The packed GEMM the engine uses for `t` on this CPU (see [`PACKED_VERIFIED`]).
+    fn for_type(t: GgmlType) -> Option<Self> {
+        Self::any(t).filter(|_| PACKED_UNVERIFIED || PACKED_VERIFIED.contains(&t))
+    }
 
-/// Every packed GEMM this crate has, verified or not (the kernel tests check them all).
-#[cfg(target_arch = "x86_64")]
-fn x86_packed_kernels(t: GgmlType) -> Option<Packed> {
-    const _: () = assert!(PACK_GROUP == x86_packed::GROUP);
-    /// Checks shared by every type's pack: rows hold the blocks, `out` has room.
-    fn pack_checks(t: GgmlType, packed: usize, b0: usize, nb: usize, rows: &[&[u8]], out: &[u8]) {
-        assert!(out.len() >= nb * packed);
-        assert!(rows.iter().all(|r| r.len() >= (b0 + nb) * t.type_size()));
+    /// Every packed GEMM this crate has for `t` on this CPU, verified or not (the kernel tests
+    /// check them all): AVX2 only.
+    pub(crate) fn any(t: GgmlType) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if x86::has_avx2() {
+            use GgmlType::*;
+            const _: () = assert!(PACK_GROUP == x86_packed::GROUP);
+            let block_bytes = match t {
+                Q4_0 | Q5_0 => x86_packed::Q4_0_PACKED,
+                Q8_0 => x86_packed::Q8_0_PACKED,
+                Q4_1 => x86_packed::Q4_1_PACKED,
+                Q4_K | Q5_K => x86_packed::Q4_K_PACKED,
+                Q2_K | Q3_K | Q6_K => x86_packed::K16_PACKED,
+                _ => return None,
+            };
+            return Some(Packed { t, block_bytes });
+        }
+        let _ = t;
+        None
     }
-    /// Checks of a packed GEMM over Q8_0 activation rows with their scales and sums.
-    fn q8_0_checks(
+
+    /// Pack blocks `b0..b0 + nb` of [`PACK_GROUP`] weight rows into `out`.
+    pub fn pack(&self, b0: usize, nb: usize, rows: [&[u8]; PACK_GROUP], out: &mut [u8]) {
+        assert!(out.len() >= nb * self.block_bytes);
+        assert!(rows
+            .iter()
+            .all(|r| r.len() >= (b0 + nb) * self.t.type_size()));
+        let (rows, o) = (rows.map(|r| r.as_ptr()), out.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Packed` exists only where AVX2 was detected (`any`); lengths checked above.
+        unsafe {
+            use x86_packed as x;
+            match self.t {
+                GgmlType::Q4_0 => x::pack_q4_0(b0, nb, rows, o),
+                GgmlType::Q5_0 => x::pack_q5_0(b0, nb, rows, o),
+                GgmlType::Q8_0 => x::pack_q8_0(b0, nb, rows, o),
+                GgmlType::Q4_1 => x::pack_q4_1(b0, nb, rows, o),
+                GgmlType::Q4_K => x::pack_q45_k::<false>(b0, nb, rows, o),
+                GgmlType::Q5_K => x::pack_q45_k::<true>(b0, nb, rows, o),
+                GgmlType::Q2_K => x::pack_q2_k(b0, nb, rows, o),
+                GgmlType::Q3_K => x::pack_q3_k(b0, nb, rows, o),
+                GgmlType::Q6_K => x::pack_q6_k(b0, nb, rows, o),
+                t => unreachable!("no packed kernel for {t}"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (rows, o);
+            unreachable!("packed kernels are x86 only");
+        }
+    }
+
+    /// `acc[r][i] += dot(blocks b0..b0 + nb of weight row i, of activation row r)`, for up to
+    /// [`PACK_ROWS`] activation rows of `row_nb` blocks given as [`QActs::row_with_scales`];
+    /// `packed` from [`Packed::pack`].
+    pub fn gemm(
+        &self,
         row_nb: usize,
         b0: usize,
         nb: usize,
-        block: usize,
         packed: &[u8],
         a: &[&[u8]],
-        acc: &[[f32; PACK_GROUP]],
+        acc: &mut [[f32; PACK_GROUP]],
     ) {
         assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
-        assert!(packed.len() >= nb * block);
-        let mo = q8_0_sums_offset(row_nb);
-        assert!(a.iter().all(|r| r.len() >= mo + 4 * row_nb));
+        assert!(packed.len() >= nb * self.block_bytes);
+        let kind = ActKind::of(self.t).expect("quantized type");
+        // Q8_0 rows carry f32 scales and i32 sums after the blocks (QActs::convert)
+        let row_len = match kind {
+            ActKind::Q8_0 => q8_0_sums_offset(row_nb) + 4 * row_nb,
+            _ => kind.row_bytes(row_nb * self.t.block_size()),
+        };
+        assert!(a.iter().all(|r| r.len() >= row_len));
+        match a.len() {
+            1 => self.run::<1>(b0, nb, row_nb, packed, a, acc),
+            2 => self.run::<2>(b0, nb, row_nb, packed, a, acc),
+            3 => self.run::<3>(b0, nb, row_nb, packed, a, acc),
+            4 => self.run::<4>(b0, nb, row_nb, packed, a, acc),
+            _ => {}
+        }
     }
-    /// Checks of a packed K16 GEMM over Q8_K activation rows.
-    fn q8k_checks(
-        row_nb: usize,
+
+    /// [`Packed::gemm`] for `N` rows, after its checks.
+    fn run<const N: usize>(
+        &self,
         b0: usize,
         nb: usize,
+        row_nb: usize,
         packed: &[u8],
         a: &[&[u8]],
-        acc: &[[f32; PACK_GROUP]],
+        acc: &mut [[f32; PACK_GROUP]],
     ) {
-        assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
-        assert!(packed.len() >= nb * x86_packed::K16_PACKED);
-        assert!(a.iter().all(|r| r.len() >= row_nb * quantize::Q8_K_BYTES));
-    }
-    /// Run `$kernel::<N>` for `N = a.len()` (1..=PACK_ROWS), each array argument built per row.
-    macro_rules! per_rows {
-        ($a:expr, $acc:expr, |$r:ident| ($($arg:expr),*), $($k:ident)::+, $nb:expr, $p:expr) => {{
-            macro_rules! call {
-                ($n:literal) => {{
-                    let acc: &mut [[f32; PACK_GROUP]; $n] = $acc.try_into().unwrap();
-                    // SAFETY: AVX2 detected (see x86_packed_for); lengths checked by the caller.
-                    unsafe { $($k)::+::<$n>($nb, $p, $(std::array::from_fn(|$r| $arg)),*, acc) }
-                }};
-            }
-            match $a.len() {
-                1 => call!(1),
-                2 => call!(2),
-                3 => call!(3),
-                4 => call!(4),
-                _ => {}
-            }
-        }};
-    }
-    match t {
-        GgmlType::Q4_0 => Some(Packed {
-            block_bytes: x86_packed::Q4_0_PACKED,
-            pack: |b0, nb, rows, out| {
-                pack_checks(GgmlType::Q4_0, x86_packed::Q4_0_PACKED, b0, nb, &rows, out);
-                let rows = rows.map(|r| r.as_ptr());
-                // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
-                unsafe { x86_packed::pack_q4_0(b0, nb, rows, out.as_mut_ptr()) }
-            },
-            gemm: |row_nb, b0, nb, packed, a, acc| {
-                q8_0_checks(row_nb, b0, nb, x86_packed::Q4_0_PACKED, packed, a, acc);
-                let (so, mo) = (q8_0_scales_offset(row_nb), q8_0_sums_offset(row_nb));
-                per_rows!(
-                    a,
-                    acc,
-                    |r| (
-                        a[r][b0 * quantize::Q8_0_BYTES..].as_ptr(),
-                        a[r][so + 4 * b0..].as_ptr() as *const f32,
-                        a[r][mo + 4 * b0..].as_ptr() as *const i32
-                    ),
-                    x86_packed::gemm_q4_0,
-                    nb,
-                    packed.as_ptr()
-                )
-            },
-        }),
-        GgmlType::Q5_0 => Some(Packed {
-            block_bytes: x86_packed::Q4_0_PACKED,
-            pack: |b0, nb, rows, out| {
-                pack_checks(GgmlType::Q5_0, x86_packed::Q4_0_PACKED, b0, nb, &rows, out);
-                let rows = rows.map(|r| r.as_ptr());
-                // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
-                unsafe { x86_packed::pack_q5_0(b0, nb, rows, out.as_mut_ptr()) }
-            },
-            gemm: |row_nb, b0, nb, packed, a, acc| {
-                q8_0_checks(row_nb, b0, nb, x86_packed::Q4_0_PACKED, packed, a, acc);
-                let (so, mo) = (q8_0_scales_offset(row_nb), q8_0_sums_offset(row_nb));
-                per_rows!(
-                    a,
-                    acc,
-                    |r| (
-                        a[r][b0 * quantize::Q8_0_BYTES..].as_ptr(),
-                        a[r][so + 4 * b0..].as_ptr() as *const f32,
-                        a[r][mo + 4 * b0..].as_ptr() as *const i32
-                    ),
-                    x86_packed::gemm_q5_0,
-                    nb,
-                    packed.as_ptr()
-                )
-            },
-        }),
-        GgmlType::Q4_K => Some(Packed {
-            block_bytes: x86_packed::Q4_K_PACKED,
-            pack: |b0, nb, rows, out| {
-                pack_checks(GgmlType::Q4_K, x86_packed::Q4_K_PACKED, b0, nb, &rows, out);
-                let rows = rows.map(|r| r.as_ptr());
-                // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
-                unsafe { x86_packed::pack_q45_k::<false>(b0, nb, rows, out.as_mut_ptr()) }
-            },
-            gemm: |row_nb, b0, nb, packed, a, acc| {
-                q8k_gemm::<false>(row_nb, b0, nb, packed, a, acc)
-            },
-        }),
-        GgmlType::Q5_K => Some(Packed {
-            block_bytes: x86_packed::Q4_K_PACKED,
-            pack: |b0, nb, rows, out| {
-                pack_checks(GgmlType::Q5_K, x86_packed::Q4_K_PACKED, b0, nb, &rows, out);
-                let rows = rows.map(|r| r.as_ptr());
-                // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
-                unsafe { x86_packed::pack_q45_k::<true>(b0, nb, rows, out.as_mut_ptr()) }
-            },
-            gemm: |row_nb, b0, nb, packed, a, acc| q8k_gemm::<true>(row_nb, b0, nb, packed, a, acc),
-        }),
-        GgmlType::Q8_0 => Some(Packed {
-            block_bytes: x86_packed::Q8_0_PACKED,
-            pack: |b0, nb, rows, out| {
-                pack_checks(GgmlType::Q8_0, x86_packed::Q8_0_PACKED, b0, nb, &rows, out);
-                let rows = rows.map(|r| r.as_ptr());
-                // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
-                unsafe { x86_packed::pack_q8_0(b0, nb, rows, out.as_mut_ptr()) }
-            },
-            gemm: |row_nb, b0, nb, packed, a, acc| {
-                assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
-                assert!(packed.len() >= nb * x86_packed::Q8_0_PACKED);
-                let so = q8_0_scales_offset(row_nb);
-                assert!(a.iter().all(|r| r.len() >= so + 4 * row_nb));
-                per_rows!(
-                    a,
-                    acc,
-                    |r| (
-                        a[r][b0 * quantize::Q8_0_BYTES..].as_ptr(),
-                        a[r][so + 4 * b0..].as_ptr() as *const f32
-                    ),
-                    x86_packed::gemm_q8_0,
-                    nb,
-                    packed.as_ptr()
-                )
-            },
-        }),
-        GgmlType::Q4_1 => Some(Packed {
-            block_bytes: x86_packed::Q4_1_PACKED,
-            pack: |b0, nb, rows, out| {
-                pack_checks(GgmlType::Q4_1, x86_packed::Q4_1_PACKED, b0, nb, &rows, out);
-                let rows = rows.map(|r| r.as_ptr());
-                // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
-                unsafe { x86_packed::pack_q4_1(b0, nb, rows, out.as_mut_ptr()) }
-            },
-            gemm: |row_nb, b0, nb, packed, a, acc| {
-                assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
-                assert!(packed.len() >= nb * x86_packed::Q4_1_PACKED);
-                assert!(a.iter().all(|r| r.len() >= row_nb * quantize::Q8_1_BYTES));
-                per_rows!(
-                    a,
-                    acc,
-                    |r| (a[r][b0 * quantize::Q8_1_BYTES..].as_ptr()),
-                    x86_packed::gemm_q4_1,
-                    nb,
-                    packed.as_ptr()
-                )
-            },
-        }),
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q6_K => Some(Packed {
-            block_bytes: x86_packed::K16_PACKED,
-            pack: match t {
-                GgmlType::Q2_K => |b0, nb, rows, out| {
-                    pack_checks(GgmlType::Q2_K, x86_packed::K16_PACKED, b0, nb, &rows, out);
-                    let rows = rows.map(|r| r.as_ptr());
-                    // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
-                    unsafe { x86_packed::pack_q2_k(b0, nb, rows, out.as_mut_ptr()) }
-                },
-                GgmlType::Q3_K => |b0, nb, rows, out| {
-                    pack_checks(GgmlType::Q3_K, x86_packed::K16_PACKED, b0, nb, &rows, out);
-                    let rows = rows.map(|r| r.as_ptr());
-                    // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
-                    unsafe { x86_packed::pack_q3_k(b0, nb, rows, out.as_mut_ptr()) }
-                },
-                _ => |b0, nb, rows, out| {
-                    pack_checks(GgmlType::Q6_K, x86_packed::K16_PACKED, b0, nb, &rows, out);
-                    let rows = rows.map(|r| r.as_ptr());
-                    // SAFETY: AVX2 detected (see x86_packed_for); lengths checked above.
-                    unsafe { x86_packed::pack_q6_k(b0, nb, rows, out.as_mut_ptr()) }
-                },
-            },
-            gemm: if t == GgmlType::Q6_K {
-                |row_nb, b0, nb, packed, a, acc| {
-                    q8k_checks(row_nb, b0, nb, packed, a, acc);
-                    per_rows!(
-                        a,
-                        acc,
-                        |r| (a[r][b0 * quantize::Q8_K_BYTES..].as_ptr()),
-                        x86_packed::gemm_q6_k,
-                        nb,
-                        packed.as_ptr()
-                    )
-                }
-            } else {
-                |row_nb, b0, nb, packed, a, acc| {
-                    q8k_checks(row_nb, b0, nb, packed, a, acc);
-                    per_rows!(
-                        a,
-                        acc,
-                        |r| (a[r][b0 * quantize::Q8_K_BYTES..].as_ptr()),
-                        x86_packed::gemm_q23_k,
-                        nb,
-                        packed.as_ptr()
-                    )
-                }
-            },
-        }),
-        _ => None,
+        let rows: [*const u8; N] = std::array::from_fn(|r| a[r].as_ptr());
+        let acc: &mut [[f32; PACK_GROUP]; N] = acc.try_into().unwrap();
+        let p = packed.as_ptr();
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Packed` exists only where AVX2 was detected (`any`); lengths checked by
+        // `gemm`.
+        unsafe {
+            use x86_packed as x;
+            let kernel = match self.t {
+                GgmlType::Q4_0 => x::gemm_q45_0::<N, false>,
+                GgmlType::Q5_0 => x::gemm_q45_0::<N, true>,
+                GgmlType::Q8_0 => x::gemm_q8_0::<N>,
+                GgmlType::Q4_1 => x::gemm_q4_1::<N>,
+                GgmlType::Q4_K => x::gemm_q45_k::<N, false>,
+                GgmlType::Q5_K => x::gemm_q45_k::<N, true>,
+                GgmlType::Q2_K | GgmlType::Q3_K => x::gemm_k16::<N, 4>,
+                GgmlType::Q6_K => x::gemm_k16::<N, 2>,
+                t => unreachable!("no packed kernel for {t}"),
+            };
+            kernel(b0, nb, row_nb, p, rows, acc)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (b0, nb, row_nb, p, rows, acc);
+            unreachable!("packed kernels are x86 only");
+        }
     }
 }
 
@@ -805,14 +665,9 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
     assert!(out.len() >= m * n);
     let dst = SendPtr(out.as_mut_ptr());
     let p = pool::pool();
-    // single rows (decode, and the rows after the last full group of a prompt tile)
-    let dot = w.kernels.dot_one.unwrap_or(w.kernels.dot);
-    let one_row = |t: usize| match w.kernels.dot_one {
-        Some(_) => acts.row_with_scales(t),
-        None => acts.row(t),
-    };
+    let kern = &w.kernels;
     if m == 1 {
-        let a = one_row(0);
+        let (dot, a) = kern.single_row(acts, 0);
         let chunk = (n / (n_threads.max(1) * 8)).clamp(8, 256);
         p.for_chunks(n_threads, n, chunk, &|r| {
             for j in r {
@@ -856,7 +711,7 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
                 let wr = w.row(j);
                 for t in tail..t1 {
                     // SAFETY: as above.
-                    unsafe { *dst.get().add(t * n + j) = dot(w.k, wr, one_row(t)) };
+                    unsafe { *dst.get().add(t * n + j) = kern.dot_single(w.k, wr, acts, t) };
                 }
             }
         }
@@ -867,10 +722,9 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
 /// group costs more than it saves.
 pub const PACKED_MIN_ROWS: usize = 16;
 /// Activation rows per tile of the packed GEMM: each packed weight chunk serves them all, so
-/// packing is paid once per 256 prompt rows. Measured on the 70B slice, 512-token prompt (tok/s):
-/// Q4_K_M 59 / 75 / 78 and Q4_0 79 / 81 / 80 for 64 / 128 / 256 rows; Q4_K's pack (scale and min
-/// vectors) costs more than Q4_0's, and weight chunks that come from memory rather than cache make
-/// each pack slower still.
+/// packing is paid once per 256 prompt rows. Measured on the 70B slice, 512-token prompt, one
+/// sitting (tok/s): Q4_K_M 74 / 86 and Q4_0 78 / 75 for 64 / 256 rows. The K-quant packs (scale
+/// and min vectors) cost more than Q4_0's, and they read the weights from memory.
 const PACKED_TILE: usize = 256;
 /// Bytes of packed weights per chunk of `k` (stays in L1 while a tile's rows pass over it).
 const PACKED_CHUNK_BYTES: usize = 16 * 1024;
@@ -902,12 +756,12 @@ fn matmul_packed(w: &WeightView<'_>, pk: &Packed, acts: &QActs, out: &mut [f32],
                 let mut b0 = 0;
                 while b0 < row_nb {
                     let nb = kc.min(row_nb - b0);
-                    (pk.pack)(b0, nb, rows, buf);
+                    pk.pack(b0, nb, rows, buf);
                     for t in (t0..t1).step_by(PACK_ROWS) {
                         let e = (t + PACK_ROWS).min(t1);
                         let a: [&[u8]; PACK_ROWS] =
                             std::array::from_fn(|i| acts.row_with_scales((t + i).min(e - 1)));
-                        (pk.gemm)(row_nb, b0, nb, buf, &a[..e - t], &mut acc[t - t0..e - t0]);
+                        pk.gemm(row_nb, b0, nb, buf, &a[..e - t], &mut acc[t - t0..e - t0]);
                     }
                     b0 += nb;
                 }
@@ -923,12 +777,12 @@ fn matmul_packed(w: &WeightView<'_>, pk: &Packed, acts: &QActs, out: &mut [f32],
     // weight rows after the last full group, one activation row at a time
     let j0 = groups * PACK_GROUP;
     if j0 < n {
-        let dot = w.kernels.dot;
+        let kern = &w.kernels;
         p.for_chunks(n_threads, m, 8, &|r| {
             for t in r {
                 for j in j0..n {
                     // SAFETY: each t is written by exactly one chunk.
-                    unsafe { *dst.get().add(t * n + j) = dot(w.k, w.row(j), acts.row(t)) };
+                    unsafe { *dst.get().add(t * n + j) = kern.dot_single(w.k, w.row(j), acts, t) };
                 }
             }
         });

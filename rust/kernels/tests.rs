@@ -382,10 +382,7 @@ fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
             continue;
         };
         // every packed kernel, also those not enabled in the engine (PACKED_VERIFIED)
-        #[cfg(target_arch = "x86_64")]
-        if x86::has_avx2() {
-            kernels.packed = x86_packed_kernels(t);
-        }
+        kernels.packed = Packed::any(t);
         let Some(pk) = kernels.packed else { continue }; // no AVX2: nothing to test
         let kind = ActKind::of(t).unwrap();
         let (bs, ts) = (t.block_size(), t.type_size());

@@ -254,19 +254,17 @@ pub unsafe fn q8_acts<const N: usize, const Q4: bool>(
         let set = if N < 4 { b & 1 } else { 0 };
         let (wb, q) = if Q4 {
             let wb = w.add(b * 18);
-            if N == 1 {
-                prefetch_ahead(wb, 1);
-            }
             let t = _mm_loadu_si128(wb.add(2) as *const __m128i);
             let x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
             (wb, _mm256_sub_epi8(x, eight))
         } else {
             let wb = w.add(b * 34);
-            if N == 1 {
-                prefetch_ahead(wb, 1);
-            }
             (wb, load(wb.add(2)))
         };
+        if N == 1 {
+            // the Q8_0 decode kernel: ask for the weights ahead
+            prefetch_ahead(wb, 1);
+        }
         let dw = _mm256_set1_ps(f16_at(wb));
         let ax = _mm256_sign_epi8(q, q);
         for i in 0..N {

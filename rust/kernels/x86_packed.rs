@@ -29,6 +29,7 @@ use std::arch::x86_64::*;
 
 use super::x86::{bits_to_bytes, f16_at};
 use super::x86_multi::q4k_scales_mins;
+use super::{q8_0_scales_offset, q8_0_sums_offset};
 
 /// Weight rows per packed group (one per 32-bit lane of a 256-bit register).
 pub const GROUP: usize = 8;
@@ -114,62 +115,33 @@ pub unsafe fn pack_q4_0(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
             _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4)
         });
         let o = out.add(b * Q4_0_PACKED);
-        for (c, v) in transpose8x32(vals).into_iter().enumerate() {
-            _mm256_storeu_si256(o.add(32 * c) as *mut __m256i, v);
-        }
+        store_sub_block(o, 0, vals);
         let d: [f32; GROUP] = blk.map(|p| f16_at(p));
         std::ptr::copy_nonoverlapping(d.as_ptr() as *const u8, o.add(256), 32);
     }
 }
 
-/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed Q4_0 blocks, for `N`
-/// activation rows given as pointers to their first Q8_0 block, f32 scale and i32 sum.
+/// `acc[r][i] += dot(weight row i, activation row r)` over packed Q4_0 (`Q5 = false`: values
+/// 0..15, offset 8, all 8 pieces of a block in one 16-bit sum) or Q5_0 blocks (values 0..31,
+/// offset 16, 4 pieces per 16-bit sum: at most `4 * 2 * 31 * 128 = 31744`): blocks `b0..b0 + nb`
+/// of `N` Q8_0 activation rows of `row_nb` blocks, given by their starts, each followed by its f32
+/// scales and i32 sums ([`super::QActs::row_with_scales`]).
 ///
 /// # Safety
-/// AVX2/FMA/F16C present; `packed` holds `nb` packed blocks; each `q[r]` `nb` Q8_0 blocks, each
-/// `scales[r]` and `sums[r]` `nb` values.
+/// AVX2/FMA/F16C present; `packed` holds `nb` packed blocks; each `a[r]` a whole such row.
 #[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemm_q4_0<const N: usize>(
+pub unsafe fn gemm_q45_0<const N: usize, const Q5: bool>(
+    b0: usize,
     nb: usize,
+    row_nb: usize,
     packed: *const u8,
-    q: [*const u8; N],
-    scales: [*const f32; N],
-    sums: [*const i32; N],
+    a: [*const u8; N],
     acc: &mut [[f32; GROUP]; N],
 ) {
-    gemm_q45_0::<N, false>(nb, packed, q, scales, sums, acc)
-}
-
-/// [`gemm_q4_0`] for packed Q5_0 blocks (values 0..31, offset 16).
-///
-/// # Safety
-/// As [`gemm_q4_0`].
-#[inline(never)]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemm_q5_0<const N: usize>(
-    nb: usize,
-    packed: *const u8,
-    q: [*const u8; N],
-    scales: [*const f32; N],
-    sums: [*const i32; N],
-    acc: &mut [[f32; GROUP]; N],
-) {
-    gemm_q45_0::<N, true>(nb, packed, q, scales, sums, acc)
-}
-
-/// Q4_0 (`Q5 = false`: values 0..15, offset 8, all 8 pieces of a block in one 16-bit sum) or Q5_0
-/// (values 0..31, offset 16, 4 pieces per 16-bit sum: at most `4 * 2 * 31 * 128 = 31744`).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_q45_0<const N: usize, const Q5: bool>(
-    nb: usize,
-    packed: *const u8,
-    q: [*const u8; N],
-    scales: [*const f32; N],
-    sums: [*const i32; N],
-    acc: &mut [[f32; GROUP]; N],
-) {
+    let q = a.map(|p| p.add(b0 * Q8_0_BYTES));
+    let scales = a.map(|p| p.add(q8_0_scales_offset(row_nb) + 4 * b0) as *const f32);
+    let sums = a.map(|p| p.add(q8_0_sums_offset(row_nb) + 4 * b0) as *const i32);
     let ones = _mm256_set1_epi16(1);
     let per_sum = if Q5 { 4 } else { 8 };
     let mut v = [_mm256_setzero_ps(); N];
@@ -225,9 +197,7 @@ pub unsafe fn pack_q5_0(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
             _mm256_or_si256(lo, _mm256_and_si256(bits_to_bytes(p.add(2)), fifth))
         });
         let o = out.add(b * Q4_0_PACKED);
-        for (c, v) in transpose8x32(vals).into_iter().enumerate() {
-            _mm256_storeu_si256(o.add(32 * c) as *mut __m256i, v);
-        }
+        store_sub_block(o, 0, vals);
         let d: [f32; GROUP] = blk.map(|p| f16_at(p));
         std::ptr::copy_nonoverlapping(d.as_ptr() as *const u8, o.add(256), 32);
     }
@@ -298,8 +268,8 @@ pub unsafe fn pack_q45_k<const Q5: bool>(
     }
 }
 
-/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed Q4_K (`Q5 = false`) or
-/// Q5_K super-blocks, for `N` Q8_K activation rows given as pointers to their first super-block.
+/// `acc[r][i] += dot(weight row i, activation row r)` over packed Q4_K (`Q5 = false`) or Q5_K
+/// super-blocks `b0..b0 + nb`, for `N` Q8_K activation rows given by their starts.
 ///
 /// Per sub-block of 32 values the pieces' `maddubs` sums stay in 16 bits, all 8 pieces for Q4_K
 /// (at most `8 * 2 * 15 * 128 = 30720`), 4 at a time for Q5_K (`4 * 2 * 31 * 128 = 31744`),
@@ -307,15 +277,19 @@ pub unsafe fn pack_q45_k<const Q5: bool>(
 /// with the activation's 32-value sums (from the Q8_K 16-sums).
 ///
 /// # Safety
-/// AVX2/FMA/F16C present; `packed` holds `nb` packed super-blocks; each `a[r]` `nb` Q8_K blocks.
+/// AVX2/FMA/F16C present; `packed` holds `nb` packed super-blocks; each `a[r]` `b0 + nb` Q8_K
+/// blocks.
 #[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemm_q45_k<const N: usize, const Q5: bool>(
+    b0: usize,
     nb: usize,
+    _row_nb: usize,
     packed: *const u8,
     a: [*const u8; N],
     acc: &mut [[f32; GROUP]; N],
 ) {
+    let a = a.map(|p| p.add(b0 * Q8_K_BYTES));
     let mut v = [_mm256_setzero_ps(); N];
     for r in 0..N {
         v[r] = _mm256_loadu_ps(acc[r].as_ptr());
@@ -513,23 +487,27 @@ pub unsafe fn pack_q2_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
     }
 }
 
-/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed [`K16_PACKED`] super-blocks
-/// (Q2_K, Q3_K or Q6_K), for `N` Q8_K activation rows given as pointers to their first super-block:
+/// `acc[r][i] += dot(weight row i, activation row r)` over packed [`K16_PACKED`] super-blocks
+/// `b0..b0 + nb` (Q2_K, Q3_K or Q6_K), for `N` Q8_K activation rows given by their starts:
 /// `d * da * sum(scale * q * a) - f * da * sum(pair * activation 16-sum)`.
 ///
 /// `PER_SUM` pieces' `maddubs` sums stay in 16 bits before a `madd` with the 16-value scale vector:
 /// 2 for Q6_K (at most `2 * 2 * 63 * 128 = 32256`), 4 for Q2_K/Q3_K (`4 * 2 * 7 * 128`).
 ///
 /// # Safety
-/// AVX2/FMA/F16C present; `packed` holds `nb` packed super-blocks; each `a[r]` `nb` Q8_K blocks.
-#[inline]
+/// AVX2/FMA/F16C present; `packed` holds `nb` packed super-blocks; each `a[r]` `b0 + nb` Q8_K
+/// blocks.
+#[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm_k16<const N: usize, const PER_SUM: usize>(
+pub unsafe fn gemm_k16<const N: usize, const PER_SUM: usize>(
+    b0: usize,
     nb: usize,
+    _row_nb: usize,
     packed: *const u8,
     a: [*const u8; N],
     acc: &mut [[f32; GROUP]; N],
 ) {
+    let a = a.map(|p| p.add(b0 * Q8_K_BYTES));
     let mut v = [_mm256_setzero_ps(); N];
     for r in 0..N {
         v[r] = _mm256_loadu_ps(acc[r].as_ptr());
@@ -577,36 +555,6 @@ unsafe fn gemm_k16<const N: usize, const PER_SUM: usize>(
     }
 }
 
-/// [`gemm_k16`] for packed Q6_K.
-///
-/// # Safety
-/// As [`gemm_k16`].
-#[inline(never)]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemm_q6_k<const N: usize>(
-    nb: usize,
-    packed: *const u8,
-    a: [*const u8; N],
-    acc: &mut [[f32; GROUP]; N],
-) {
-    gemm_k16::<N, 2>(nb, packed, a, acc)
-}
-
-/// [`gemm_k16`] for packed Q2_K and Q3_K.
-///
-/// # Safety
-/// As [`gemm_k16`].
-#[inline(never)]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemm_q23_k<const N: usize>(
-    nb: usize,
-    packed: *const u8,
-    a: [*const u8; N],
-    acc: &mut [[f32; GROUP]; N],
-) {
-    gemm_k16::<N, 4>(nb, packed, a, acc)
-}
-
 /// Pack blocks `b0..b0 + nb` of 8 Q8_0 weight rows into `out` (`nb * Q8_0_PACKED` bytes).
 ///
 /// # Safety
@@ -618,33 +566,34 @@ pub unsafe fn pack_q8_0(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
         let blk = rows.map(|r| r.add((b0 + b) * Q8_0_BYTES));
         let vals = blk.map(|p| _mm256_loadu_si256(p.add(2) as *const __m256i));
         let o = out.add(b * Q8_0_PACKED);
-        for (c, v) in transpose8x32(vals).into_iter().enumerate() {
-            _mm256_storeu_si256(o.add(32 * c) as *mut __m256i, v);
-        }
+        store_sub_block(o, 0, vals);
         let d: [f32; GROUP] = blk.map(|p| f16_at(p));
         std::ptr::copy_nonoverlapping(d.as_ptr() as *const u8, o.add(256), 32);
     }
 }
 
-/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed Q8_0 blocks, for `N`
-/// activation rows given as pointers to their first Q8_0 block and f32 scale.
+/// `acc[r][i] += dot(weight row i, activation row r)` over packed Q8_0 blocks `b0..b0 + nb`, for
+/// `N` Q8_0 activation rows of `row_nb` blocks given by their starts, each followed by its f32
+/// scales ([`super::QActs::row_with_scales`]).
 ///
 /// Both operands are signed, so each piece takes `maddubs(|w|, sign(a, w))`, and a pair sum (up
 /// to `2 * 127 * 128`) leaves no room to add pieces in 16 bits: each is widened by `madd`. What
 /// the packing still saves is the per-block conversion, scale product and FMA (one per 8 rows).
 ///
 /// # Safety
-/// AVX2/FMA/F16C present; `packed` holds `nb` packed blocks; each `q[r]` `nb` Q8_0 blocks and each
-/// `scales[r]` `nb` values.
+/// AVX2/FMA/F16C present; `packed` holds `nb` packed blocks; each `a[r]` a whole such row.
 #[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemm_q8_0<const N: usize>(
+    b0: usize,
     nb: usize,
+    row_nb: usize,
     packed: *const u8,
-    q: [*const u8; N],
-    scales: [*const f32; N],
+    a: [*const u8; N],
     acc: &mut [[f32; GROUP]; N],
 ) {
+    let q = a.map(|p| p.add(b0 * Q8_0_BYTES));
+    let scales = a.map(|p| p.add(q8_0_scales_offset(row_nb) + 4 * b0) as *const f32);
     let ones = _mm256_set1_epi16(1);
     let mut v = [_mm256_setzero_ps(); N];
     for r in 0..N {
@@ -689,29 +638,30 @@ pub unsafe fn pack_q4_1(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
             _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4)
         });
         let o = out.add(b * Q4_1_PACKED);
-        for (c, v) in transpose8x32(vals).into_iter().enumerate() {
-            _mm256_storeu_si256(o.add(32 * c) as *mut __m256i, v);
-        }
+        store_sub_block(o, 0, vals);
         let dm: [f32; 2 * GROUP] =
             std::array::from_fn(|i| f16_at(blk[i % GROUP].add(2 * (i / GROUP))));
         std::ptr::copy_nonoverlapping(dm.as_ptr() as *const u8, o.add(256), 64);
     }
 }
 
-/// `acc[r][i] += dot(weight row i, activation row r)` over `nb` packed Q4_1 blocks, for `N` Q8_1
-/// activation rows given as pointers to their first block: `d_w d_a sum(q a) + m_w s_a`, with
+/// `acc[r][i] += dot(weight row i, activation row r)` over packed Q4_1 blocks `b0..b0 + nb`, for
+/// `N` Q8_1 activation rows given by their starts: `d_w d_a sum(q a) + m_w s_a`, with
 /// the nibbles unsigned as stored (no offset) and `s_a = d_a sum(a)` from the Q8_1 block.
 ///
 /// # Safety
-/// AVX2/FMA/F16C present; `packed` holds `nb` packed blocks; each `a[r]` `nb` Q8_1 blocks.
+/// AVX2/FMA/F16C present; `packed` holds `nb` packed blocks; each `a[r]` `b0 + nb` Q8_1 blocks.
 #[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemm_q4_1<const N: usize>(
+    b0: usize,
     nb: usize,
+    _row_nb: usize,
     packed: *const u8,
     a: [*const u8; N],
     acc: &mut [[f32; GROUP]; N],
 ) {
+    let a = a.map(|p| p.add(b0 * Q8_1_BYTES));
     let ones = _mm256_set1_epi16(1);
     let mut v = [_mm256_setzero_ps(); N];
     for r in 0..N {
