@@ -225,15 +225,21 @@ impl NativeModel {
         self.model.all_weights_mapped()
     }
 
-    /// Logits for every position of `ids` as raw little-endian f32 bytes `(len(ids), n_vocab)`.
+    /// Logits for every position of `ids` as raw little-endian f32 bytes `(len(ids), n_vocab)`,
+    /// `ids` run through the model `n_batch` at a time (default: the prefill batch).
+    #[pyo3(signature = (ids, n_batch=None))]
     fn logits_bytes<'py>(
         &self,
         py: Python<'py>,
         ids: Vec<u32>,
+        n_batch: Option<usize>,
     ) -> PyResult<(Bound<'py, PyBytes>, usize, usize)> {
         let model = Arc::clone(&self.model);
         let (data, rows, cols) = detached(py, move || {
             let mut s = Session::new(Arc::clone(&model), Some(ids.len().max(1).min(model.n_ctx)))?;
+            if let Some(b) = n_batch {
+                s.set_batch(b)?;
+            }
             let v = s.append(&ids, Logits::All, &mut || false)?;
             let cols = model.config.n_vocab;
             Ok((v, ids.len(), cols))

@@ -17,12 +17,14 @@ def test_dot_kernels_name_every_type_and_the_fast_paths() -> None:
         assert k.removesuffix("+packed").removesuffix("+multi-row") in allowed, (t, k)
     if {"avx2", "fma", "f16c"} <= set(info["cpu_simd"]):
         # run-time dispatch: these are ours whatever the build flags were
-        for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "F16", "F32"]:
+        for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]:
             assert kernels[t].startswith("avx2"), (t, kernels[t])
-        # long prompts of these use the packed GEMM (8 weight rows per register)
-        for t in ["Q4_0", "Q8_0", "Q4_K", "Q6_K"]:
+        for t in ["F16", "F32"]:
+            assert kernels[t] == "avx2", (t, kernels[t])
+        # prompts use the multi-row kernels and, from 16 rows, the packed GEMM (8 weight rows per
+        # register) for every type of the Med42 table
+        for t in ["Q4_0", "Q5_0", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]:
             assert kernels[t] == "avx2+multi-row+packed", (t, kernels[t])
-        assert kernels["Q5_K"] == "avx2+multi-row"
     # types without a multi-row or packed kernel do not claim one
-    for t in ["Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K"]:
+    for t in ["Q4_1", "Q5_1", "F16", "F32"]:
         assert not kernels[t].endswith(("+multi-row", "+packed")), (t, kernels[t])

@@ -8,7 +8,16 @@ batched and token-by-token runs (measured in ``test_llamacpp_self_noise_is_real`
 - logits: per position, the median difference must be at f32-rounding level (a systematic error
   would show everywhere) and the worst position within the same noise llama.cpp has with itself;
 - greedy decoding: 64 identical steps, except that a step where llama.cpp's own top-2 margin is
-  inside the measured noise may go either way. F32, F16 and Q8_0 (no noise source) must be identical.
+  inside the measured noise may go either way. F32 and F16 (no 8-bit activations) must be identical.
+  Q8_0 is not strict: med42-rs sums each block's exact integer dot product in a fixed order of
+  its own (the one that makes it batch-invariant), llama.cpp sums 8 partial lanes per block, so
+  as for every 8-bit type a last-bit difference can flip an activation rounding (measured: 18 of
+  79 positions of one Q8_0 sequence move by ~1%, and greedy diverged once, at a 0.014 margin).
+  llama.cpp's noise includes its greedy run itself: that run takes the prompt in one batch and then
+  one token at a time, so the logits it picked from can differ from both its all-batched and its
+  all-incremental logits of the same sequence (measured: 0.12 at one step of Q3_K_L where the other
+  two agree with each other and with ours to 1e-6). med42-rs has no such third path: its results do
+  not depend on how a sequence is split into batches (test_batching_does_not_change_logits).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from conftest import ALL_QUANTS, tiny_path
 llama_cpp = pytest.importorskip("llama_cpp")
 g.quiet_llama_cpp()
 
-STRICT = {"F32", "F16", "Q8_0"}
+STRICT = {"F32", "F16"}
 N_STEPS = 64
 
 
@@ -44,13 +53,19 @@ def llama(path: Path, n_ctx: int = 256, n_batch: int = 512) -> object:
 
 
 def llama_greedy(L: object, prompt: list[int], n: int) -> list[int]:
+    return llama_greedy_scored(L, prompt, n)[0]
+
+
+def llama_greedy_scored(L: object, prompt: list[int], n: int) -> tuple[list[int], np.ndarray]:
+    """llama.cpp's greedy path and the logits it chose each token from (row ``len(prompt) - 1 + i``
+    for step ``i``)."""
     L.reset()
     out: list[int] = []
     for t in L.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
         out.append(int(t))
         if len(out) == n:
             break
-    return out
+    return out, np.array(L.scores[: len(prompt) + n - 1], dtype=np.float32)
 
 
 def llama_logits(L: object, seq: list[int]) -> np.ndarray:
@@ -63,7 +78,7 @@ def check_greedy(
     m: med42_rs.Model, L: object, L1: object, prompt: list[int], strict: bool
 ) -> tuple[int, list[int]]:
     """Compare greedy paths; return (first divergence, llama.cpp path). Asserts the rules above."""
-    ref = llama_greedy(L, prompt, N_STEPS)
+    ref, picked = llama_greedy_scored(L, prompt, N_STEPS)
     mine = m.greedy_ids(prompt, N_STEPS)
     first = next((i for i, (a, b) in enumerate(zip(ref, mine)) if a != b), N_STEPS)
     if first < N_STEPS:
@@ -74,7 +89,9 @@ def check_greedy(
         ours = m.logits(seq)
         i = len(prompt) - 1 + first
         top2 = np.sort(lc[i])[-2:]
-        noise = max(np.abs(ours[i] - lc[i]).max(), np.abs(l1[i] - lc[i]).max())
+        # llama.cpp against itself: all-incremental and its greedy run's own logits
+        self_noise = max(np.abs(l1[i] - lc[i]).max(), np.abs(picked[i] - lc[i]).max())
+        noise = max(np.abs(ours[i] - lc[i]).max(), self_noise)
         assert top2[1] - top2[0] <= 2 * noise, (
             f"diverged at step {first} with llama.cpp margin {top2[1] - top2[0]:.4f} > 2 x noise {noise:.4f}"
         )

@@ -1,14 +1,14 @@
 //! CPU kernels: activation quantization, quantized dot products with run-time SIMD dispatch, the
 //! tiled multi-threaded matmul over weights in the file mapping, and the thread pool.
 //!
-//! On x86-64 with AVX2 (detected at run time) the dot products for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-//! Q4_K, Q5_K, Q6_K, F16 and F32 are this module's ([`x86`], [`x86_multi`]); Q2_K and Q3_K use
-//! candle's, which are AVX2 only when the crate is compiled with AVX2 enabled. The decode kernels
-//! prefetch the weights [`x86::PF_DIST`] bytes ahead. Prompt batches use the multi-row kernels of [`x86_multi`] for Q4_K, Q5_K, Q6_K,
-//! Q8_0 and Q4_0, and prompts of [`PACKED_MIN_ROWS`] rows or more of Q4_0, Q8_0, Q4_K and Q6_K
-//! weights
-//! the GEMM over weight tiles repacked 8 rows per register of [`x86_packed`]. Activations are quantized by this module with ggml's exact rules
-//! (see [`quantize`]).
+//! On x86-64 with AVX2 (detected at run time) the dot products for Q2_K..Q6_K, Q4_0, Q4_1,
+//! Q5_0, Q5_1, Q8_0, F16 and F32 are this module's ([`x86`], [`x86_multi`]); the decode kernels
+//! prefetch the weights [`x86::PF_DIST`] bytes ahead. Prompt batches use the multi-row kernels of
+//! [`x86_multi`] for Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0, and prompts of [`PACKED_MIN_ROWS`] rows or
+//! more of those types the GEMM over weight tiles repacked 8 rows per register of
+//! [`x86_packed`]. For each of these types all three kernels add exact per-block integer dot
+//! products in one f32 order, so results do not depend on batching, bit for bit. Activations
+//! are quantized by this module with ggml's exact rules (see [`quantize`]).
 
 pub mod pool;
 pub mod quantize;
@@ -209,7 +209,7 @@ fn multi<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> [f32
     let kind = ActKind::of(t).expect("quantized type");
     // Q8_0 activation rows carry their scales as f32 after the blocks (QActs::row_with_scales)
     let a_len = if kind == ActKind::Q8_0 {
-        q8_0_scales_offset(nb) + 4 * nb
+        q8_0_sums_offset(nb) + 4 * nb
     } else {
         kind.row_bytes(k)
     };
@@ -227,11 +227,20 @@ fn multi<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> [f32
             GgmlType::Q4_K => x86_multi::q45_k::<N, false>(nb, w.as_ptr(), ap),
             GgmlType::Q5_K => x86_multi::q45_k::<N, true>(nb, w.as_ptr(), ap),
             GgmlType::Q6_K => x86_multi::q6_k::<N>(nb, w.as_ptr(), ap),
-            GgmlType::Q8_0 => {
-                x86_multi::q8_acts::<N, false>(nb, w.as_ptr(), ap, q8_0_scales_offset(nb))
-            }
-            GgmlType::Q4_0 => {
-                x86_multi::q8_acts::<N, true>(nb, w.as_ptr(), ap, q8_0_scales_offset(nb))
+            GgmlType::Q2_K => x86_multi::q23_k::<N, false>(nb, w.as_ptr(), ap),
+            GgmlType::Q3_K => x86_multi::q23_k::<N, true>(nb, w.as_ptr(), ap),
+            GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => {
+                let (so, mo) = (q8_0_scales_offset(nb), q8_0_sums_offset(nb));
+                let w = w.as_ptr();
+                match t {
+                    GgmlType::Q8_0 => {
+                        x86_multi::q8_acts::<N, { x86_multi::Q8_0W }>(nb, w, ap, so, mo)
+                    }
+                    GgmlType::Q4_0 => {
+                        x86_multi::q8_acts::<N, { x86_multi::Q4_0W }>(nb, w, ap, so, mo)
+                    }
+                    _ => x86_multi::q8_acts::<N, { x86_multi::Q5_0W }>(nb, w, ap, so, mo),
+                }
             }
             _ => unreachable!("no multi-row kernel for {t}"),
         }
@@ -244,18 +253,18 @@ fn multi<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> [f32
 pub struct Kernels {
     /// Dot product of a weight row with a [`QActs::row`].
     pub dot: DotFn,
-    /// A faster single-row kernel taking [`QActs::row_with_scales`], if any: Q8_0, whose f32
-    /// activation scales save an f16 conversion per block (1 x 4096 x 4096 matmul: 600 -> 380 us),
-    /// and Q4_0, which also uses the block sums to drop the sign fix-ups ([`x86::dot_q4_0_one`]:
-    /// 643 -> 480 us).
+    /// The single-row kernel taking [`QActs::row_with_scales`], where the type has one (Q8_0,
+    /// Q4_0, Q5_0: the `N = 1` [`x86_multi::q8_acts`], which uses the f32 scales and block sums).
     pub dot_one: Option<DotFn>,
     /// The multi-row kernel for prompt batches (all of them for types without `packed`, else
-    /// those below [`PACKED_MIN_ROWS`] rows), taking [`QActs::row_with_scales`]. Its results
-    /// equal [`ROWS`] calls of `dot` bit for bit for Q4_K and Q5_K (same code); for Q8_0, Q4_0
-    /// and Q6_K the single-row kernel sums in a different order (equal within float rounding).
+    /// those below [`PACKED_MIN_ROWS`] rows), taking [`QActs::row_with_scales`].
+    ///
+    /// Where a type has `dot_rows` or `packed` (on AVX2: Q2_K..Q6_K, Q4_0, Q5_0, Q8_0), these
+    /// and its single-row kernel (`dot_one`, else `dot`) sum exact per-block integers in one f32
+    /// order, so a result does not depend on how the rows were batched, bit for bit (tested).
     pub dot_rows: Option<DotRowsFn>,
     /// The packed-tile GEMM for prompts of [`PACKED_MIN_ROWS`] rows or more, if any (on AVX2,
-    /// the types of [`PACKED_VERIFIED`]): see [`x86_packed`].
+    /// Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0): see [`x86_packed`].
     pub packed: Option<Packed>,
     /// Which implementation `dot` is: `"avx2"` (this crate's, chosen at run time),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
@@ -341,6 +350,8 @@ fn x86_dot(t: GgmlType) -> Option<DotFn> {
         // ours beats candle's AVX2 Q6_K dot in cache (1 x 4096 x 4096: 303 vs 430-480 us) and,
         // with its prefetch, in decode from memory (70B slice Q6_K: 18.3 vs 15.3 tok/s)
         Q6_K => |k, w, a| multi::<1>(Q6_K, k, w, [a])[0],
+        Q2_K => |k, w, a| multi::<1>(Q2_K, k, w, [a])[0],
+        Q3_K => |k, w, a| multi::<1>(Q3_K, k, w, [a])[0],
         _ => return None,
     })
 }
@@ -348,17 +359,13 @@ fn x86_dot(t: GgmlType) -> Option<DotFn> {
 /// See [`Kernels::dot_one`]. Callers have checked [`x86::has_avx2`].
 #[cfg(target_arch = "x86_64")]
 fn x86_dot_one(t: GgmlType) -> Option<DotFn> {
-    match t {
-        GgmlType::Q8_0 => Some(|k, w, a| multi::<1>(GgmlType::Q8_0, k, w, [a])[0]),
-        GgmlType::Q4_0 => Some(|k, w, a| {
-            let nb = k / 32;
-            let (so, mo) = (q8_0_scales_offset(nb), q8_0_sums_offset(nb));
-            assert!(k.is_multiple_of(32) && w.len() >= nb * 18 && a.len() >= mo + 4 * nb);
-            // SAFETY: AVX2 detected (callers of x86_dot_one); lengths checked above.
-            unsafe { x86::dot_q4_0_one(nb, w, a, so, mo) }
-        }),
-        _ => None,
-    }
+    use GgmlType::*;
+    Some(match t {
+        Q8_0 => |k, w, a| multi::<1>(Q8_0, k, w, [a])[0],
+        Q4_0 => |k, w, a| multi::<1>(Q4_0, k, w, [a])[0],
+        Q5_0 => |k, w, a| multi::<1>(Q5_0, k, w, [a])[0],
+        _ => return None,
+    })
 }
 
 /// See [`Kernels::dot_rows`]. Callers have checked [`x86::has_avx2`].
@@ -369,8 +376,11 @@ fn x86_dot_rows(t: GgmlType) -> Option<DotRowsFn> {
         Q4_K => |k, w, a| multi::<ROWS>(Q4_K, k, w, a),
         Q5_K => |k, w, a| multi::<ROWS>(Q5_K, k, w, a),
         Q6_K => |k, w, a| multi::<ROWS>(Q6_K, k, w, a),
+        Q2_K => |k, w, a| multi::<ROWS>(Q2_K, k, w, a),
+        Q3_K => |k, w, a| multi::<ROWS>(Q3_K, k, w, a),
         Q8_0 => |k, w, a| multi::<ROWS>(Q8_0, k, w, a),
         Q4_0 => |k, w, a| multi::<ROWS>(Q4_0, k, w, a),
+        Q5_0 => |k, w, a| multi::<ROWS>(Q5_0, k, w, a),
         _ => return None,
     })
 }
@@ -388,30 +398,23 @@ pub struct Packed {
 pub const PACK_GROUP: usize = 8;
 /// Activation rows per call of a packed GEMM kernel.
 pub const PACK_ROWS: usize = 4;
+/// Partial sums per (activation row, weight row) of the 32-value-block types: block `b` is added
+/// to part `b % PARTS`, and the parts are combined as `(p0 + p2) + (p1 + p3)` at the end, the
+/// order of the decode kernel `x86_multi::q8_acts`. The K-quants use part 0 only.
+pub const PARTS: usize = 4;
+/// A packed GEMM's accumulators for one activation row: `[part][weight lane]`.
+pub type Acc = [[f32; PACK_GROUP]; PARTS];
 
-/// Types whose packed GEMM also passes the llama.cpp parity tests (tests/test_parity_llamacpp.py).
-/// Q4_1, Q5_0, Q2_K, Q3_K and Q5_K have packed kernels that match f64 math of the dequantized
-/// operands in the kernel tests, but with them the tiny-model parity tests fail (Q4_1/Q5_0: logit
-/// rows ~1% off llama.cpp; Q5_K_S, Q3_K_L: greedy paths diverge at near-ties): not understood
-/// yet, so they are off (see [`PACKED_UNVERIFIED`]).
-const PACKED_VERIFIED: [GgmlType; 4] = [
-    GgmlType::Q4_0,
-    GgmlType::Q8_0,
-    GgmlType::Q4_K,
-    GgmlType::Q6_K,
-];
-/// Enables the packed GEMMs outside [`PACKED_VERIFIED`] (kernel tests and investigation).
-const PACKED_UNVERIFIED: bool = false;
+/// The final sum of one (activation row, weight lane) pair's [`PARTS`] partial sums.
+#[inline]
+pub fn combine(acc: &Acc, lane: usize) -> f32 {
+    (acc[0][lane] + acc[2][lane]) + (acc[1][lane] + acc[3][lane])
+}
 
 impl Packed {
-    /// The packed GEMM the engine uses for `t` on this CPU (see [`PACKED_VERIFIED`]).
+    /// The packed GEMM for `t` on this CPU, if any (AVX2 only): every type whose single-row and
+    /// multi-row kernels sum in its order (see [`Kernels::dot_rows`]).
     fn for_type(t: GgmlType) -> Option<Self> {
-        Self::any(t).filter(|_| PACKED_UNVERIFIED || PACKED_VERIFIED.contains(&t))
-    }
-
-    /// Every packed GEMM this crate has for `t` on this CPU, verified or not (the kernel tests
-    /// check them all): AVX2 only.
-    pub(crate) fn any(t: GgmlType) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2() {
             use GgmlType::*;
@@ -419,7 +422,6 @@ impl Packed {
             let block_bytes = match t {
                 Q4_0 | Q5_0 => x86_packed::Q4_0_PACKED,
                 Q8_0 => x86_packed::Q8_0_PACKED,
-                Q4_1 => x86_packed::Q4_1_PACKED,
                 Q4_K | Q5_K => x86_packed::Q4_K_PACKED,
                 Q2_K | Q3_K | Q6_K => x86_packed::K16_PACKED,
                 _ => return None,
@@ -445,7 +447,6 @@ impl Packed {
                 GgmlType::Q4_0 => x::pack_q4_0(b0, nb, rows, o),
                 GgmlType::Q5_0 => x::pack_q5_0(b0, nb, rows, o),
                 GgmlType::Q8_0 => x::pack_q8_0(b0, nb, rows, o),
-                GgmlType::Q4_1 => x::pack_q4_1(b0, nb, rows, o),
                 GgmlType::Q4_K => x::pack_q45_k::<false>(b0, nb, rows, o),
                 GgmlType::Q5_K => x::pack_q45_k::<true>(b0, nb, rows, o),
                 GgmlType::Q2_K => x::pack_q2_k(b0, nb, rows, o),
@@ -471,7 +472,7 @@ impl Packed {
         nb: usize,
         packed: &[u8],
         a: &[&[u8]],
-        acc: &mut [[f32; PACK_GROUP]],
+        acc: &mut [Acc],
     ) {
         assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
         assert!(packed.len() >= nb * self.block_bytes);
@@ -499,10 +500,10 @@ impl Packed {
         row_nb: usize,
         packed: &[u8],
         a: &[&[u8]],
-        acc: &mut [[f32; PACK_GROUP]],
+        acc: &mut [Acc],
     ) {
         let rows: [*const u8; N] = std::array::from_fn(|r| a[r].as_ptr());
-        let acc: &mut [[f32; PACK_GROUP]; N] = acc.try_into().unwrap();
+        let acc: &mut [Acc; N] = acc.try_into().unwrap();
         let p = packed.as_ptr();
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Packed` exists only where AVX2 was detected (`any`); lengths checked by
@@ -513,7 +514,6 @@ impl Packed {
                 GgmlType::Q4_0 => x::gemm_q45_0::<N, false>,
                 GgmlType::Q5_0 => x::gemm_q45_0::<N, true>,
                 GgmlType::Q8_0 => x::gemm_q8_0::<N>,
-                GgmlType::Q4_1 => x::gemm_q4_1::<N>,
                 GgmlType::Q4_K => x::gemm_q45_k::<N, false>,
                 GgmlType::Q5_K => x::gemm_q45_k::<N, true>,
                 GgmlType::Q2_K | GgmlType::Q3_K => x::gemm_k16::<N, 4>,
@@ -752,7 +752,7 @@ fn matmul_packed(w: &WeightView<'_>, pk: &Packed, acts: &QActs, out: &mut [f32],
                 let (tb, g) = (task / groups, task % groups);
                 let (t0, t1) = (tb * PACKED_TILE, ((tb + 1) * PACKED_TILE).min(m));
                 let rows: [&[u8]; PACK_GROUP] = std::array::from_fn(|i| w.row(g * PACK_GROUP + i));
-                let mut acc = [[0f32; PACK_GROUP]; PACKED_TILE];
+                let mut acc = [[[0f32; PACK_GROUP]; PARTS]; PACKED_TILE];
                 let mut b0 = 0;
                 while b0 < row_nb {
                     let nb = kc.min(row_nb - b0);
@@ -766,7 +766,8 @@ fn matmul_packed(w: &WeightView<'_>, pk: &Packed, acts: &QActs, out: &mut [f32],
                     b0 += nb;
                 }
                 for t in t0..t1 {
-                    for (i, &v) in acc[t - t0].iter().enumerate() {
+                    for i in 0..PACK_GROUP {
+                        let v = combine(&acc[t - t0], i);
                         // SAFETY: (t, j) pairs of different tasks are disjoint.
                         unsafe { *dst.get().add(t * n + g * PACK_GROUP + i) = v };
                     }

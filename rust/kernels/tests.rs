@@ -141,15 +141,20 @@ fn a_corrupted_weight_block_changes_the_dot() {
 #[test]
 fn tiled_matmul_equals_plain_loop() {
     let (k, n) = (512, 70);
-    // K-quants, Q8_0 and Q4_0 go through the multi-row kernels (m = 13: a group and a tail; m = 37:
-    // groups and a tail, or the packed GEMM for Q4_0/Q4_K)
+    // m = 3 and 13 go through the multi-row kernels (a group and a tail), m = 37 through the
+    // packed GEMM where the type has one: every result equals the engine's single-row kernel bit
+    // for bit (one summation order), and the generic `dot` (candle's layout of the activations)
+    // within rounding
     for &t in &[
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::Q5_0,
+        GgmlType::Q4_1,
         GgmlType::F16,
     ] {
         let wf = rand_vec(k * n, 7);
@@ -168,31 +173,19 @@ fn tiled_matmul_equals_plain_loop() {
             let mut out = vec![f32::NAN; m * n];
             matmul(&view, &acts, &mut out, 2);
             let kind = ActKind::of(t).unwrap();
-            let wd: Vec<Vec<f32>> = (0..n)
-                .map(|j| {
-                    let mut r = vec![0f32; k];
-                    assert!(dequantize_row(t, view.row(j), &mut r));
-                    r
-                })
-                .collect();
             for tt in 0..m {
                 let xd = dequant_act(kind, acts.row(tt), k);
                 for j in 0..n {
+                    let single = view.kernels.dot_single(k, view.row(j), &acts, tt);
+                    assert_eq!(out[tt * n + j], single, "{t} m={m} t={tt} j={j}");
+                    let mut wd = vec![0f32; k];
+                    assert!(dequantize_row(t, view.row(j), &mut wd));
+                    let mag: f32 = wd.iter().zip(&xd).map(|(p, q)| (p * q).abs()).sum();
                     let want = (view.kernels.dot)(k, view.row(j), acts.row(tt));
-                    let packed = m >= PACKED_MIN_ROWS && view.kernels.packed.is_some();
-                    if packed || matches!(t, GgmlType::Q8_0 | GgmlType::Q4_0) {
-                        // different summation order: the packed GEMMs (all types here but F16)
-                        // sum per weight lane, and the single-row kernels of Q8_0/Q4_0
-                        // use four chains
-                        let mag: f32 = wd[j].iter().zip(&xd).map(|(p, q)| (p * q).abs()).sum();
-                        let tol = 2e-6 * mag;
-                        assert!(
-                            (out[tt * n + j] - want).abs() <= tol,
-                            "{t} m={m} t={tt} j={j}"
-                        );
-                    } else {
-                        assert_eq!(out[tt * n + j], want, "{t} m={m} t={tt} j={j}");
-                    }
+                    assert!(
+                        (single - want).abs() <= 2e-6 * mag,
+                        "{t} m={m} t={tt} j={j}"
+                    );
                 }
             }
         }
@@ -298,12 +291,14 @@ fn multi_row_kernels_notice_every_part_of_a_block() {
 #[test]
 fn run_time_dispatch_does_not_depend_on_compile_flags() {
     // CI also runs this test in a build without `-C target-cpu=native` (candle compiled without
-    // AVX2): on an AVX2 CPU every type of the Med42 table except Q2_K/Q3_K must still get a SIMD
-    // kernel, and the prompt kernels must still be there.
+    // AVX2): on an AVX2 CPU every type of the Med42 table must still get a SIMD kernel, and the
+    // prompt kernels must still be there.
     #[cfg(target_arch = "x86_64")]
     if x86::has_avx2() {
         use GgmlType::*;
-        for t in [Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, Q4_1, Q5_1, F16, F32] {
+        for t in [
+            Q4_0, Q5_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_1, Q5_1, F16, F32,
+        ] {
             let k = Kernels::for_type(t).unwrap().name;
             assert_ne!(k, "scalar", "{t}");
             if !cfg!(target_feature = "avx2") {
@@ -313,21 +308,23 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
                 );
             }
         }
-        for t in [Q4_0, Q8_0, Q4_K, Q5_K, Q6_K] {
-            assert!(Kernels::for_type(t).unwrap().dot_rows.is_some(), "{t}");
+        for t in [Q4_0, Q5_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K] {
+            let k = Kernels::for_type(t).unwrap();
+            assert!(k.dot_rows.is_some() && k.packed.is_some(), "{t}");
         }
-        for t in [Q4_0, Q8_0, Q4_K, Q6_K] {
-            assert!(Kernels::for_type(t).unwrap().packed.is_some(), "{t}");
+        // Q4_1's packed kernel is not batch-invariant with its single-row kernel: off
+        assert!(Kernels::for_type(Q4_1).unwrap().packed.is_none());
+        // own decode kernels in every build (Q2_K, Q3_K: candle's are compile-time only)
+        for t in [Q2_K, Q3_K, Q6_K] {
+            assert_eq!(Kernels::for_type(t).unwrap().name, "avx2", "{t}");
         }
-        // packed kernels that do not yet pass the llama.cpp parity tests stay off
-        for t in [Q4_1, Q5_0, Q2_K, Q3_K, Q5_K] {
-            assert!(Kernels::for_type(t).unwrap().packed.is_none(), "{t}");
-        }
-        // own Q6_K decode kernel in every build (faster than candle's, see x86_dot)
-        assert_eq!(Kernels::for_type(Q6_K).unwrap().name, "avx2");
-        // negative control: candle's Q2_K is compile-time only
-        let q2 = Kernels::for_type(Q2_K).unwrap().name;
-        assert_eq!(q2 == "scalar", !cfg!(target_feature = "avx2"), "Q2_K: {q2}");
+        // negative control: candle's Q8_K dot is compile-time only
+        let q8k = Kernels::for_type(Q8_K).unwrap().name;
+        assert_eq!(
+            q8k == "scalar",
+            !cfg!(target_feature = "avx2"),
+            "Q8_K: {q8k}"
+        );
     }
     assert!(Kernels::for_type(GgmlType::IQ4_XS).is_none());
 }
@@ -377,12 +374,14 @@ fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
         GgmlType::Q8_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
+        GgmlType::Q5_0,
+        GgmlType::Q5_K,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
     ] {
-        let Some(mut kernels) = Kernels::for_type(t) else {
+        let Some(kernels) = Kernels::for_type(t) else {
             continue;
         };
-        // every packed kernel, also those not enabled in the engine (PACKED_VERIFIED)
-        kernels.packed = Packed::any(t);
         let Some(pk) = kernels.packed else { continue }; // no AVX2: nothing to test
         let kind = ActKind::of(t).unwrap();
         let (bs, ts) = (t.block_size(), t.type_size());
@@ -448,4 +447,77 @@ fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
             );
         }
     }
+}
+
+#[test]
+fn results_do_not_depend_on_the_batch() {
+    // A weight row times an activation row gives the same f32, bit for bit, whether it is
+    // computed in decode (one row), in a short prompt (multi-row kernels) or in a packed prompt
+    // tile: every kernel of a type sums exact per-block integers in one f32 order
+    // (x86_multi::block_term, x86_multi::q8_acts). Without it a prompt's logits would depend on
+    // how the prompt was split into batches.
+    use GgmlType::*;
+    let (n, m) = (2 * PACK_GROUP + 3, PACKED_MIN_ROWS + 6);
+    let mut checked = 0;
+    for t in [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_0, Q5_0, Q8_0] {
+        let Some(kernels) = Kernels::for_type(t) else {
+            continue;
+        };
+        let Some(pk) = kernels.packed else {
+            continue; // no AVX2: one portable kernel, nothing to compare
+        };
+        // k spans packed chunks, the last one partial, and ends in blocks that do not fill the
+        // decode kernel's last group of 4
+        let chunk = PACKED_CHUNK_BYTES / pk.block_bytes;
+        let k = t.block_size() * (2 * chunk + 3);
+        let kind = ActKind::of(t).unwrap();
+        let wb = quantize_weights(t, &rand_vec(k * n, 5));
+        let x = rand_vec(m * k, 6);
+        let run = |kernels: Kernels, rows: std::ops::Range<usize>| {
+            let mut acts = QActs::default();
+            acts.convert(kind, &x[rows.start * k..rows.end * k], rows.len(), k, 2);
+            let view = WeightView {
+                dtype: t,
+                n_out: n,
+                k,
+                data: &wb,
+                kernels,
+            };
+            let mut out = vec![f32::NAN; rows.len() * n];
+            matmul(&view, &acts, &mut out, 2);
+            out
+        };
+        let packed = run(kernels, 0..m);
+        let short = run(kernels, 0..ROWS + 1); // multi-row kernel, then one single row
+        assert_eq!(
+            &packed[..short.len()],
+            &short[..],
+            "{t}: short prompt vs packed"
+        );
+        for r in [0, ROWS, m - 1] {
+            let one = run(kernels, r..r + 1);
+            assert_eq!(
+                &packed[r * n..(r + 1) * n],
+                &one[..],
+                "{t}: decode row {r} vs packed"
+            );
+        }
+        // negative control: candle's dot (f32 lanes across blocks, or unfused) is a different
+        // summation order, and that shows in the last bits of some outputs
+        let candle = Kernels {
+            dot: candle_dot_fn(t).unwrap(),
+            dot_one: None,
+            dot_rows: None,
+            packed: None,
+            ..kernels
+        };
+        let c = run(candle, 0..m);
+        let differ = c.iter().zip(&packed).filter(|(a, b)| a != b).count();
+        assert!(
+            differ > 0,
+            "{t}: candle's order gave identical bits everywhere"
+        );
+        checked += 1;
+    }
+    assert!(checked == 8 || !x86::has_avx2());
 }

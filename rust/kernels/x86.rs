@@ -61,7 +61,7 @@ pub(crate) unsafe fn hsum(x: __m256) -> f32 {
 /// 16 bytes of packed nibbles to 32 bytes: low nibbles (elements 0..16) then high (16..32).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(crate) unsafe fn nibbles(p: *const u8) -> __m256i {
     // the 16 bytes in both halves (a broadcast load), the upper half shifted right by 4
     let t = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
     let b = _mm256_srlv_epi32(t, _mm256_set_epi32(4, 4, 4, 4, 0, 0, 0, 0));
@@ -167,43 +167,6 @@ pub unsafe fn dot_q8_acts<const Q4: bool>(nb: usize, w: &[u8], a: &[u8]) -> f32 
             };
             let qy = _mm256_loadu_si256(ab.add(2) as *const __m256i);
             *acc = _mm256_fmadd_ps(d, dot_s8(qx, qy), *acc);
-        }
-        i += n;
-    }
-    hsum(_mm256_add_ps(
-        _mm256_add_ps(acc[0], acc[1]),
-        _mm256_add_ps(acc[2], acc[3]),
-    ))
-}
-
-/// Q4_0 weights (18-byte blocks) with one Q8_0 activation row as [`super::QActs::row_with_scales`]
-/// (the decode kernel): nibbles used unsigned, so a block needs no sign fix-ups, and the `-8` is
-/// taken from the row's block sums as `sum / 8` off each of the 8 lanes (whose total is then
-/// `dot - 8 * sum`); the activation scale is an f32 load instead of an f16 conversion.
-///
-/// # Safety
-/// AVX2/FMA/F16C present; `w` holds `nb` blocks; `a` holds `nb` blocks, then `nb` f32 scales at
-/// `scales` and `nb` i32 sums at `sums`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_0_one(nb: usize, w: &[u8], a: &[u8], scales: usize, sums: usize) -> f32 {
-    debug_assert!(w.len() >= nb * 18 && a.len() >= sums + 4 * nb && scales + 4 * nb <= sums);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let (sc, sm) = (ap.add(scales) as *const f32, ap.add(sums) as *const i32);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i < nb {
-        let n = (nb - i).min(4);
-        for (j, acc) in acc.iter_mut().enumerate().take(n) {
-            let b = i + j;
-            let wb = wp.add(b * 18);
-            prefetch_ahead(wb, 1);
-            let d = _mm256_set1_ps(f16_at(wb) * *sc.add(b));
-            let qy = _mm256_loadu_si256(ap.add(b * 34 + 2) as *const __m256i);
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(wb.add(2)), qy), ones);
-            // each of the 8 lanes gives up `sum`: 8 * sum off the block's total, exactly
-            let p = _mm256_sub_epi32(p, _mm256_set1_epi32(*sm.add(b)));
-            *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), *acc);
         }
         i += n;
     }

@@ -15,32 +15,57 @@
 //! (value - 8).
 
 #![allow(unsafe_op_in_unsafe_fn)]
+// block, part and lane indices address several arrays at once in these kernels
+#![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
 
-use super::x86::{f16_at, hsum, prefetch_ahead};
+use super::x86::{bits_to_bytes, f16_at, nibbles, prefetch_ahead};
 
 const Q4K: usize = 144;
 const Q5K: usize = 176;
 const Q6K: usize = 210;
+const Q2K: usize = 84;
+const Q3K: usize = 110;
 const Q8K: usize = super::quantize::Q8_K_BYTES;
 const Q8K_SUMS: usize = 260;
-
-/// Horizontal sums of `N` accumulators.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsums<const N: usize>(acc: [__m256; N]) -> [f32; N] {
-    let mut out = [0f32; N];
-    for i in 0..N {
-        out[i] = hsum(acc[i]);
-    }
-    out
-}
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn load(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// Sum of the 8 i32 lanes (exact: every caller's lanes sum within i32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let x = _mm_add_epi32(x, _mm_unpackhi_epi64(x, x));
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0b01));
+    _mm_cvtsi128_si32(x)
+}
+
+/// One K-quant super-block's contribution, in the order every K-quant kernel uses (these, and
+/// the packed GEMMs of [`super::x86_packed`] lane by lane), so that a weight row times an
+/// activation row gives the same f32 bit for bit whichever kernel computes it (decode, short
+/// prompts or packed prompt tiles): `acc + (d * da) * sum - (f * da) * off`, two fused
+/// multiply-adds, where `sum` (the scaled dot of the unsigned values) and `off` (the min / offset
+/// term over the activation's 16-value sums) are exact integers and `da` is the Q8_K block's scale
+/// at `ab`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn block_term(
+    acc: f32,
+    d: f32,
+    f: f32,
+    ab: *const u8,
+    sum: i32,
+    off: i32,
+) -> f32 {
+    let da = std::ptr::read_unaligned(ab as *const f32);
+    let acc = (d * da).mul_add(sum as f32, acc);
+    (-(f * da)).mul_add(off as f32, acc)
 }
 
 /// Q4_K's 12 bytes of 6-bit scales and mins as 8 scale bytes followed by 8 min bytes.
@@ -80,7 +105,7 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
     let m4 = _mm256_set1_epi8(0x0F);
     let one = _mm256_set1_epi8(1);
     let (block, qs) = if Q5 { (Q5K, 48) } else { (Q4K, 16) };
-    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc = [0f32; N];
     for b in 0..nb {
         let wb = w.add(b * block);
         if N == 1 {
@@ -92,8 +117,7 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
         } else {
             _mm256_setzero_si256()
         };
-        let vd = _mm256_set1_ps(f16_at(wb));
-        let vdmin = _mm256_set1_ps(f16_at(wb.add(2)));
+        let (d, dmin) = (f16_at(wb), f16_at(wb.add(2)));
         let sm = q4k_scales_mins(wb.add(4));
         // mins duplicated per pair of 16-sums: [m0, m0, m1, m1, ..., m7, m7] as i16
         let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr().add(8) as *const __m128i));
@@ -128,16 +152,10 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
         for i in 0..N {
             let ab = a[i].add(b * Q8K);
             let msum = _mm256_madd_epi16(load(ab.add(Q8K_SUMS)), mins);
-            let f = _mm256_fmsub_ps(
-                vd,
-                _mm256_cvtepi32_ps(sumi[i]),
-                _mm256_mul_ps(vdmin, _mm256_cvtepi32_ps(msum)),
-            );
-            let da = _mm256_set1_ps(std::ptr::read_unaligned(ab as *const f32));
-            acc[i] = _mm256_fmadd_ps(da, f, acc[i]);
+            acc[i] = block_term(acc[i], d, dmin, ab, hsum_i32(sumi[i]), hsum_i32(msum));
         }
     }
-    hsums(acc)
+    acc
 }
 
 /// Byte shuffles that spread i16 scale `2c` over the low 128-bit lane and `2c + 1` over the high.
@@ -169,7 +187,7 @@ const SCALE_PAIRS: [__m256i; 4] = {
 pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -> [f32; N] {
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x03);
-    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc = [0f32; N];
     for b in 0..nb {
         let wb = w.add(b * Q6K);
         if N == 1 {
@@ -221,64 +239,217 @@ pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -
         }
         for i in 0..N {
             let ab = a[i].add(b * Q8K);
-            let bias = _mm256_slli_epi32(_mm256_madd_epi16(sc16, load(ab.add(Q8K_SUMS))), 5);
-            let s = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[i], bias));
-            let da = _mm256_set1_ps(d * std::ptr::read_unaligned(ab as *const f32));
-            acc[i] = _mm256_fmadd_ps(da, s, acc[i]);
+            let off = hsum_i32(_mm256_madd_epi16(sc16, load(ab.add(Q8K_SUMS))));
+            acc[i] = block_term(acc[i], d, 32.0 * d, ab, hsum_i32(sumi[i]), off);
         }
     }
-    hsums(acc)
+    acc
 }
 
-/// Q8_0 (`Q4 = false`, 34-byte blocks) or Q4_0 (`Q4 = true`, 18-byte blocks) weights with `N`
-/// Q8_0 activation rows (34-byte blocks), each followed at byte `scales` by its `nb` block scales
-/// as f32 (so the per-product scale is one broadcast load instead of an f16 conversion).
+/// Q3_K's 16 6-bit scales (ggml packs them in 12 bytes: low nibbles in bytes 0..8, the high
+/// 2 bits in bytes 8..12), minus 32.
+#[inline]
+pub(crate) fn q3k_scales(p: *const u8) -> [i8; 16] {
+    // SAFETY: callers pass a pointer to the 12 scale bytes of a block.
+    let raw = unsafe { std::ptr::read_unaligned(p as *const [u8; 12]) };
+    let u =
+        |i: usize| u32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]);
+    const K1: u32 = 0x0303_0303;
+    const K2: u32 = 0x0f0f_0f0f;
+    let (a0, a1, t) = (u(0), u(1), u(2));
+    let aux = [
+        (a0 & K2) | ((t & K1) << 4),
+        (a1 & K2) | (((t >> 2) & K1) << 4),
+        ((a0 >> 4) & K2) | (((t >> 4) & K1) << 4),
+        ((a1 >> 4) & K2) | (((t >> 6) & K1) << 4),
+    ];
+    std::array::from_fn(|g| aux[g / 4].to_le_bytes()[g % 4] as i8 - 32)
+}
+
+/// Q2_K (`Q3 = false`, 84-byte blocks: 16 scale/min bytes, 64 bytes of 2-bit values, f16 d and
+/// dmin) or Q3_K (`Q3 = true`, 110 bytes: 32 bytes of high bits, 64 of 2-bit values, 12 of
+/// scales, f16 d) weights with `N` Q8_K activation rows.
+///
+/// Value `128n + 32j + l` is bits `2j` of `qs[32n + l]` (plus, for Q3_K, 4 times bit `4n + j` of
+/// `hmask[l]`, minus 4); every 16 values share a scale (and for Q2_K a min). The values are used
+/// unsigned (Q3_K: 0..7) and the Q3_K offset `4 * d * sum(scale * activation 16-sums)` or the
+/// Q2_K mins term `dmin * sum(min * 16-sums)` is applied once per block ([`block_term`]).
 ///
 /// # Safety
-/// AVX2/FMA/F16C present; `w` holds `nb` blocks and every `a[i]` `scales + 4 * nb` bytes.
+/// As [`q45_k`], with Q2_K or Q3_K blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q8_acts<const N: usize, const Q4: bool>(
+pub unsafe fn q23_k<const N: usize, const Q3: bool>(
+    nb: usize,
+    w: *const u8,
+    a: [*const u8; N],
+) -> [f32; N] {
+    let m2 = _mm256_set1_epi8(0x03);
+    let one = _mm256_set1_epi8(0x01);
+    let (block, qs) = if Q3 { (Q3K, 32) } else { (Q2K, 16) };
+    let mut acc = [0f32; N];
+    for b in 0..nb {
+        let wb = w.add(b * block);
+        if N == 1 {
+            prefetch_ahead(wb, block);
+        }
+        // 16 scales (and Q2_K's mins) as i16
+        let (sc16, f, d) = if Q3 {
+            let sc = q3k_scales(wb.add(96));
+            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
+            let d = f16_at(wb.add(108));
+            (sc16, 4.0 * d, d)
+        } else {
+            let raw = _mm_loadu_si128(wb as *const __m128i);
+            let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, _mm_set1_epi8(0x0F)));
+            (sc16, f16_at(wb.add(82)), f16_at(wb.add(80)))
+        };
+        let hm = if Q3 { load(wb) } else { _mm256_setzero_si256() };
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for n in 0..2 {
+            let q = load(wb.add(qs + 32 * n));
+            // this half's 8 scales in both 128-bit lanes, for the per-chunk shuffles
+            let sch = if n == 0 {
+                _mm256_permute2x128_si256(sc16, sc16, 0x00)
+            } else {
+                _mm256_permute2x128_si256(sc16, sc16, 0x11)
+            };
+            for j in 0..4 {
+                let mut u =
+                    _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32)), m2);
+                if Q3 {
+                    let h = _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * n + j) as i32));
+                    u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(h, one), 2));
+                }
+                let sv = _mm256_shuffle_epi8(sch, SCALE_PAIRS[j]);
+                for i in 0..N {
+                    let ab = a[i].add(b * Q8K + 4 + 128 * n + 32 * j);
+                    let p = _mm256_madd_epi16(sv, _mm256_maddubs_epi16(u, load(ab)));
+                    sumi[i] = _mm256_add_epi32(sumi[i], p);
+                }
+            }
+        }
+        // what multiplies the activation 16-sums: Q3_K's scales (offset 4), Q2_K's mins
+        let pair = if Q3 {
+            sc16
+        } else {
+            _mm256_cvtepu8_epi16(_mm_srli_epi16(
+                _mm_andnot_si128(_mm_set1_epi8(0x0F), _mm_loadu_si128(wb as *const __m128i)),
+                4,
+            ))
+        };
+        for i in 0..N {
+            let ab = a[i].add(b * Q8K);
+            let off = hsum_i32(_mm256_madd_epi16(pair, load(ab.add(Q8K_SUMS))));
+            acc[i] = block_term(acc[i], d, f, ab, hsum_i32(sumi[i]), off);
+        }
+    }
+    acc
+}
+
+/// Weight formats with 32-value blocks and Q8_0 activations, for [`q8_acts`].
+pub const Q8_0W: u8 = 8;
+/// See [`Q8_0W`].
+pub const Q4_0W: u8 = 4;
+/// See [`Q8_0W`].
+pub const Q5_0W: u8 = 5;
+
+/// Q8_0 (`W = Q8_0W`, 34-byte blocks), Q4_0 (`Q4_0W`, 18 bytes: f16 d + 16 bytes of nibbles,
+/// value - 8) or Q5_0 (`Q5_0W`, 22 bytes: f16 d, 4 bytes of fifth bits, 16 of nibbles, value -
+/// 16) weights with `N` Q8_0 activation rows (34-byte blocks), each followed at byte `scales` by
+/// its `nb` block scales as f32 and at `sums` by its `nb` block sums as i32
+/// ([`super::QActs::row_with_scales`]).
+///
+/// Every block's integer dot product is made exact first (Q4_0/Q5_0 values unsigned, the offset
+/// taken from the block sum), then block `b` is added as `fma(d_w * d_a, dot, part)` to partial
+/// sum `b % 4`, and the parts are combined as `(p0 + p2) + (p1 + p3)` ([`super::combine`]): the
+/// order of the packed prompt GEMM ([`super::x86_packed`]) lane by lane, so decode, short prompts
+/// and packed prompt tiles give the same f32 bit for bit. The 4 parts are one SSE register: the
+/// 4 blocks' dot products, reduced together, take one conversion, one scale product and one FMA.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `w` holds `nb` blocks and every `a[i]` `sums + 4 * nb` bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q8_acts<const N: usize, const W: u8>(
     nb: usize,
     w: *const u8,
     a: [*const u8; N],
     scales: usize,
+    sums: usize,
 ) -> [f32; N] {
+    const { assert!(super::PARTS == 4) };
     let ones = _mm256_set1_epi16(1);
-    let m4 = _mm256_set1_epi8(0x0F);
-    let eight = _mm256_set1_epi8(8);
-    // two accumulator sets alternating by block: with few rows the fma latency chain would
-    // otherwise bound the loop (for N >= 4 the rows' chains already overlap)
-    let mut acc = [[_mm256_setzero_ps(); N]; 2];
-    for b in 0..nb {
-        let set = if N < 4 { b & 1 } else { 0 };
-        let (wb, q) = if Q4 {
-            let wb = w.add(b * 18);
-            let t = _mm_loadu_si128(wb.add(2) as *const __m128i);
-            let x = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4);
-            (wb, _mm256_sub_epi8(x, eight))
-        } else {
-            let wb = w.add(b * 34);
-            (wb, load(wb.add(2)))
-        };
-        if N == 1 {
-            // the Q8_0 decode kernel: ask for the weights ahead
-            prefetch_ahead(wb, 1);
+    let bytes = match W {
+        Q8_0W => 34,
+        Q4_0W => 18,
+        _ => 22,
+    };
+    let shift = _mm_cvtsi32_si128(if W == Q4_0W { 3 } else { 4 });
+    let mut acc = [_mm_setzero_ps(); N];
+    let mut b = 0;
+    while b < nb {
+        let n = (nb - b).min(4);
+        let mut p = [[_mm256_setzero_si256(); 4]; N];
+        let mut dw = 0u64; // the 4 weight scales as f16
+        for j in 0..n {
+            let wb = w.add((b + j) * bytes);
+            if N == 1 {
+                prefetch_ahead(wb, 1);
+            }
+            dw |= (std::ptr::read_unaligned(wb as *const u16) as u64) << (16 * j);
+            let (x, signed) = match W {
+                Q8_0W => (load(wb.add(2)), true),
+                Q4_0W => (nibbles(wb.add(2)), false),
+                _ => {
+                    let fifth = _mm256_and_si256(bits_to_bytes(wb.add(2)), _mm256_set1_epi8(0x10));
+                    (_mm256_or_si256(nibbles(wb.add(6)), fifth), false)
+                }
+            };
+            let ax = if signed { _mm256_sign_epi8(x, x) } else { x };
+            for i in 0..N {
+                let ay = load(a[i].add((b + j) * 34 + 2));
+                let ay = if signed { _mm256_sign_epi8(ay, x) } else { ay };
+                p[i][j] = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, ay), ones);
+            }
         }
-        let dw = _mm256_set1_ps(f16_at(wb));
-        let ax = _mm256_sign_epi8(q, q);
+        let dw = _mm_cvtph_ps(_mm_cvtsi64_si128(dw as i64));
         for i in 0..N {
-            let ab = a[i].add(b * 34);
-            let ay = _mm256_sign_epi8(load(ab.add(2)), q);
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, ay), ones);
-            let da = _mm256_broadcast_ss(&*(a[i].add(scales + 4 * b) as *const f32));
-            let d = _mm256_mul_ps(dw, da);
-            acc[set][i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[set][i]);
+            let (sc, sm) = (a[i].add(scales + 4 * b), a[i].add(sums + 4 * b));
+            let (da, bs) = if n == 4 {
+                (
+                    _mm_loadu_ps(sc as *const f32),
+                    _mm_loadu_si128(sm as *const __m128i),
+                )
+            } else {
+                // the row's last blocks: lanes n.. stay 0 (d = 0 adds +0 to their parts)
+                let (mut da, mut bs) = ([0f32; 4], [0i32; 4]);
+                std::ptr::copy_nonoverlapping(sc as *const f32, da.as_mut_ptr(), n);
+                std::ptr::copy_nonoverlapping(sm as *const i32, bs.as_mut_ptr(), n);
+                (
+                    _mm_loadu_ps(da.as_ptr()),
+                    _mm_loadu_si128(bs.as_ptr() as *const __m128i),
+                )
+            };
+            let mut tot = hsum4_i32(p[i]);
+            if W != Q8_0W {
+                tot = _mm_sub_epi32(tot, _mm_sll_epi32(bs, shift));
+            }
+            acc[i] = _mm_fmadd_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(tot), acc[i]);
         }
+        b += n;
     }
-    let mut sum = acc[0];
-    for i in 0..N {
-        sum[i] = _mm256_add_ps(acc[0][i], acc[1][i]);
-    }
-    hsums(sum)
+    // (p0 + p2) + (p1 + p3)
+    acc.map(|v| {
+        let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    })
+}
+
+/// The lane totals of 4 vectors of 8 i32: `[sum(v[0]), sum(v[1]), sum(v[2]), sum(v[3])]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum4_i32(v: [__m256i; 4]) -> __m128i {
+    let t = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1))
 }

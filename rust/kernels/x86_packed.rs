@@ -1,5 +1,5 @@
 //! AVX2 prompt GEMM on weights repacked per tile: 8 weight rows interleaved so that one SIMD lane
-//! is one weight row (Q4_0, Q5_0 and Q8_0 weights with Q8_0 activations, Q4_1 with Q8_1; Q2_K,
+//! is one weight row (Q4_0, Q5_0 and Q8_0 weights with Q8_0 activations; Q2_K,
 //! Q3_K, Q4_K, Q5_K and Q6_K with Q8_K).
 //!
 //! The multi-row kernels of [`super::x86_multi`] keep one weight row per register, so each
@@ -24,12 +24,14 @@
 //! `2 * 15 * 128 = 3840` in magnitude, 8 of them 30720 < 32767.
 
 #![allow(unsafe_op_in_unsafe_fn)]
+// block, part and lane indices address several arrays at once in these kernels
+#![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
 
 use super::x86::{bits_to_bytes, f16_at};
-use super::x86_multi::q4k_scales_mins;
-use super::{q8_0_scales_offset, q8_0_sums_offset};
+use super::x86_multi::{q3k_scales, q4k_scales_mins};
+use super::{q8_0_scales_offset, q8_0_sums_offset, Acc, PARTS};
 
 /// Weight rows per packed group (one per 32-bit lane of a 256-bit register).
 pub const GROUP: usize = 8;
@@ -52,13 +54,8 @@ pub const K16_PACKED: usize = 8 * 256 + 16 * 32 + 8 * 32 + 32 + 32;
 /// Bytes of one packed Q8_0 block of [`GROUP`] rows: 8 pieces of 32 bytes, then 8 f32 scales.
 pub const Q8_0_PACKED: usize = 8 * 32 + 8 * 4;
 
-/// Bytes of one packed Q4_1 block of [`GROUP`] rows: 8 pieces of 32 bytes, 8 f32 `d`, 8 f32 `m`.
-pub const Q4_1_PACKED: usize = 8 * 32 + 8 * 4 + 8 * 4;
-
 const Q4_0_BYTES: usize = 18;
 const Q5_0_BYTES: usize = 22;
-const Q4_1_BYTES: usize = 20;
-const Q8_1_BYTES: usize = 36;
 const Q6_K_BYTES: usize = 210;
 const Q2_K_BYTES: usize = 84;
 const Q3_K_BYTES: usize = 110;
@@ -137,7 +134,7 @@ pub unsafe fn gemm_q45_0<const N: usize, const Q5: bool>(
     row_nb: usize,
     packed: *const u8,
     a: [*const u8; N],
-    acc: &mut [[f32; GROUP]; N],
+    acc: &mut [Acc; N],
 ) {
     let q = a.map(|p| p.add(b0 * Q8_0_BYTES));
     let scales = a.map(|p| p.add(q8_0_scales_offset(row_nb) + 4 * b0) as *const f32);
@@ -145,37 +142,40 @@ pub unsafe fn gemm_q45_0<const N: usize, const Q5: bool>(
     let ones = _mm256_set1_epi16(1);
     let per_sum = if Q5 { 4 } else { 8 };
     let mut v = [_mm256_setzero_ps(); N];
-    for r in 0..N {
-        v[r] = _mm256_loadu_ps(acc[r].as_ptr());
-    }
-    for b in 0..nb {
-        let pb = packed.add(b * Q4_0_PACKED);
-        let mut i = [_mm256_setzero_si256(); N];
-        for c0 in (0..8).step_by(per_sum) {
-            let mut s = [_mm256_setzero_si256(); N];
-            for c in c0..c0 + per_sum {
-                let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
+    // block `b0 + b` goes to accumulator part `(b0 + b) % PARTS`, each part in block order
+    for part in 0..PARTS {
+        for r in 0..N {
+            v[r] = _mm256_loadu_ps(acc[r][part].as_ptr());
+        }
+        for b in ((part + PARTS - b0 % PARTS) % PARTS..nb).step_by(PARTS) {
+            let pb = packed.add(b * Q4_0_PACKED);
+            let mut i = [_mm256_setzero_si256(); N];
+            for c0 in (0..8).step_by(per_sum) {
+                let mut s = [_mm256_setzero_si256(); N];
+                for c in c0..c0 + per_sum {
+                    let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
+                    for r in 0..N {
+                        let a = q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32;
+                        let a = _mm256_set1_epi32(std::ptr::read_unaligned(a));
+                        s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, a));
+                    }
+                }
                 for r in 0..N {
-                    let a = q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32;
-                    let a = _mm256_set1_epi32(std::ptr::read_unaligned(a));
-                    s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, a));
+                    i[r] = _mm256_add_epi32(i[r], _mm256_madd_epi16(s[r], ones));
                 }
             }
+            let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
             for r in 0..N {
-                i[r] = _mm256_add_epi32(i[r], _mm256_madd_epi16(s[r], ones));
+                let sum = *sums[r].add(b);
+                let off = _mm256_set1_epi32(if Q5 { sum << 4 } else { sum << 3 });
+                let i = _mm256_sub_epi32(i[r], off);
+                let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
+                v[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), v[r]);
             }
         }
-        let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
         for r in 0..N {
-            let sum = *sums[r].add(b);
-            let off = _mm256_set1_epi32(if Q5 { sum << 4 } else { sum << 3 });
-            let i = _mm256_sub_epi32(i[r], off);
-            let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
-            v[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), v[r]);
+            _mm256_storeu_ps(acc[r][part].as_mut_ptr(), v[r]);
         }
-    }
-    for r in 0..N {
-        _mm256_storeu_ps(acc[r].as_mut_ptr(), v[r]);
     }
 }
 
@@ -287,12 +287,12 @@ pub unsafe fn gemm_q45_k<const N: usize, const Q5: bool>(
     _row_nb: usize,
     packed: *const u8,
     a: [*const u8; N],
-    acc: &mut [[f32; GROUP]; N],
+    acc: &mut [Acc; N],
 ) {
     let a = a.map(|p| p.add(b0 * Q8_K_BYTES));
     let mut v = [_mm256_setzero_ps(); N];
     for r in 0..N {
-        v[r] = _mm256_loadu_ps(acc[r].as_ptr());
+        v[r] = _mm256_loadu_ps(acc[r][0].as_ptr());
     }
     for b in 0..nb {
         let pb = packed.add(b * Q4_K_PACKED);
@@ -339,7 +339,7 @@ pub unsafe fn gemm_q45_k<const N: usize, const Q5: bool>(
         }
     }
     for r in 0..N {
-        _mm256_storeu_ps(acc[r].as_mut_ptr(), v[r]);
+        _mm256_storeu_ps(acc[r][0].as_mut_ptr(), v[r]);
     }
 }
 
@@ -436,22 +436,7 @@ pub unsafe fn pack_q3_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
                 store_sub_block(o, 4 * n + j as usize, vals);
             }
         }
-        let scales = blk.map(|p| {
-            let raw = std::ptr::read_unaligned(p.add(96) as *const [u8; 12]);
-            let u = |i: usize| {
-                u32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]])
-            };
-            const K1: u32 = 0x0303_0303;
-            const K2: u32 = 0x0f0f_0f0f;
-            let (a0, a1, t) = (u(0), u(1), u(2));
-            let aux = [
-                (a0 & K2) | ((t & K1) << 4),
-                (a1 & K2) | (((t >> 2) & K1) << 4),
-                ((a0 >> 4) & K2) | (((t >> 4) & K1) << 4),
-                ((a1 >> 4) & K2) | (((t >> 6) & K1) << 4),
-            ];
-            std::array::from_fn(|g| (aux[g / 4].to_le_bytes()[g % 4] as i16) - 32)
-        });
+        let scales = blk.map(|p| q3k_scales(p.add(96)).map(i16::from));
         let d = blk.map(|p| f16_at(p.add(108)));
         store_k16_tail(o, &scales, &scales, d, d.map(|d| 4.0 * d));
     }
@@ -505,12 +490,12 @@ pub unsafe fn gemm_k16<const N: usize, const PER_SUM: usize>(
     _row_nb: usize,
     packed: *const u8,
     a: [*const u8; N],
-    acc: &mut [[f32; GROUP]; N],
+    acc: &mut [Acc; N],
 ) {
     let a = a.map(|p| p.add(b0 * Q8_K_BYTES));
     let mut v = [_mm256_setzero_ps(); N];
     for r in 0..N {
-        v[r] = _mm256_loadu_ps(acc[r].as_ptr());
+        v[r] = _mm256_loadu_ps(acc[r][0].as_ptr());
     }
     for b in 0..nb {
         let pb = packed.add(b * K16_PACKED);
@@ -551,7 +536,7 @@ pub unsafe fn gemm_k16<const N: usize, const PER_SUM: usize>(
         }
     }
     for r in 0..N {
-        _mm256_storeu_ps(acc[r].as_mut_ptr(), v[r]);
+        _mm256_storeu_ps(acc[r][0].as_mut_ptr(), v[r]);
     }
 }
 
@@ -590,104 +575,39 @@ pub unsafe fn gemm_q8_0<const N: usize>(
     row_nb: usize,
     packed: *const u8,
     a: [*const u8; N],
-    acc: &mut [[f32; GROUP]; N],
+    acc: &mut [Acc; N],
 ) {
     let q = a.map(|p| p.add(b0 * Q8_0_BYTES));
     let scales = a.map(|p| p.add(q8_0_scales_offset(row_nb) + 4 * b0) as *const f32);
     let ones = _mm256_set1_epi16(1);
     let mut v = [_mm256_setzero_ps(); N];
-    for r in 0..N {
-        v[r] = _mm256_loadu_ps(acc[r].as_ptr());
-    }
-    for b in 0..nb {
-        let pb = packed.add(b * Q8_0_PACKED);
-        let mut s = [_mm256_setzero_si256(); N];
-        for c in 0..8 {
-            let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
-            let aw = _mm256_sign_epi8(w, w);
+    // block `b0 + b` goes to accumulator part `(b0 + b) % PARTS`, each part in block order
+    for part in 0..PARTS {
+        for r in 0..N {
+            v[r] = _mm256_loadu_ps(acc[r][part].as_ptr());
+        }
+        for b in ((part + PARTS - b0 % PARTS) % PARTS..nb).step_by(PARTS) {
+            let pb = packed.add(b * Q8_0_PACKED);
+            let mut s = [_mm256_setzero_si256(); N];
+            for c in 0..8 {
+                let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
+                let aw = _mm256_sign_epi8(w, w);
+                for r in 0..N {
+                    let x = std::ptr::read_unaligned(
+                        q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32
+                    );
+                    let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(_mm256_set1_epi32(x), w));
+                    s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(p, ones));
+                }
+            }
+            let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
             for r in 0..N {
-                let x =
-                    std::ptr::read_unaligned(q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32);
-                let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(_mm256_set1_epi32(x), w));
-                s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(p, ones));
+                let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
+                v[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s[r]), v[r]);
             }
         }
-        let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
         for r in 0..N {
-            let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
-            v[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s[r]), v[r]);
+            _mm256_storeu_ps(acc[r][part].as_mut_ptr(), v[r]);
         }
-    }
-    for r in 0..N {
-        _mm256_storeu_ps(acc[r].as_mut_ptr(), v[r]);
-    }
-}
-
-/// Pack blocks `b0..b0 + nb` of 8 Q4_1 weight rows into `out` (`nb * Q4_1_PACKED` bytes).
-///
-/// # Safety
-/// AVX2/FMA/F16C present; every `rows[i]` holds blocks `b0..b0 + nb`; `out` has room.
-#[inline(never)]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn pack_q4_1(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
-    let m4 = _mm256_set1_epi8(0x0F);
-    for b in 0..nb {
-        let blk = rows.map(|r| r.add((b0 + b) * Q4_1_BYTES));
-        let vals = blk.map(|p| {
-            let t = _mm_loadu_si128(p.add(4) as *const __m128i);
-            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), m4)
-        });
-        let o = out.add(b * Q4_1_PACKED);
-        store_sub_block(o, 0, vals);
-        let dm: [f32; 2 * GROUP] =
-            std::array::from_fn(|i| f16_at(blk[i % GROUP].add(2 * (i / GROUP))));
-        std::ptr::copy_nonoverlapping(dm.as_ptr() as *const u8, o.add(256), 64);
-    }
-}
-
-/// `acc[r][i] += dot(weight row i, activation row r)` over packed Q4_1 blocks `b0..b0 + nb`, for
-/// `N` Q8_1 activation rows given by their starts: `d_w d_a sum(q a) + m_w s_a`, with
-/// the nibbles unsigned as stored (no offset) and `s_a = d_a sum(a)` from the Q8_1 block.
-///
-/// # Safety
-/// AVX2/FMA/F16C present; `packed` holds `nb` packed blocks; each `a[r]` `b0 + nb` Q8_1 blocks.
-#[inline(never)]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn gemm_q4_1<const N: usize>(
-    b0: usize,
-    nb: usize,
-    _row_nb: usize,
-    packed: *const u8,
-    a: [*const u8; N],
-    acc: &mut [[f32; GROUP]; N],
-) {
-    let a = a.map(|p| p.add(b0 * Q8_1_BYTES));
-    let ones = _mm256_set1_epi16(1);
-    let mut v = [_mm256_setzero_ps(); N];
-    for r in 0..N {
-        v[r] = _mm256_loadu_ps(acc[r].as_ptr());
-    }
-    for b in 0..nb {
-        let pb = packed.add(b * Q4_1_PACKED);
-        let ab = a.map(|p| p.add(b * Q8_1_BYTES));
-        let mut s = [_mm256_setzero_si256(); N];
-        for c in 0..8 {
-            let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
-            for r in 0..N {
-                let x = std::ptr::read_unaligned(ab[r].add(4 + 4 * c) as *const i32);
-                s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
-            }
-        }
-        let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
-        let mw = _mm256_loadu_ps(pb.add(256 + 32) as *const f32);
-        for r in 0..N {
-            let i = _mm256_madd_epi16(s[r], ones);
-            let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(ab[r])));
-            v[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), v[r]);
-            v[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(f16_at(ab[r].add(2))), v[r]);
-        }
-    }
-    for r in 0..N {
-        _mm256_storeu_ps(acc[r].as_mut_ptr(), v[r]);
     }
 }
