@@ -141,40 +141,37 @@ pub unsafe fn gemm_q45_0<const N: usize, const Q5: bool>(
     let sums = a.map(|p| p.add(q8_0_sums_offset(row_nb) + 4 * b0) as *const i32);
     let ones = _mm256_set1_epi16(1);
     let per_sum = if Q5 { 4 } else { 8 };
-    let mut v = [_mm256_setzero_ps(); N];
-    // block `b0 + b` goes to accumulator part `(b0 + b) % PARTS`, each part in block order
-    for part in 0..PARTS {
-        for r in 0..N {
-            v[r] = _mm256_loadu_ps(acc[r][part].as_ptr());
-        }
-        for b in ((part + PARTS - b0 % PARTS) % PARTS..nb).step_by(PARTS) {
-            let pb = packed.add(b * Q4_0_PACKED);
-            let mut i = [_mm256_setzero_si256(); N];
-            for c0 in (0..8).step_by(per_sum) {
-                let mut s = [_mm256_setzero_si256(); N];
-                for c in c0..c0 + per_sum {
-                    let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
-                    for r in 0..N {
-                        let a = q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32;
-                        let a = _mm256_set1_epi32(std::ptr::read_unaligned(a));
-                        s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, a));
-                    }
-                }
+    // block `b0 + b` goes to accumulator part `(b0 + b) % PARTS` (kept in `acc`, in L1: with the
+    // blocks in order the activation rows stream from L2 sequentially)
+    for b in 0..nb {
+        let part = (b0 + b) % PARTS;
+        let pb = packed.add(b * Q4_0_PACKED);
+        let mut i = [_mm256_setzero_si256(); N];
+        for c0 in (0..8).step_by(per_sum) {
+            let mut s = [_mm256_setzero_si256(); N];
+            for c in c0..c0 + per_sum {
+                let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
                 for r in 0..N {
-                    i[r] = _mm256_add_epi32(i[r], _mm256_madd_epi16(s[r], ones));
+                    let a = q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32;
+                    let a = _mm256_set1_epi32(std::ptr::read_unaligned(a));
+                    s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, a));
                 }
             }
-            let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
             for r in 0..N {
-                let sum = *sums[r].add(b);
-                let off = _mm256_set1_epi32(if Q5 { sum << 4 } else { sum << 3 });
-                let i = _mm256_sub_epi32(i[r], off);
-                let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
-                v[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), v[r]);
+                i[r] = _mm256_add_epi32(i[r], _mm256_madd_epi16(s[r], ones));
             }
         }
+        let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
         for r in 0..N {
-            _mm256_storeu_ps(acc[r][part].as_mut_ptr(), v[r]);
+            let sum = *sums[r].add(b);
+            let off = _mm256_set1_epi32(if Q5 { sum << 4 } else { sum << 3 });
+            let i = _mm256_sub_epi32(i[r], off);
+            let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
+            let v = acc[r][part].as_mut_ptr();
+            _mm256_storeu_ps(
+                v,
+                _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), _mm256_loadu_ps(v)),
+            );
         }
     }
 }
@@ -580,34 +577,30 @@ pub unsafe fn gemm_q8_0<const N: usize>(
     let q = a.map(|p| p.add(b0 * Q8_0_BYTES));
     let scales = a.map(|p| p.add(q8_0_scales_offset(row_nb) + 4 * b0) as *const f32);
     let ones = _mm256_set1_epi16(1);
-    let mut v = [_mm256_setzero_ps(); N];
-    // block `b0 + b` goes to accumulator part `(b0 + b) % PARTS`, each part in block order
-    for part in 0..PARTS {
-        for r in 0..N {
-            v[r] = _mm256_loadu_ps(acc[r][part].as_ptr());
-        }
-        for b in ((part + PARTS - b0 % PARTS) % PARTS..nb).step_by(PARTS) {
-            let pb = packed.add(b * Q8_0_PACKED);
-            let mut s = [_mm256_setzero_si256(); N];
-            for c in 0..8 {
-                let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
-                let aw = _mm256_sign_epi8(w, w);
-                for r in 0..N {
-                    let x = std::ptr::read_unaligned(
-                        q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32
-                    );
-                    let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(_mm256_set1_epi32(x), w));
-                    s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(p, ones));
-                }
-            }
-            let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
+    // block `b0 + b` goes to accumulator part `(b0 + b) % PARTS` (kept in `acc`, in L1: with the
+    // blocks in order the activation rows stream from L2 sequentially)
+    for b in 0..nb {
+        let part = (b0 + b) % PARTS;
+        let pb = packed.add(b * Q8_0_PACKED);
+        let mut s = [_mm256_setzero_si256(); N];
+        for c in 0..8 {
+            let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
+            let aw = _mm256_sign_epi8(w, w);
             for r in 0..N {
-                let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
-                v[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s[r]), v[r]);
+                let x =
+                    std::ptr::read_unaligned(q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32);
+                let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(_mm256_set1_epi32(x), w));
+                s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(p, ones));
             }
         }
+        let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
         for r in 0..N {
-            _mm256_storeu_ps(acc[r][part].as_mut_ptr(), v[r]);
+            let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
+            let v = acc[r][part].as_mut_ptr();
+            _mm256_storeu_ps(
+                v,
+                _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s[r]), _mm256_loadu_ps(v)),
+            );
         }
     }
 }
