@@ -148,9 +148,8 @@ class Model:
     def logits(self, ids: Sequence[int], n_batch: int | None = None) -> npt.NDArray[np.float32]:
         """Logits for every position of ``ids``: an array ``(len(ids), n_vocab)`` of float32.
 
-        ``n_batch`` tokens go through the model per pass (default 512). For the K-quants, F32,
-        F16, Q4_1, Q5_0 and Q5_1 the result does not depend on it, bit for bit, and equals what
-        token-by-token generation sees."""
+        ``n_batch`` tokens go through the model per pass (default 512). On the CPU the result
+        does not depend on it, bit for bit, and equals what token-by-token generation sees."""
         data, rows, cols = self._native.logits_bytes(list(ids), n_batch)
         return np.frombuffer(data, dtype=np.float32).reshape(rows, cols)
 

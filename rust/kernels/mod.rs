@@ -440,7 +440,7 @@ impl Packed {
             .all(|r| r.len() >= (b0 + nb) * self.t.type_size()));
         let (rows, o) = (rows.map(|r| r.as_ptr()), out.as_mut_ptr());
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: a `Packed` exists only where AVX2 was detected (`any`); lengths checked above.
+        // SAFETY: a `Packed` exists only where AVX2 was detected (`for_type`); lengths checked above.
         unsafe {
             use x86_packed as x;
             match self.t {
@@ -449,8 +449,8 @@ impl Packed {
                 GgmlType::Q8_0 => x::pack_q8_0(b0, nb, rows, o),
                 GgmlType::Q4_K => x::pack_q45_k::<false>(b0, nb, rows, o),
                 GgmlType::Q5_K => x::pack_q45_k::<true>(b0, nb, rows, o),
-                GgmlType::Q2_K => x::pack_q2_k(b0, nb, rows, o),
-                GgmlType::Q3_K => x::pack_q3_k(b0, nb, rows, o),
+                GgmlType::Q2_K => x::pack_q23_k::<false>(b0, nb, rows, o),
+                GgmlType::Q3_K => x::pack_q23_k::<true>(b0, nb, rows, o),
                 GgmlType::Q6_K => x::pack_q6_k(b0, nb, rows, o),
                 t => unreachable!("no packed kernel for {t}"),
             }
@@ -506,7 +506,7 @@ impl Packed {
         let acc: &mut [Acc; N] = acc.try_into().unwrap();
         let p = packed.as_ptr();
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: a `Packed` exists only where AVX2 was detected (`any`); lengths checked by
+        // SAFETY: a `Packed` exists only where AVX2 was detected (`for_type`); lengths checked by
         // `gemm`.
         unsafe {
             use x86_packed as x;
@@ -643,11 +643,6 @@ impl WeightView<'_> {
     }
 }
 
-/// `out[t, j] = dot(W[j], act[t])` for all `t < acts.rows()`, `j < n_out`, on `n_threads`.
-///
-/// Decode (one row) splits the weight rows across threads. Prefill tiles the work into blocks of
-/// activation rows × weight rows, sized so both stay in cache, so the weights are streamed from
-/// memory a few times per batch instead of once per token.
 /// Tile of a prompt matmul: (activation rows, weight rows), from the bytes of one activation row
 /// and one weight row: ~256 KiB of activations and ~128 KiB of weights. The height is a whole
 /// number of multi-row groups (at least one, even when 8 rows of a long `k` exceed the budget), so
@@ -659,6 +654,12 @@ fn tile_shape(act_row_bytes: usize, w_row_bytes: usize, m: usize, n: usize) -> (
     (t_blk, j_blk)
 }
 
+/// `out[t, j] = dot(W[j], act[t])` for all `t < acts.rows()`, `j < n_out`, on `n_threads`.
+///
+/// Decode (one row) splits the weight rows across threads. Prefill tiles the work into blocks of
+/// activation rows × weight rows, sized so both stay in cache, so the weights are streamed from
+/// memory a few times per batch instead of once per token; prompts of [`PACKED_MIN_ROWS`] rows
+/// or more go through the packed GEMM where the type has one ([`matmul_packed`]).
 pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usize) {
     let m = acts.rows();
     let n = w.n_out;

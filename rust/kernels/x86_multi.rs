@@ -1,18 +1,20 @@
-//! AVX2 dot products of one weight row with `N` activation rows at once (prompt processing), for
-//! the weight types that dominate the Med42 quant table's files: Q4_K, Q5_K, Q6_K, Q8_0, Q4_0.
+//! AVX2 dot products of one weight row with `N` activation rows at once, for the weight types of
+//! the Med42 quant table: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_0, Q5_0, Q8_0.
 //!
 //! Each weight block is loaded and unpacked to bytes once and then multiplied with the same block
 //! of all `N` activation rows, so the unpacking (nibble masks, high-bit merges, scale shuffles)
 //! is paid once per `N` products instead of once per product. With `N = 1` the same code is the
-//! single-row kernel for Q4_K, Q5_K and Q6_K (so for them decode and prompts short enough for this
-//! path agree bit for bit; longer prompts use [`super::x86_packed`]); Q8_0 decode uses the `N = 1`
-//! kernel with two accumulator chains. With `N = 1` the kernels also prefetch the weights ahead.
+//! single-row (decode) kernel, which also prefetches the weights ahead. Every kernel adds exact
+//! per-block integer dot products in the order of the packed prompt GEMM of
+//! [`super::x86_packed`] ([`block_term`] for the K-quants, 4 partial sums for [`q8_acts`]), so
+//! decode, short prompts and long prompts give the same f32 bit for bit.
 //!
 //! Formats (ggml): Q4_K = f16 d, f16 dmin, 12 bytes of packed 6-bit scales/mins, 128 bytes of
 //! nibbles (256 values); Q5_K = the same with 32 bytes of fifth bits before the nibbles; Q6_K =
 //! 128 bytes low nibbles, 64 bytes high 2-bit pairs, 16 i8 scales, f16 d; Q8_K activations = f32
-//! d, 256 i8, 16 i16 sums of 16; Q8_0 = f16 d + 32 i8; Q4_0 = f16 d + 16 bytes of nibbles
-//! (value - 8).
+//! d, 256 i8, 16 i16 sums of 16; Q2_K / Q3_K: see [`q23_k`]; Q8_0 = f16 d, 32 i8; Q4_0 = f16 d,
+//! 16 bytes of nibbles (value - 8); Q5_0 = f16 d, 4 bytes of fifth bits, 16 bytes of nibbles
+//! (value - 16).
 
 #![allow(unsafe_op_in_unsafe_fn)]
 // block, part and lane indices address several arrays at once in these kernels
@@ -22,12 +24,13 @@ use std::arch::x86_64::*;
 
 use super::x86::{bits_to_bytes, f16_at, nibbles, prefetch_ahead};
 
-const Q4K: usize = 144;
-const Q5K: usize = 176;
-const Q6K: usize = 210;
-const Q2K: usize = 84;
-const Q3K: usize = 110;
-const Q8K: usize = super::quantize::Q8_K_BYTES;
+// block bytes of the weight formats (also used by the packs of super::x86_packed)
+pub(crate) const Q4K: usize = 144;
+pub(crate) const Q5K: usize = 176;
+pub(crate) const Q6K: usize = 210;
+pub(crate) const Q2K: usize = 84;
+pub(crate) const Q3K: usize = 110;
+pub(crate) const Q8K: usize = super::quantize::Q8_K_BYTES;
 const Q8K_SUMS: usize = 260;
 
 #[inline]
@@ -266,6 +269,27 @@ pub(crate) fn q3k_scales(p: *const u8) -> [i8; 16] {
     std::array::from_fn(|g| aux[g / 4].to_le_bytes()[g % 4] as i8 - 32)
 }
 
+/// The 32 unsigned values `128n + 32j + l` (`l < 32`) of a Q2_K (`Q3 = false`) or Q3_K block, from
+/// `q`, the 32 bytes of 2-bit values of half `n`, and for Q3_K `hm`, the block's 32 bytes of high
+/// bits: `(q >> 2j) & 3`, plus for Q3_K `4 * ((hm >> (4n + j)) & 1)` (0..7; ggml subtracts 4).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn q23_values<const Q3: bool>(
+    q: __m256i,
+    hm: __m256i,
+    n: usize,
+    j: usize,
+) -> __m256i {
+    let u = _mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32));
+    let u = _mm256_and_si256(u, _mm256_set1_epi8(0x03));
+    if !Q3 {
+        return u;
+    }
+    let h = _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * n + j) as i32));
+    let h = _mm256_and_si256(h, _mm256_set1_epi8(0x01));
+    _mm256_or_si256(u, _mm256_slli_epi16(h, 2))
+}
+
 /// Q2_K (`Q3 = false`, 84-byte blocks: 16 scale/min bytes, 64 bytes of 2-bit values, f16 d and
 /// dmin) or Q3_K (`Q3 = true`, 110 bytes: 32 bytes of high bits, 64 of 2-bit values, 12 of
 /// scales, f16 d) weights with `N` Q8_K activation rows.
@@ -284,8 +308,6 @@ pub unsafe fn q23_k<const N: usize, const Q3: bool>(
     w: *const u8,
     a: [*const u8; N],
 ) -> [f32; N] {
-    let m2 = _mm256_set1_epi8(0x03);
-    let one = _mm256_set1_epi8(0x01);
     let (block, qs) = if Q3 { (Q3K, 32) } else { (Q2K, 16) };
     let mut acc = [0f32; N];
     for b in 0..nb {
@@ -315,12 +337,7 @@ pub unsafe fn q23_k<const N: usize, const Q3: bool>(
                 _mm256_permute2x128_si256(sc16, sc16, 0x11)
             };
             for j in 0..4 {
-                let mut u =
-                    _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32)), m2);
-                if Q3 {
-                    let h = _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * n + j) as i32));
-                    u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(h, one), 2));
-                }
+                let u = q23_values::<Q3>(q, hm, n, j);
                 let sv = _mm256_shuffle_epi8(sch, SCALE_PAIRS[j]);
                 for i in 0..N {
                     let ab = a[i].add(b * Q8K + 4 + 128 * n + 32 * j);

@@ -30,7 +30,7 @@
 use std::arch::x86_64::*;
 
 use super::x86::{bits_to_bytes, f16_at};
-use super::x86_multi::{q3k_scales, q4k_scales_mins};
+use super::x86_multi::{q23_values, q3k_scales, q4k_scales_mins, Q2K, Q3K, Q4K, Q5K, Q6K, Q8K};
 use super::{q8_0_scales_offset, q8_0_sums_offset, Acc, PARTS};
 
 /// Weight rows per packed group (one per 32-bit lane of a 256-bit register).
@@ -56,13 +56,7 @@ pub const Q8_0_PACKED: usize = 8 * 32 + 8 * 4;
 
 const Q4_0_BYTES: usize = 18;
 const Q5_0_BYTES: usize = 22;
-const Q6_K_BYTES: usize = 210;
-const Q2_K_BYTES: usize = 84;
-const Q3_K_BYTES: usize = 110;
 const Q8_0_BYTES: usize = 34;
-const Q4_K_BYTES: usize = 144;
-const Q5_K_BYTES: usize = 176;
-const Q8_K_BYTES: usize = super::quantize::Q8_K_BYTES;
 
 /// Transpose 8 registers of 8 32-bit lanes: lane `c` of input `i` becomes lane `i` of output `c`.
 #[inline]
@@ -216,11 +210,7 @@ pub unsafe fn pack_q45_k<const Q5: bool>(
 ) {
     let m4 = _mm256_set1_epi8(0x0F);
     let one = _mm256_set1_epi8(1);
-    let (block, qs) = if Q5 {
-        (Q5_K_BYTES, 48)
-    } else {
-        (Q4_K_BYTES, 16)
-    };
+    let (block, qs) = if Q5 { (Q5K, 48) } else { (Q4K, 16) };
     for b in 0..nb {
         let blk = rows.map(|r| r.add((b0 + b) * block));
         let o = out.add(b * Q4_K_PACKED);
@@ -286,14 +276,14 @@ pub unsafe fn gemm_q45_k<const N: usize, const Q5: bool>(
     a: [*const u8; N],
     acc: &mut [Acc; N],
 ) {
-    let a = a.map(|p| p.add(b0 * Q8_K_BYTES));
+    let a = a.map(|p| p.add(b0 * Q8K));
     let mut v = [_mm256_setzero_ps(); N];
     for r in 0..N {
         v[r] = _mm256_loadu_ps(acc[r][0].as_ptr());
     }
     for b in 0..nb {
         let pb = packed.add(b * Q4_K_PACKED);
-        let ab = a.map(|p| p.add(b * Q8_K_BYTES));
+        let ab = a.map(|p| p.add(b * Q8K));
         let mut isum = [_mm256_setzero_si256(); N];
         let per_sum = if Q5 { 4 } else { 8 };
         for sb in 0..8 {
@@ -382,7 +372,7 @@ pub unsafe fn pack_q6_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x03);
     for b in 0..nb {
-        let blk = rows.map(|r| r.add((b0 + b) * Q6_K_BYTES));
+        let blk = rows.map(|r| r.add((b0 + b) * Q6K));
         let o = out.add(b * K16_PACKED);
         // ggml's layout: per 128-value half `n`, 64 bytes of low nibbles (values l and l + 64 in
         // the low/high nibble of byte l, l + 32 and l + 96 in byte l + 32) and 32 bytes of high
@@ -407,65 +397,46 @@ pub unsafe fn pack_q6_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
     }
 }
 
-/// Pack super-blocks `b0..b0 + nb` of 8 Q3_K weight rows into `out` (`nb * K16_PACKED` bytes):
-/// value `128n + 32j + l` is bits `2j` of `qs[32n + l]` plus 4 times bit `4n + j` of `hmask[l]`,
-/// minus 4; 16 6-bit scales (minus 32) packed in 12 bytes as ggml does.
+/// Pack super-blocks `b0..b0 + nb` of 8 Q2_K (`Q3 = false`) or Q3_K weight rows into `out`
+/// (`nb * K16_PACKED` bytes): values unsigned as [`q23_values`] gives them; per 16 values a scale
+/// and, for Q2_K, a min (`d * scale * q - dmin * min`), for Q3_K a signed 6-bit scale with the
+/// offset 4 applied as `4d * scale` per 16-value activation sum.
 ///
 /// # Safety
 /// AVX2/FMA/F16C present; every `rows[i]` holds super-blocks `b0..b0 + nb`; `out` has room.
 #[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn pack_q3_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
-    let m2 = _mm256_set1_epi8(0x03);
-    let one = _mm256_set1_epi8(0x01);
+pub unsafe fn pack_q23_k<const Q3: bool>(
+    b0: usize,
+    nb: usize,
+    rows: [*const u8; GROUP],
+    out: *mut u8,
+) {
+    let (block, qs) = if Q3 { (Q3K, 32) } else { (Q2K, 16) };
     for b in 0..nb {
-        let blk = rows.map(|r| r.add((b0 + b) * Q3_K_BYTES));
+        let blk = rows.map(|r| r.add((b0 + b) * block));
         let o = out.add(b * K16_PACKED);
         for n in 0..2 {
             for j in 0..4 {
                 let vals = blk.map(|p| {
-                    let q = _mm256_loadu_si256(p.add(32 + 32 * n) as *const __m256i);
-                    let q = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j)), m2);
-                    let h = _mm256_loadu_si256(p as *const __m256i);
-                    let h = _mm256_srl_epi16(h, _mm_cvtsi32_si128(4 * n as i32 + j));
-                    _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(h, one), 2))
+                    let q = _mm256_loadu_si256(p.add(qs + 32 * n) as *const __m256i);
+                    let hm = _mm256_loadu_si256(p as *const __m256i); // Q3_K only
+                    q23_values::<Q3>(q, hm, n, j)
                 });
-                store_sub_block(o, 4 * n + j as usize, vals);
+                store_sub_block(o, 4 * n + j, vals);
             }
         }
-        let scales = blk.map(|p| q3k_scales(p.add(96)).map(i16::from));
-        let d = blk.map(|p| f16_at(p.add(108)));
-        store_k16_tail(o, &scales, &scales, d, d.map(|d| 4.0 * d));
-    }
-}
-
-/// Pack super-blocks `b0..b0 + nb` of 8 Q2_K weight rows into `out` (`nb * K16_PACKED` bytes):
-/// value `128n + 32j + l` is bits `2j` of `qs[32n + l]`, times `d * (scale & 15)`, minus
-/// `dmin * (scale >> 4)`, per 16 values.
-///
-/// # Safety
-/// AVX2/FMA/F16C present; every `rows[i]` holds super-blocks `b0..b0 + nb`; `out` has room.
-#[inline(never)]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn pack_q2_k(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
-    let m2 = _mm256_set1_epi8(0x03);
-    for b in 0..nb {
-        let blk = rows.map(|r| r.add((b0 + b) * Q2_K_BYTES));
-        let o = out.add(b * K16_PACKED);
-        for n in 0..2 {
-            for j in 0..4 {
-                let vals = blk.map(|p| {
-                    let q = _mm256_loadu_si256(p.add(16 + 32 * n) as *const __m256i);
-                    _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j)), m2)
-                });
-                store_sub_block(o, 4 * n + j as usize, vals);
-            }
+        if Q3 {
+            let scales = blk.map(|p| q3k_scales(p.add(96)).map(i16::from));
+            let d = blk.map(|p| f16_at(p.add(108)));
+            store_k16_tail(o, &scales, &scales, d, d.map(|d| 4.0 * d));
+        } else {
+            let scales = blk.map(|p| std::array::from_fn(|g| (*p.add(g) & 15) as i16));
+            let mins = blk.map(|p| std::array::from_fn(|g| (*p.add(g) >> 4) as i16));
+            let d = blk.map(|p| f16_at(p.add(80)));
+            let dmin = blk.map(|p| f16_at(p.add(82)));
+            store_k16_tail(o, &scales, &mins, d, dmin);
         }
-        let scales = blk.map(|p| std::array::from_fn(|g| (*p.add(g) & 15) as i16));
-        let mins = blk.map(|p| std::array::from_fn(|g| (*p.add(g) >> 4) as i16));
-        let d = blk.map(|p| f16_at(p.add(80)));
-        let dmin = blk.map(|p| f16_at(p.add(82)));
-        store_k16_tail(o, &scales, &mins, d, dmin);
     }
 }
 
@@ -489,14 +460,14 @@ pub unsafe fn gemm_k16<const N: usize, const PER_SUM: usize>(
     a: [*const u8; N],
     acc: &mut [Acc; N],
 ) {
-    let a = a.map(|p| p.add(b0 * Q8_K_BYTES));
+    let a = a.map(|p| p.add(b0 * Q8K));
     let mut v = [_mm256_setzero_ps(); N];
     for r in 0..N {
         v[r] = _mm256_loadu_ps(acc[r][0].as_ptr());
     }
     for b in 0..nb {
         let pb = packed.add(b * K16_PACKED);
-        let ab = a.map(|p| p.add(b * Q8_K_BYTES));
+        let ab = a.map(|p| p.add(b * Q8K));
         let mut isum = [_mm256_setzero_si256(); N];
         for g in 0..16 {
             let scv = _mm256_loadu_si256(pb.add(8 * 256 + 32 * g) as *const __m256i);
