@@ -404,16 +404,16 @@ pub unsafe fn q8_acts<const N: usize, const W: u8>(
     };
     let shift = _mm_cvtsi32_si128(if W == Q4_0W { 3 } else { 4 });
     let mut acc = [_mm_setzero_ps(); N];
-    let mut b = 0;
-    while b < nb {
-        let n = (nb - b).min(4);
+    // blocks b..b + n (n <= 4); called with a constant 4 for all whole groups, so that the block
+    // loop unrolls and the per-block sums stay in registers
+    let mut group = |b: usize, n: usize| {
         let mut p = [[_mm256_setzero_si256(); 4]; N];
         let mut dw = 0u64; // the 4 weight scales as f16
+        if N == 1 {
+            prefetch_ahead(w.add(b * bytes), n * bytes);
+        }
         for j in 0..n {
             let wb = w.add((b + j) * bytes);
-            if N == 1 {
-                prefetch_ahead(wb, 1);
-            }
             dw |= (std::ptr::read_unaligned(wb as *const u16) as u64) << (16 * j);
             let (x, signed) = match W {
                 Q8_0W => (load(wb.add(2)), true),
@@ -454,7 +454,13 @@ pub unsafe fn q8_acts<const N: usize, const W: u8>(
             }
             acc[i] = _mm_fmadd_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(tot), acc[i]);
         }
-        b += n;
+    };
+    let whole = nb / 4 * 4;
+    for b in (0..whole).step_by(4) {
+        group(b, 4);
+    }
+    if whole < nb {
+        group(whole, nb - whole);
     }
     // (p0 + p2) + (p1 + p3)
     acc.map(|v| {
