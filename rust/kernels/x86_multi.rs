@@ -39,14 +39,16 @@ unsafe fn load(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
-/// Sum of the 8 i32 lanes (exact: every caller's lanes sum within i32).
+/// The sums of the 8 i32 lanes of `u` and of `v`, reduced together (exact: every caller's lanes
+/// sum within i32).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
-    let x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let x = _mm_add_epi32(x, _mm_unpackhi_epi64(x, x));
-    let x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0b01));
-    _mm_cvtsi128_si32(x)
+unsafe fn hsum2_i32(u: __m256i, v: __m256i) -> (i32, i32) {
+    // per 128-bit lane [u01, u23, v01, v23], then the lanes added, then [u, v, u, v]
+    let t = _mm256_hadd_epi32(u, v);
+    let x = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+    let x = _mm_hadd_epi32(x, x);
+    (_mm_cvtsi128_si32(x), _mm_extract_epi32::<1>(x))
 }
 
 /// One K-quant super-block's contribution, in the order every K-quant kernel uses (these, and
@@ -128,6 +130,9 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
             _mm_unpackhi_epi16(mins, mins),
             _mm_unpacklo_epi16(mins, mins),
         );
+        // the 8 sub-block scales as i16 in both 128-bit lanes, spread per sub-block by a shuffle
+        let scales = _mm_cvtepu8_epi16(_mm_loadl_epi64(sm.as_ptr() as *const __m128i));
+        let scales = _mm256_set_m128i(scales, scales);
         let mut sumi = [_mm256_setzero_si256(); N];
         for j in 0..4 {
             let bits = load(wb.add(qs + 32 * j));
@@ -143,8 +148,8 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 1), one), 4),
                 );
             }
-            let sl = _mm256_set1_epi16(sm[2 * j] as i16);
-            let sh = _mm256_set1_epi16(sm[2 * j + 1] as i16);
+            let sl = _mm256_shuffle_epi8(scales, I16_SPREAD[2 * j]);
+            let sh = _mm256_shuffle_epi8(scales, I16_SPREAD[2 * j + 1]);
             for i in 0..N {
                 let ab = a[i].add(b * Q8K + 4 + 64 * j);
                 let pl = _mm256_madd_epi16(sl, _mm256_maddubs_epi16(lo, load(ab)));
@@ -154,12 +159,36 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
         }
         for i in 0..N {
             let ab = a[i].add(b * Q8K);
-            let msum = _mm256_madd_epi16(load(ab.add(Q8K_SUMS)), mins);
-            acc[i] = block_term(acc[i], d, dmin, ab, hsum_i32(sumi[i]), hsum_i32(msum));
+            let (sum, off) = hsum2_i32(sumi[i], _mm256_madd_epi16(load(ab.add(Q8K_SUMS)), mins));
+            acc[i] = block_term(acc[i], d, dmin, ab, sum, off);
         }
     }
     acc
 }
+
+/// Byte shuffles that spread i16 element `e` of each 128-bit lane over that lane.
+const I16_SPREAD: [__m256i; 8] = {
+    const fn spread(e: u8) -> __m256i {
+        let mut b = [0u8; 32];
+        let mut i = 0;
+        while i < 32 {
+            b[i] = 2 * e + (i as u8 & 1);
+            i += 1;
+        }
+        // SAFETY: 32 bytes to a 32-byte plain-data vector.
+        unsafe { std::mem::transmute::<[u8; 32], __m256i>(b) }
+    }
+    [
+        spread(0),
+        spread(1),
+        spread(2),
+        spread(3),
+        spread(4),
+        spread(5),
+        spread(6),
+        spread(7),
+    ]
+};
 
 /// Byte shuffles that spread i16 scale `2c` over the low 128-bit lane and `2c + 1` over the high.
 const SCALE_PAIRS: [__m256i; 4] = {
@@ -242,8 +271,8 @@ pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -
         }
         for i in 0..N {
             let ab = a[i].add(b * Q8K);
-            let off = hsum_i32(_mm256_madd_epi16(sc16, load(ab.add(Q8K_SUMS))));
-            acc[i] = block_term(acc[i], d, 32.0 * d, ab, hsum_i32(sumi[i]), off);
+            let (sum, off) = hsum2_i32(sumi[i], _mm256_madd_epi16(sc16, load(ab.add(Q8K_SUMS))));
+            acc[i] = block_term(acc[i], d, 32.0 * d, ab, sum, off);
         }
     }
     acc
@@ -357,8 +386,8 @@ pub unsafe fn q23_k<const N: usize, const Q3: bool>(
         };
         for i in 0..N {
             let ab = a[i].add(b * Q8K);
-            let off = hsum_i32(_mm256_madd_epi16(pair, load(ab.add(Q8K_SUMS))));
-            acc[i] = block_term(acc[i], d, f, ab, hsum_i32(sumi[i]), off);
+            let (sum, off) = hsum2_i32(sumi[i], _mm256_madd_epi16(pair, load(ab.add(Q8K_SUMS))));
+            acc[i] = block_term(acc[i], d, f, ab, sum, off);
         }
     }
     acc
