@@ -9,7 +9,9 @@
 //! consecutive values of weight row `i`, followed by the 8 block scales as f32. A 4-byte piece of
 //! an activation block broadcast to all lanes then multiplies all 8 weight rows at once, the
 //! integer sums of a block stay in 16 bits across its 8 pieces, and one conversion and one FMA
-//! finish the block for 8 weight rows. Packing is shared by all the rows of a prompt tile.
+//! finish the block for 8 weight rows (Q8_0, both operands signed, widens each piece instead and
+//! stores the magnitudes beside the values: see [`gemm_q8_0`]). Packing is shared by all the rows
+//! of a prompt tile.
 //!
 //! Q4_K is packed the same way per 32-value sub-block, with each sub-block's scales as a vector of
 //! 8 lanes (a `madd` widens the 16-bit sums and applies them) and the mins term from the Q8_K
