@@ -251,7 +251,9 @@ fn multi<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> [f32
 /// loaded): the single source for the matmul, `build_info()` and the tests.
 #[derive(Clone, Copy)]
 pub struct Kernels {
-    /// Dot product of a weight row with a [`QActs::row`].
+    /// Dot product of a weight row with a [`QActs::row`]. Where the type has `dot_one` (Q4_0,
+    /// Q5_0, Q8_0 on AVX2) the engine never calls this one: it sums the blocks in another order,
+    /// and stays as the row-only form that the kernel tests check against the scalar reference.
     pub dot: DotFn,
     /// The single-row kernel taking [`QActs::row_with_scales`], where the type has one (Q8_0,
     /// Q4_0, Q5_0: the `N = 1` [`x86_multi::q8_acts`], which uses the f32 scales and block sums).
@@ -572,7 +574,8 @@ pub fn dot_fn_reference(t: GgmlType) -> Option<DotFn> {
     })
 }
 
-/// The fastest single-row dot for `t` on this CPU ([`Kernels::dot`]).
+/// The single-row dot for `t` on this CPU that takes a plain [`QActs::row`] ([`Kernels::dot`];
+/// the engine's own single-row kernel is [`Kernels::single_row`]).
 pub fn dot_fn(t: GgmlType) -> Option<DotFn> {
     Kernels::for_type(t).map(|k| k.dot)
 }
