@@ -522,3 +522,75 @@ fn results_do_not_depend_on_the_batch() {
     }
     assert!(checked == 8 || !x86::has_avx2());
 }
+
+#[test]
+fn q8_0_extreme_quants_are_exact_in_every_path() {
+    // Q8_0 weights hold any i8, -128 included (a file may contain it even if llama.cpp's
+    // quantizer stops at -127), and a pair of products reaches 2 * 128 * 127 in magnitude: the
+    // 16-bit pair sums of the SIMD kernels must neither saturate nor lose a sign. With weight
+    // scale 1 and activation scale 2^-7 every result is an exact f32 (|sum| < 2^24 units), so the
+    // decode (m = 1), multi-row (m = 4) and packed (m = PACKED_MIN_ROWS + 3) paths must equal
+    // the integer dot bit for bit.
+    let t = GgmlType::Q8_0;
+    let kernels = Kernels::for_type(t).unwrap();
+    let (k, n) = (256, 2 * PACK_GROUP + 1);
+    let nb = k / 32;
+    let mut rng = crate::sampling::Rng::new(77);
+    let mut rand_i8 = || (rng.next_f64() * 256.0).floor() as i32 - 128;
+    let wq: Vec<Vec<i32>> = (0..n)
+        .map(|j| {
+            (0..k)
+                .map(|i| match j {
+                    0 => -128,
+                    1 => 127,
+                    2 => -127,
+                    3 => [-128, 127][i % 2],
+                    4 => [-128, -128, 0, 1][i % 4],
+                    _ => rand_i8(),
+                })
+                .collect()
+        })
+        .collect();
+    let mut wb = Vec::with_capacity(n * nb * 34);
+    for row in &wq {
+        for blk in row.chunks(32) {
+            wb.extend_from_slice(&0x3C00u16.to_le_bytes()); // f16 1.0
+            wb.extend(blk.iter().map(|&q| q as i8 as u8));
+        }
+    }
+    let view = WeightView {
+        dtype: t,
+        n_out: n,
+        k,
+        data: &wb,
+        kernels,
+    };
+    for m in [1usize, 4, PACKED_MIN_ROWS + 3] {
+        // activation quants in -127..=127, each block holding a +-127 so its scale is 2^-7
+        let aq: Vec<Vec<i32>> = (0..m)
+            .map(|r| {
+                (0..k)
+                    .map(|i| match (r, i % 32) {
+                        (0, _) => 127,
+                        (1, _) => -127,
+                        (2, _) => [127, -127][i % 2],
+                        (_, 0) => [127, -127][r % 2],
+                        _ => rand_i8().max(-127),
+                    })
+                    .collect()
+            })
+            .collect();
+        let x: Vec<f32> = aq.iter().flatten().map(|&q| q as f32 / 128.0).collect();
+        let mut acts = QActs::default();
+        acts.convert(ActKind::Q8_0, &x, m, k, 2);
+        let mut out = vec![f32::NAN; m * n];
+        matmul(&view, &acts, &mut out, 2);
+        for (r, a) in aq.iter().enumerate() {
+            for (j, w) in wq.iter().enumerate() {
+                let dot: i64 = a.iter().zip(w).map(|(&p, &q)| (p * q) as i64).sum();
+                let want = dot as f32 / 128.0;
+                assert_eq!(out[r * n + j], want, "m={m} row {r} weight row {j}");
+            }
+        }
+    }
+}

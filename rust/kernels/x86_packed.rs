@@ -54,8 +54,8 @@ pub const Q4_K_PACKED: usize = 8 * 256 + 8 * 32 + 4 * 32 + 32 + 32;
 pub const K16_PACKED: usize = 8 * 256 + 16 * 32 + 8 * 32 + 32 + 32;
 
 /// Bytes of one packed Q8_0 block of [`GROUP`] rows: 8 pieces of 32 magnitudes, 8 pieces of 32
-/// values, then 8 f32 scales.
-pub const Q8_0_PACKED: usize = 2 * 8 * 32 + 8 * 4;
+/// sign masks, 8 i32 sums of the negative values' magnitudes, then 8 f32 scales.
+pub const Q8_0_PACKED: usize = 2 * 8 * 32 + 8 * 4 + 8 * 4;
 
 const Q4_0_BYTES: usize = 18;
 const Q5_0_BYTES: usize = 22;
@@ -512,22 +512,34 @@ pub unsafe fn gemm_k16<const N: usize, const PER_SUM: usize>(
 }
 
 /// Pack blocks `b0..b0 + nb` of 8 Q8_0 weight rows into `out` (`nb * Q8_0_PACKED` bytes): the
-/// magnitudes `|w|` (8 pieces), the values themselves (8 pieces, the signs for the activations),
-/// then the 8 scales as f32.
+/// magnitudes `|w|` (8 pieces), the sign masks `w < 0 ? 0xFF : 0` (8 pieces), each row's
+/// `sum(|w| for w < 0)` over the block as i32, then the 8 scales as f32.
 ///
 /// # Safety
 /// AVX2/FMA/F16C present; every `rows[i]` holds blocks `b0..b0 + nb`; `out` has room.
 #[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn pack_q8_0(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mut u8) {
+    let zero = _mm256_setzero_si256();
+    let ones8 = _mm256_set1_epi8(1);
     for b in 0..nb {
         let blk = rows.map(|r| r.add((b0 + b) * Q8_0_BYTES));
         let vals = blk.map(|p| _mm256_loadu_si256(p.add(2) as *const __m256i));
         let o = out.add(b * Q8_0_PACKED);
         store_sub_block(o, 0, vals.map(|v| _mm256_sign_epi8(v, v)));
-        store_sub_block(o, 1, vals);
+        store_sub_block(o, 1, vals.map(|v| _mm256_cmpgt_epi8(zero, v)));
+        // lane i: row i's sum of |w| over its negative values (pairs at most 2 * 128, 8 pieces
+        // 4096: 16 bits hold the sum before one widening)
+        let mut neg = zero;
+        for c in 0..8 {
+            let aw = _mm256_loadu_si256(o.add(32 * c) as *const __m256i);
+            let m = _mm256_loadu_si256(o.add(256 + 32 * c) as *const __m256i);
+            neg = _mm256_add_epi16(neg, _mm256_maddubs_epi16(_mm256_and_si256(aw, m), ones8));
+        }
+        let neg = _mm256_madd_epi16(neg, _mm256_set1_epi16(1));
+        _mm256_storeu_si256(o.add(512) as *mut __m256i, neg);
         let d: [f32; GROUP] = blk.map(|p| f16_at(p));
-        std::ptr::copy_nonoverlapping(d.as_ptr() as *const u8, o.add(512), 32);
+        std::ptr::copy_nonoverlapping(d.as_ptr() as *const u8, o.add(544), 32);
     }
 }
 
@@ -535,11 +547,14 @@ pub unsafe fn pack_q8_0(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
 /// `N` Q8_0 activation rows of `row_nb` blocks given by their starts, each followed by its f32
 /// scales ([`super::QActs::row_with_scales`]).
 ///
-/// Both operands are signed, so each piece takes `maddubs(|w|, sign(a, w))` (`|w|` stored by the
-/// pack), and a pair sum (up to `2 * 127 * 128`) leaves no room to add pieces in 16 bits: each is
-/// widened by `madd`. What the packing still saves is the per-block conversion, scale product and
-/// FMA (one per 8 rows). (Splitting `w + 128` into nibbles instead, two `maddubs` and no `madd`
-/// per piece, measured 10% slower on this Zen 3.)
+/// Both operands are signed; `maddubs` takes one unsigned. Each piece multiplies the stored `|w|`
+/// by `a ^ m` (`m` the stored sign mask): where `w < 0` that is `!a = -a - 1`, so the product is
+/// `w * a - |w|`, and the block's exact integer sum is the `maddubs` sums plus the stored
+/// `sum(|w| for w < 0)`, which starts the accumulator. The `xor` runs on any vector pipe, where
+/// `sign(a, w)` would take a multiply pipe beside `maddubs` and `madd` on Zen 3. A pair sum (up to
+/// `2 * 128 * 128` in magnitude) leaves no room to add pieces in 16 bits: each is widened by
+/// `madd`. (Splitting `w + 128` into nibbles instead, two `maddubs` and no `madd` per piece,
+/// measured 10% slower on this Zen 3.)
 ///
 /// # Safety
 /// AVX2/FMA/F16C present; `packed` holds `nb` packed blocks; each `a[r]` a whole such row.
@@ -561,18 +576,18 @@ pub unsafe fn gemm_q8_0<const N: usize>(
     for b in 0..nb {
         let part = (b0 + b) % PARTS;
         let pb = packed.add(b * Q8_0_PACKED);
-        let mut s = [_mm256_setzero_si256(); N];
+        let mut s = [_mm256_loadu_si256(pb.add(512) as *const __m256i); N];
         for c in 0..8 {
             let aw = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
-            let w = _mm256_loadu_si256(pb.add(256 + 32 * c) as *const __m256i);
+            let m = _mm256_loadu_si256(pb.add(256 + 32 * c) as *const __m256i);
             for r in 0..N {
                 let x =
                     std::ptr::read_unaligned(q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32);
-                let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(_mm256_set1_epi32(x), w));
+                let p = _mm256_maddubs_epi16(aw, _mm256_xor_si256(_mm256_set1_epi32(x), m));
                 s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(p, ones));
             }
         }
-        let dw = _mm256_loadu_ps(pb.add(512) as *const f32);
+        let dw = _mm256_loadu_ps(pb.add(544) as *const f32);
         for r in 0..N {
             let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
             let v = acc[r][part].as_mut_ptr();
