@@ -400,6 +400,8 @@ pub struct Packed {
 pub const PACK_GROUP: usize = 8;
 /// Activation rows per call of a packed GEMM kernel.
 pub const PACK_ROWS: usize = 4;
+/// Weight groups per call of a packed GEMM kernel (see [`x86_packed::PAIR`]).
+pub const PACK_PAIR: usize = 2;
 /// Partial sums per (activation row, weight row) of the 32-value-block types: block `b` is added
 /// to part `b % PARTS`, and the parts are combined as `(p0 + p2) + (p1 + p3)` at the end, the
 /// order of the decode kernel `x86_multi::q8_acts`. The K-quants use part 0 only.
@@ -464,20 +466,21 @@ impl Packed {
         }
     }
 
-    /// `acc[r][i] += dot(blocks b0..b0 + nb of weight row i, of activation row r)`, for up to
-    /// [`PACK_ROWS`] activation rows of `row_nb` blocks given as [`QActs::row_with_scales`];
-    /// `packed` from [`Packed::pack`].
+    /// `acc[g][r][i] += dot(blocks b0..b0 + nb of row i of weight group g, of activation row r)`
+    /// for the [`PACK_PAIR`] weight groups `packed[g]` (each from [`Packed::pack`]) and up to
+    /// [`PACK_ROWS`] activation rows of `row_nb` blocks given as [`QActs::row_with_scales`].
     pub fn gemm(
         &self,
         row_nb: usize,
         b0: usize,
         nb: usize,
-        packed: &[u8],
+        packed: [&[u8]; PACK_PAIR],
         a: &[&[u8]],
-        acc: &mut [Acc],
+        acc: [&mut [Acc]; PACK_PAIR],
     ) {
-        assert!(a.len() == acc.len() && a.len() <= PACK_ROWS && b0 + nb <= row_nb);
-        assert!(packed.len() >= nb * self.block_bytes);
+        assert!(acc.iter().all(|c| c.len() == a.len()));
+        assert!(a.len() <= PACK_ROWS && b0 + nb <= row_nb);
+        assert!(packed.iter().all(|p| p.len() >= nb * self.block_bytes));
         let kind = ActKind::of(self.t).expect("quantized type");
         // Q8_0 rows carry f32 scales and i32 sums after the blocks (QActs::convert)
         let row_len = match kind {
@@ -500,29 +503,33 @@ impl Packed {
         b0: usize,
         nb: usize,
         row_nb: usize,
-        packed: &[u8],
+        packed: [&[u8]; PACK_PAIR],
         a: &[&[u8]],
-        acc: &mut [Acc],
+        acc: [&mut [Acc]; PACK_PAIR],
     ) {
         let rows: [*const u8; N] = std::array::from_fn(|r| a[r].as_ptr());
-        let acc: &mut [Acc; N] = acc.try_into().unwrap();
-        let p = packed.as_ptr();
+        let acc: [&mut [Acc; N]; PACK_PAIR] = acc.map(|c| c.try_into().unwrap());
+        let p = packed.map(|p| p.as_ptr());
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a `Packed` exists only where AVX2 was detected (`for_type`); lengths checked by
         // `gemm`.
         unsafe {
             use x86_packed as x;
-            let kernel = match self.t {
-                GgmlType::Q4_0 => x::gemm_q45_0::<N, false>,
-                GgmlType::Q5_0 => x::gemm_q45_0::<N, true>,
+            // Q4_0 and Q5_0 run both groups in one pass; Q8_0 and the K-quants one at a time
+            // (two groups per pass measured slower for them: more live registers than there are)
+            let one = match self.t {
                 GgmlType::Q8_0 => x::gemm_q8_0::<N>,
+                GgmlType::Q4_0 => return x::gemm_q45_0::<N, false>(b0, nb, row_nb, p, rows, acc),
+                GgmlType::Q5_0 => return x::gemm_q45_0::<N, true>(b0, nb, row_nb, p, rows, acc),
                 GgmlType::Q4_K => x::gemm_q45_k::<N, false>,
                 GgmlType::Q5_K => x::gemm_q45_k::<N, true>,
                 GgmlType::Q2_K | GgmlType::Q3_K => x::gemm_k16::<N, 4>,
                 GgmlType::Q6_K => x::gemm_k16::<N, 2>,
                 t => unreachable!("no packed kernel for {t}"),
             };
-            kernel(b0, nb, row_nb, p, rows, acc)
+            for (p, acc) in p.into_iter().zip(acc) {
+                one(b0, nb, row_nb, p, rows, acc);
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -741,42 +748,57 @@ thread_local! {
     static PACK_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The prompt matmul through a [`Packed`] GEMM: tasks are (activation tile, group of
-/// [`PACK_GROUP`] weight rows); each packs its group chunk by chunk along `k` and runs the tile's
+/// The prompt matmul through a [`Packed`] GEMM: tasks are (activation tile, pair of groups of
+/// [`PACK_GROUP`] weight rows; with an odd group count the last pair is that group twice, its
+/// results written once); each packs its groups chunk by chunk along `k` and runs the tile's
 /// activation rows over every chunk, [`PACK_ROWS`] at a time, accumulating in f32 per weight lane.
 fn matmul_packed(w: &WeightView<'_>, pk: &Packed, acts: &QActs, out: &mut [f32], n_threads: usize) {
     let (m, n) = (acts.rows(), w.n_out);
     let row_nb = w.k / w.dtype.block_size();
     let kc = (PACKED_CHUNK_BYTES / pk.block_bytes).clamp(1, row_nb.max(1));
     let groups = n / PACK_GROUP;
+    let pairs = groups.div_ceil(PACK_PAIR);
     let n_tb = m.div_ceil(PACKED_TILE);
     let dst = SendPtr(out.as_mut_ptr());
     let p = pool::pool();
-    p.for_chunks(n_threads, n_tb * groups, 1, &|r| {
+    p.for_chunks(n_threads, n_tb * pairs, 1, &|r| {
         PACK_BUF.with_borrow_mut(|buf| {
-            buf.resize(kc * pk.block_bytes, 0);
+            let cb = kc * pk.block_bytes;
+            buf.resize(PACK_PAIR * cb, 0);
             for task in r {
-                let (tb, g) = (task / groups, task % groups);
+                let (tb, pair) = (task / pairs, task % pairs);
                 let (t0, t1) = (tb * PACKED_TILE, ((tb + 1) * PACKED_TILE).min(m));
-                let rows: [&[u8]; PACK_GROUP] = std::array::from_fn(|i| w.row(g * PACK_GROUP + i));
-                let mut acc = [[[0f32; PACK_GROUP]; PARTS]; PACKED_TILE];
+                let gs: [usize; PACK_PAIR] =
+                    std::array::from_fn(|i| (pair * PACK_PAIR + i).min(groups - 1));
+                let mut acc = [[[[0f32; PACK_GROUP]; PARTS]; PACKED_TILE]; PACK_PAIR];
                 let mut b0 = 0;
                 while b0 < row_nb {
                     let nb = kc.min(row_nb - b0);
-                    pk.pack(b0, nb, rows, buf);
+                    for (i, g) in gs.iter().enumerate() {
+                        let rows: [&[u8]; PACK_GROUP] =
+                            std::array::from_fn(|j| w.row(g * PACK_GROUP + j));
+                        pk.pack(b0, nb, rows, &mut buf[i * cb..(i + 1) * cb]);
+                    }
+                    let packed: [&[u8]; PACK_PAIR] =
+                        std::array::from_fn(|i| &buf[i * cb..(i + 1) * cb]);
                     for t in (t0..t1).step_by(PACK_ROWS) {
                         let e = (t + PACK_ROWS).min(t1);
                         let a: [&[u8]; PACK_ROWS] =
                             std::array::from_fn(|i| acts.row_with_scales((t + i).min(e - 1)));
-                        pk.gemm(row_nb, b0, nb, buf, &a[..e - t], &mut acc[t - t0..e - t0]);
+                        let [c0, c1] = &mut acc;
+                        let c = [&mut c0[t - t0..e - t0], &mut c1[t - t0..e - t0]];
+                        pk.gemm(row_nb, b0, nb, packed, &a[..e - t], c);
                     }
                     b0 += nb;
                 }
-                for t in t0..t1 {
-                    for i in 0..PACK_GROUP {
-                        let v = combine(&acc[t - t0], i);
-                        // SAFETY: (t, j) pairs of different tasks are disjoint.
-                        unsafe { *dst.get().add(t * n + g * PACK_GROUP + i) = v };
+                let written = if gs[0] == gs[1] { 1 } else { PACK_PAIR };
+                for (g, acc) in gs.iter().zip(&acc).take(written) {
+                    for t in t0..t1 {
+                        for i in 0..PACK_GROUP {
+                            let v = combine(&acc[t - t0], i);
+                            // SAFETY: (t, j) pairs of different tasks are disjoint.
+                            unsafe { *dst.get().add(t * n + g * PACK_GROUP + i) = v };
+                        }
                     }
                 }
             }

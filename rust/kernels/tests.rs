@@ -386,7 +386,8 @@ fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
         let kind = ActKind::of(t).unwrap();
         let (bs, ts) = (t.block_size(), t.type_size());
         let k = bs * (2 * (PACKED_CHUNK_BYTES / pk.block_bytes) + 3);
-        let n = 2 * PACK_GROUP + 5;
+        // 3 groups: a pair and a last group run alone (paired with itself), then a tail
+        let n = 3 * PACK_GROUP + 5;
         let wf = rand_vec(k * n, 21);
         let wb = quantize_weights(t, &wf);
         let row_b = k / bs * ts;
@@ -457,7 +458,7 @@ fn results_do_not_depend_on_the_batch() {
     // (x86_multi::block_term, x86_multi::q8_acts). Without it a prompt's logits would depend on
     // how the prompt was split into batches.
     use GgmlType::*;
-    let (n, m) = (2 * PACK_GROUP + 3, PACKED_MIN_ROWS + 6);
+    let (n, m) = (3 * PACK_GROUP + 3, PACKED_MIN_ROWS + 6);
     let mut checked = 0;
     for t in [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_0, Q5_0, Q8_0] {
         let Some(kernels) = Kernels::for_type(t) else {

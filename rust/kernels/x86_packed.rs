@@ -37,6 +37,12 @@ use super::{q8_0_scales_offset, q8_0_sums_offset, Acc, PARTS};
 
 /// Weight rows per packed group (one per 32-bit lane of a 256-bit register).
 pub const GROUP: usize = 8;
+/// Packed groups per call of the Q4_0/Q5_0 GEMM kernel: it runs two groups per pass, so one
+/// broadcast of an activation piece (an operation on the vector pipes on Zen 3, beside each
+/// `maddubs` and 16-bit add) serves 16 weight rows. On the 70B slice's 4096 x 8192 Q4_0 matrix,
+/// 512 rows, one thread: 1.06 -> 0.88 TSC cycles per 32 multiply-adds. (The Q8_0 kernel, with 4
+/// vector operations per piece and 4 weight vectors live per pass, measured 6% slower this way.)
+pub const PAIR: usize = 2;
 /// Bytes of one packed Q4_0 block of [`GROUP`] rows: 8 pieces of 32 bytes, then 8 f32 scales.
 pub const Q4_0_PACKED: usize = 8 * 32 + 8 * 4;
 
@@ -115,60 +121,69 @@ pub unsafe fn pack_q4_0(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
     }
 }
 
-/// `acc[r][i] += dot(weight row i, activation row r)` over packed Q4_0 (`Q5 = false`: values
+/// `acc[g][r][i] += dot(row i of weight group g, activation row r)` for the [`PAIR`] groups
+/// `packed[g]`, over packed Q4_0 (`Q5 = false`: values
 /// 0..15, offset 8, all 8 pieces of a block in one 16-bit sum) or Q5_0 blocks (values 0..31,
 /// offset 16, 4 pieces per 16-bit sum: at most `4 * 2 * 31 * 128 = 31744`): blocks `b0..b0 + nb`
 /// of `N` Q8_0 activation rows of `row_nb` blocks, given by their starts, each followed by its f32
 /// scales and i32 sums ([`super::QActs::row_with_scales`]).
 ///
 /// # Safety
-/// AVX2/FMA/F16C present; `packed` holds `nb` packed blocks; each `a[r]` a whole such row.
+/// AVX2/FMA/F16C present; each `packed[g]` holds `nb` packed blocks; each `a[r]` a whole such row.
 #[inline(never)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn gemm_q45_0<const N: usize, const Q5: bool>(
     b0: usize,
     nb: usize,
     row_nb: usize,
-    packed: *const u8,
+    packed: [*const u8; PAIR],
     a: [*const u8; N],
-    acc: &mut [Acc; N],
+    acc: [&mut [Acc; N]; PAIR],
 ) {
     let q = a.map(|p| p.add(b0 * Q8_0_BYTES));
     let scales = a.map(|p| p.add(q8_0_scales_offset(row_nb) + 4 * b0) as *const f32);
     let sums = a.map(|p| p.add(q8_0_sums_offset(row_nb) + 4 * b0) as *const i32);
     let ones = _mm256_set1_epi16(1);
     let per_sum = if Q5 { 4 } else { 8 };
+    let [acc0, acc1] = acc;
     // block `b0 + b` goes to accumulator part `(b0 + b) % PARTS` (kept in `acc`, in L1: with the
     // blocks in order the activation rows stream from L2 sequentially)
     for b in 0..nb {
         let part = (b0 + b) % PARTS;
-        let pb = packed.add(b * Q4_0_PACKED);
-        let mut i = [_mm256_setzero_si256(); N];
+        let pb = packed.map(|p| p.add(b * Q4_0_PACKED));
+        let mut i = [[_mm256_setzero_si256(); N]; PAIR];
         for c0 in (0..8).step_by(per_sum) {
-            let mut s = [_mm256_setzero_si256(); N];
+            let mut s = [[_mm256_setzero_si256(); N]; PAIR];
             for c in c0..c0 + per_sum {
-                let w = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
+                let w = pb.map(|p| _mm256_loadu_si256(p.add(32 * c) as *const __m256i));
                 for r in 0..N {
                     let a = q[r].add(b * Q8_0_BYTES + 2 + 4 * c) as *const i32;
                     let a = _mm256_set1_epi32(std::ptr::read_unaligned(a));
-                    s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(w, a));
+                    for g in 0..PAIR {
+                        s[g][r] = _mm256_add_epi16(s[g][r], _mm256_maddubs_epi16(w[g], a));
+                    }
                 }
             }
-            for r in 0..N {
-                i[r] = _mm256_add_epi32(i[r], _mm256_madd_epi16(s[r], ones));
+            for g in 0..PAIR {
+                for r in 0..N {
+                    i[g][r] = _mm256_add_epi32(i[g][r], _mm256_madd_epi16(s[g][r], ones));
+                }
             }
         }
-        let dw = _mm256_loadu_ps(pb.add(256) as *const f32);
+        let dw = pb.map(|p| _mm256_loadu_ps(p.add(256) as *const f32));
         for r in 0..N {
             let sum = *sums[r].add(b);
             let off = _mm256_set1_epi32(if Q5 { sum << 4 } else { sum << 3 });
-            let i = _mm256_sub_epi32(i[r], off);
-            let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
-            let v = acc[r][part].as_mut_ptr();
-            _mm256_storeu_ps(
-                v,
-                _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), _mm256_loadu_ps(v)),
-            );
+            let da = _mm256_broadcast_ss(&*scales[r].add(b));
+            for (g, acc) in [&mut *acc0, &mut *acc1].into_iter().enumerate() {
+                let i = _mm256_sub_epi32(i[g][r], off);
+                let d = _mm256_mul_ps(dw[g], da);
+                let v = acc[r][part].as_mut_ptr();
+                _mm256_storeu_ps(
+                    v,
+                    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(i), _mm256_loadu_ps(v)),
+                );
+            }
         }
     }
 }
