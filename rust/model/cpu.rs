@@ -213,10 +213,19 @@ pub(crate) fn forward(
 
     m.tok_embd.gather_rows(tokens, &mut s.x[..t * e])?; // (T, E)
 
+    // Only the last position's logits wanted: after the last block's K/V projections (which the
+    // cache needs for every position), that block runs for the last position alone. Every kernel
+    // gives a row the same result whatever the batch (kernels::tests), so the logits are those of
+    // the full computation, bit for bit.
+    let last_only = which == Logits::Last && t > 1;
+    let n_blocks = m.blocks.len();
     for (li, b) in m.blocks.iter().enumerate() {
         if cancelled() {
             return Err(crate::Error::Cancelled);
         }
+        let narrow = last_only && li + 1 == n_blocks;
+        // the rows and first position of this block's queries, attention and feed-forward
+        let (tq, pq) = if narrow { (1, pos + t - 1) } else { (t, pos) };
         rms_norm(
             &s.x[..t * e],
             &b.attn_norm.host,
@@ -224,16 +233,25 @@ pub(crate) fn forward(
             &mut s.xb[..t * e],
         ); // (T, E)
         s.acts.invalidate();
-        project(&b.wq, &s.xb, t, &mut s.acts, &mut s.q, nt); // (T, H*D)
-        project(&b.wk, &s.xb, t, &mut s.acts, &mut s.k, nt); // (T, G*D)
-        project(&b.wv, &s.xb, t, &mut s.acts, &mut s.v, nt); // (T, G*D)
+        if narrow {
+            project(&b.wk, &s.xb, t, &mut s.acts, &mut s.k, nt); // (T, G*D)
+            project(&b.wv, &s.xb, t, &mut s.acts, &mut s.v, nt); // (T, G*D)
+            s.acts.invalidate();
+            let last = &s.xb[(t - 1) * e..t * e];
+            project(&b.wq, last, 1, &mut s.acts, &mut s.q, nt); // (1, H*D)
+            s.x.copy_within((t - 1) * e..t * e, 0); // the residual stream of the last position
+        } else {
+            project(&b.wq, &s.xb, t, &mut s.acts, &mut s.q, nt); // (T, H*D)
+            project(&b.wk, &s.xb, t, &mut s.acts, &mut s.k, nt); // (T, G*D)
+            project(&b.wv, &s.xb, t, &mut s.acts, &mut s.v, nt); // (T, G*D)
+        }
         rope(
             &mut s.q,
-            t,
+            tq,
             cfg.n_head,
             d,
             cfg.n_rot,
-            pos,
+            pq,
             &m.rope_cos,
             &m.rope_sin,
         );
@@ -265,39 +283,43 @@ pub(crate) fn forward(
             kc,
             vt,
             n_ctx,
-            pos,
-            t,
+            pq,
+            tq,
             &mut s.scores,
             &mut s.att,
             nt,
-        ); // (T, H*D)
+        ); // (Tq, H*D)
 
         s.acts.invalidate();
-        project(&b.wo, &s.att, t, &mut s.acts, &mut s.xb, nt); // (T, E)
-        for (xv, ov) in s.x[..t * e].iter_mut().zip(&s.xb[..t * e]) {
+        project(&b.wo, &s.att, tq, &mut s.acts, &mut s.xb, nt); // (Tq, E)
+        for (xv, ov) in s.x[..tq * e].iter_mut().zip(&s.xb[..tq * e]) {
             *xv += ov;
         }
 
         rms_norm(
-            &s.x[..t * e],
+            &s.x[..tq * e],
             &b.ffn_norm.host,
             cfg.rms_norm_eps,
-            &mut s.xb[..t * e],
-        ); // (T, E)
+            &mut s.xb[..tq * e],
+        ); // (Tq, E)
         s.acts.invalidate();
-        project(&b.w_gate, &s.xb, t, &mut s.acts, &mut s.hb, nt); // (T, n_ff)
-        project(&b.w_up, &s.xb, t, &mut s.acts, &mut s.hb2, nt); // (T, n_ff)
-        for (g, &u) in s.hb[..t * cfg.n_ff].iter_mut().zip(&s.hb2[..t * cfg.n_ff]) {
+        project(&b.w_gate, &s.xb, tq, &mut s.acts, &mut s.hb, nt); // (Tq, n_ff)
+        project(&b.w_up, &s.xb, tq, &mut s.acts, &mut s.hb2, nt); // (Tq, n_ff)
+        for (g, &u) in s.hb[..tq * cfg.n_ff]
+            .iter_mut()
+            .zip(&s.hb2[..tq * cfg.n_ff])
+        {
             *g = *g / (1.0 + (-*g).exp()) * u; // SiLU(gate) * up
         }
         s.acts.invalidate();
-        project(&b.w_down, &s.hb, t, &mut s.acts, &mut s.xb, nt); // (T, E)
-        for (xv, ov) in s.x[..t * e].iter_mut().zip(&s.xb[..t * e]) {
+        project(&b.w_down, &s.hb, tq, &mut s.acts, &mut s.xb, nt); // (Tq, E)
+        for (xv, ov) in s.x[..tq * e].iter_mut().zip(&s.xb[..tq * e]) {
             *xv += ov;
         }
     }
 
     let (first, rows) = match which {
+        Logits::Last if last_only => (0, 1), // the last block left that row first
         Logits::Last => (t - 1, 1),
         Logits::All => (0, t),
     };

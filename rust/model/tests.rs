@@ -80,9 +80,20 @@ fn batched_equals_incremental_and_last_equals_last_row() {
         let row = m.forward(&[t], &mut c2, Logits::Last).unwrap();
         assert!(close(&row, &all[i * V..(i + 1) * V], 1e-5), "position {i}");
     }
+    // `Last` runs the last block for the last position only: the same logits, bit for bit (every
+    // kernel gives a row the same result whatever the batch), and a cache as complete as `All`'s
     let mut c3 = m.new_cache(None).unwrap();
     let last = m.forward(&TOKENS, &mut c3, Logits::Last).unwrap();
-    assert!(close(&last, &all[(TOKENS.len() - 1) * V..], 1e-6));
+    assert_eq!(last, all[(TOKENS.len() - 1) * V..]);
+    let next_after_all = m.forward(&[5, 6], &mut c, Logits::All).unwrap();
+    let next_after_last = m.forward(&[5, 6], &mut c3, Logits::All).unwrap();
+    assert_eq!(next_after_last, next_after_all);
+    // negative control: continuing from a cache one position short differs
+    let mut c4 = m.new_cache(None).unwrap();
+    m.forward(&TOKENS[..TOKENS.len() - 1], &mut c4, Logits::Last)
+        .unwrap();
+    let short = m.forward(&[5, 6], &mut c4, Logits::All).unwrap();
+    assert!(!close(&short, &next_after_all, 1e-3));
 }
 
 #[test]
