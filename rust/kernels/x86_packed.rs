@@ -10,7 +10,7 @@
 //! an activation block broadcast to all lanes then multiplies all 8 weight rows at once, the
 //! integer sums of a block stay in 16 bits across its 8 pieces, and one conversion and one FMA
 //! finish the block for 8 weight rows (Q8_0, both operands signed, widens each piece instead and
-//! stores the magnitudes beside the values: see [`gemm_q8_0`]). Packing is shared by all the rows
+//! stores the magnitudes and sign masks: see [`gemm_q8_0`]). Packing is shared by all the rows
 //! of a prompt tile.
 //!
 //! Q4_K is packed the same way per 32-value sub-block, with each sub-block's scales as a vector of
