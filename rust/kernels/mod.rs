@@ -251,37 +251,38 @@ fn multi<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> [f32
 /// loaded): the single source for the matmul, `build_info()` and the tests.
 #[derive(Clone, Copy)]
 pub struct Kernels {
-    /// Dot product of a weight row with a [`QActs::row`]. Where the type has `dot_one` (Q4_0,
-    /// Q5_0, Q8_0 on AVX2) the engine never calls this one: it sums the blocks in another order,
-    /// and stays as the row-only form that the kernel tests check against the scalar reference.
-    pub dot: DotFn,
-    /// The single-row kernel taking [`QActs::row_with_scales`], where the type has one (Q8_0,
-    /// Q4_0, Q5_0: the `N = 1` [`x86_multi::q8_acts`], which uses the f32 scales and block sums).
-    pub dot_one: Option<DotFn>,
+    /// The single-row kernel (decode, a prompt's rows after its last whole group): a weight row
+    /// times a [`QActs::row_with_scales`] where `single_with_scales` (Q4_0, Q5_0, Q8_0 on AVX2:
+    /// the `N = 1` [`x86_multi::q8_acts`], which uses the f32 scales and block sums), else times a
+    /// [`QActs::row`].
+    pub single: DotFn,
+    /// Which activation row form `single` takes (see [`Kernels::single_row`]).
+    pub single_with_scales: bool,
     /// The multi-row kernel for prompt batches (all of them for types without `packed`, else
     /// those below [`PACKED_MIN_ROWS`] rows), taking [`QActs::row_with_scales`].
     ///
     /// Where a type has `dot_rows` or `packed` (on AVX2: Q2_K..Q6_K, Q4_0, Q5_0, Q8_0), these
-    /// and its single-row kernel (`dot_one`, else `dot`) sum exact per-block integers in one f32
-    /// order, so a result does not depend on how the rows were batched, bit for bit (tested).
+    /// and `single` sum exact per-block integers in one f32 order, so a result does not depend on
+    /// how the rows were batched, bit for bit (tested).
     pub dot_rows: Option<DotRowsFn>,
     /// The packed-tile GEMM for prompts of [`PACKED_MIN_ROWS`] rows or more, if any (on AVX2,
     /// Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0): see [`x86_packed`].
     pub packed: Option<Packed>,
-    /// Which implementation `dot` is: `"avx2"` (this crate's, chosen at run time),
+    /// Which implementation `single` is: `"avx2"` (this crate's, chosen at run time),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
     pub name: &'static str,
 }
 
 impl Kernels {
-    /// The single-row kernel (decode, prompt tail rows) and the form of activation row `t` it
-    /// takes: `dot_one` with [`QActs::row_with_scales`] where the type has one, else `dot`.
+    /// The single-row kernel and the form of activation row `t` it takes.
     #[inline]
     pub fn single_row<'a>(&self, acts: &'a QActs, t: usize) -> (DotFn, &'a [u8]) {
-        match self.dot_one {
-            Some(one) => (one, acts.row_with_scales(t)),
-            None => (self.dot, acts.row(t)),
-        }
+        let a = if self.single_with_scales {
+            acts.row_with_scales(t)
+        } else {
+            acts.row(t)
+        };
+        (self.single, a)
     }
 
     /// The single-row product of weight row `w` with activation row `t` (see `single_row`).
@@ -295,21 +296,22 @@ impl Kernels {
     pub fn for_type(t: GgmlType) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2() {
-            let (dot, name) = match x86_dot(t) {
-                Some(dot) => (dot, "avx2"),
-                None => (candle_dot_fn(t)?, candle_kernel_name(t)),
+            let (single, single_with_scales, name) = match (x86_dot_one(t), x86_dot(t)) {
+                (Some(one), _) => (one, true, "avx2"),
+                (None, Some(dot)) => (dot, false, "avx2"),
+                (None, None) => (candle_dot_fn(t)?, false, candle_kernel_name(t)),
             };
             return Some(Kernels {
-                dot,
-                dot_one: x86_dot_one(t),
+                single,
+                single_with_scales,
                 dot_rows: x86_dot_rows(t),
                 packed: Packed::for_type(t),
                 name,
             });
         }
         Some(Kernels {
-            dot: candle_dot_fn(t)?,
-            dot_one: None,
+            single: candle_dot_fn(t)?,
+            single_with_scales: false,
             dot_rows: None,
             packed: None,
             name: candle_kernel_name(t),
@@ -331,7 +333,8 @@ fn candle_kernel_name(t: GgmlType) -> &'static str {
     }
 }
 
-/// This crate's AVX2 single-row dot for `t`, where it has one that beats candle's.
+/// This crate's AVX2 single-row dot taking a [`QActs::row`] for `t`, where it has one that beats
+/// candle's (Q4_0, Q5_0 and Q8_0 have [`x86_dot_one`] instead).
 ///
 /// Callers have checked [`x86::has_avx2`].
 #[cfg(target_arch = "x86_64")]
@@ -340,10 +343,7 @@ fn x86_dot(t: GgmlType) -> Option<DotFn> {
     // SAFETY (each unsafe block): AVX2/FMA/F16C were detected; lengths are checked by the
     // callers' shapes (one weight row and one activation row of the same `k`).
     Some(match t {
-        Q4_0 => |k, w, a| unsafe { x86::dot_q8_acts::<true>(k / 32, w, a) },
-        Q8_0 => |k, w, a| unsafe { x86::dot_q8_acts::<false>(k / 32, w, a) },
         Q4_1 => |k, w, a| unsafe { x86::dot_q4_1(k / 32, w, a) },
-        Q5_0 => |k, w, a| unsafe { x86::dot_q5_0(k / 32, w, a) },
         Q5_1 => |k, w, a| unsafe { x86::dot_q5_1(k / 32, w, a) },
         F16 => |k, w, a| unsafe { x86::dot_f16(k, w, a) },
         F32 => |k, w, a| unsafe { x86::dot_f32(k, w, a) },
@@ -358,7 +358,8 @@ fn x86_dot(t: GgmlType) -> Option<DotFn> {
     })
 }
 
-/// See [`Kernels::dot_one`]. Callers have checked [`x86::has_avx2`].
+/// The single-row kernel taking a [`QActs::row_with_scales`] (see [`Kernels::single`]). Callers
+/// have checked [`x86::has_avx2`].
 #[cfg(target_arch = "x86_64")]
 fn x86_dot_one(t: GgmlType) -> Option<DotFn> {
     use GgmlType::*;
@@ -579,12 +580,6 @@ pub fn dot_fn_reference(t: GgmlType) -> Option<DotFn> {
         Q8_K => candle_dot_scalar::<BlockQ8K>,
         _ => return None,
     })
-}
-
-/// The single-row dot for `t` on this CPU that takes a plain [`QActs::row`] ([`Kernels::dot`];
-/// the engine's own single-row kernel is [`Kernels::single_row`]).
-pub fn dot_fn(t: GgmlType) -> Option<DotFn> {
-    Kernels::for_type(t).map(|k| k.dot)
 }
 
 /// candle's dot for `t` (SIMD where candle was compiled with it).

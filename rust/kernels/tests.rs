@@ -90,7 +90,9 @@ fn simd_dots_match_the_scalar_reference_and_f64_math() {
         let mut acts = QActs::default();
         acts.convert(kind, &xf, 1, k, 1);
         let a = acts.row(0);
-        let fast = dot_fn(t).unwrap()(k, &wb, a);
+        // the engine's single-row kernel (for Q4_0/Q5_0/Q8_0 on AVX2 it takes the row with its
+        // f32 scales and block sums) against candle's scalar code
+        let fast = Kernels::for_type(t).unwrap().dot_single(k, &wb, &acts, 0);
         let slow = dot_fn_reference(t).unwrap()(k, &wb, a);
         let mut wd = vec![0f32; k];
         assert!(dequantize_row(t, &wb, &mut wd));
@@ -132,9 +134,10 @@ fn a_corrupted_weight_block_changes_the_dot() {
     let mut wb = quantize_weights(t, &rand_vec(k, 1));
     let mut acts = QActs::default();
     acts.convert(ActKind::Q8_1, &rand_vec(k, 2), 1, k, 1);
-    let before = dot_fn(t).unwrap()(k, &wb, acts.row(0));
+    let kernels = Kernels::for_type(t).unwrap();
+    let before = kernels.dot_single(k, &wb, &acts, 0);
     wb[4 + 3] ^= 0x5A; // flip quant bits in block 0
-    let after = dot_fn(t).unwrap()(k, &wb, acts.row(0));
+    let after = kernels.dot_single(k, &wb, &acts, 0);
     assert_ne!(before, after);
 }
 
@@ -143,7 +146,7 @@ fn tiled_matmul_equals_plain_loop() {
     let (k, n) = (512, 70);
     // m = 3 and 13 go through the multi-row kernels (a group and a tail), m = 37 through the
     // packed GEMM where the type has one: every result equals the engine's single-row kernel bit
-    // for bit (one summation order), and the generic `dot` (candle's layout of the activations)
+    // for bit (one summation order), and candle's dot (its layout of the activations)
     // within rounding
     for &t in &[
         GgmlType::Q2_K,
@@ -181,7 +184,7 @@ fn tiled_matmul_equals_plain_loop() {
                     let mut wd = vec![0f32; k];
                     assert!(dequantize_row(t, view.row(j), &mut wd));
                     let mag: f32 = wd.iter().zip(&xd).map(|(p, q)| (p * q).abs()).sum();
-                    let want = (view.kernels.dot)(k, view.row(j), acts.row(tt));
+                    let want = candle_dot_fn(t).unwrap()(k, view.row(j), acts.row(tt));
                     assert!(
                         (single - want).abs() <= 2e-6 * mag,
                         "{t} m={m} t={tt} j={j}"
@@ -230,13 +233,9 @@ fn multi_row_kernels_match_the_scalar_reference() {
                     (g as f64 - slow as f64).abs() <= scale * 2e-6,
                     "{t} k={k} row {r}: {g} vs {slow}"
                 );
-                if let Some(one) = Kernels::for_type(t).and_then(|k| k.dot_one) {
-                    let o = one(k, &wb, acts.row_with_scales(r));
-                    assert!(
-                        (o as f64 - slow as f64).abs() <= scale * 2e-6,
-                        "{t} one-row: {o} vs {slow}"
-                    );
-                }
+                // the single-row kernel sums in the multi-row kernel's order: the same bits
+                let one = Kernels::for_type(t).unwrap().dot_single(k, &wb, &acts, r);
+                assert_eq!(one, g, "{t} k={k} row {r}: single-row vs multi-row");
                 assert!(
                     (g as f64 - exact).abs() <= scale * 2e-6,
                     "{t} k={k} row {r}: {g} vs f64 {exact}"
@@ -507,8 +506,8 @@ fn results_do_not_depend_on_the_batch() {
         // negative control: candle's dot (f32 lanes across blocks, or unfused) is a different
         // summation order, and that shows in the last bits of some outputs
         let candle = Kernels {
-            dot: candle_dot_fn(t).unwrap(),
-            dot_one: None,
+            single: candle_dot_fn(t).unwrap(),
+            single_with_scales: false,
             dot_rows: None,
             packed: None,
             ..kernels

@@ -92,13 +92,6 @@ unsafe fn dot_us8(a: __m256i, b: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
 }
 
-/// Sum of products of signed bytes, as 8 f32 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_s8(a: __m256i, b: __m256i) -> __m256 {
-    dot_us8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a))
-}
-
 /// Q4_1 weights (20-byte blocks) with Q8_1 activations (36-byte blocks). Both blocks start with
 /// two f16 (`d, m` and `d, s`): one conversion each gives `[d_w, m_w]` and `[d_a, s_a]`, and one
 /// multiply gives the block scale and the `min * sum` term together. Four blocks per iteration
@@ -136,68 +129,6 @@ pub unsafe fn dot_q4_1(nb: usize, w: &[u8], a: &[u8]) -> f32 {
     }
     let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
     hsum(s) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
-}
-
-/// Q8_0 (`Q4 = false`, 34-byte blocks) or Q4_0 (`Q4 = true`, 18-byte blocks: nibbles minus 8)
-/// weights with Q8_0 activations (34-byte blocks). Four blocks per iteration into four
-/// accumulators, so consecutive blocks' integer dot products overlap instead of waiting on one
-/// accumulator chain (25-35% faster than one accumulator on this machine's matmul bench).
-///
-/// # Safety
-/// As [`dot_q4_1`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_acts<const Q4: bool>(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-    let bs = if Q4 { 18 } else { 34 };
-    debug_assert!(w.len() >= nb * bs && a.len() >= nb * 34);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let eight = _mm256_set1_epi8(8);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i < nb {
-        let n = (nb - i).min(4);
-        for (j, acc) in acc.iter_mut().enumerate().take(n) {
-            let wb = wp.add((i + j) * bs);
-            prefetch_ahead(wb, 1);
-            let ab = ap.add((i + j) * 34);
-            let d = _mm256_set1_ps(f16_at(wb) * f16_at(ab));
-            let qx = if Q4 {
-                _mm256_sub_epi8(nibbles(wb.add(2)), eight)
-            } else {
-                _mm256_loadu_si256(wb.add(2) as *const __m256i)
-            };
-            let qy = _mm256_loadu_si256(ab.add(2) as *const __m256i);
-            *acc = _mm256_fmadd_ps(d, dot_s8(qx, qy), *acc);
-        }
-        i += n;
-    }
-    hsum(_mm256_add_ps(
-        _mm256_add_ps(acc[0], acc[1]),
-        _mm256_add_ps(acc[2], acc[3]),
-    ))
-}
-
-/// Q5_0 weights (22-byte blocks) with Q8_0 activations (34-byte blocks).
-///
-/// # Safety
-/// As [`dot_q4_1`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q5_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-    debug_assert!(w.len() >= nb * 22 && a.len() >= nb * 34);
-    let (wp, ap) = (w.as_ptr(), a.as_ptr());
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..nb {
-        let wb = wp.add(i * 22);
-        prefetch_ahead(wb, 1);
-        let ab = ap.add(i * 34);
-        let d = _mm256_set1_ps(f16_at(wb) * f16_at(ab));
-        let mut qx = nibbles(wb.add(6));
-        // value = nibble | (bit << 4), minus 16: OR 0xF0 where the bit is clear gives that as i8
-        let hi = _mm256_andnot_si256(bits_to_bytes(wb.add(2)), _mm256_set1_epi8(0xF0u8 as i8));
-        qx = _mm256_or_si256(qx, hi);
-        let qy = _mm256_loadu_si256(ab.add(2) as *const __m256i);
-        acc = _mm256_fmadd_ps(d, dot_s8(qx, qy), acc);
-    }
-    hsum(acc)
 }
 
 /// Q5_1 weights (24-byte blocks) with Q8_1 activations (36-byte blocks).
