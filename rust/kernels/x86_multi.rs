@@ -279,9 +279,9 @@ pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -
 }
 
 /// Q3_K's 16 6-bit scales (ggml packs them in 12 bytes: low nibbles in bytes 0..8, the high
-/// 2 bits in bytes 8..12), minus 32.
+/// 2 bits in bytes 8..12), plus 32, as 4 little-endian words of 4 scales.
 #[inline]
-pub(crate) fn q3k_scales(p: *const u8) -> [i8; 16] {
+fn q3k_scale_words(p: *const u8) -> [u32; 4] {
     // SAFETY: callers pass a pointer to the 12 scale bytes of a block.
     let raw = unsafe { std::ptr::read_unaligned(p as *const [u8; 12]) };
     let u =
@@ -289,13 +289,29 @@ pub(crate) fn q3k_scales(p: *const u8) -> [i8; 16] {
     const K1: u32 = 0x0303_0303;
     const K2: u32 = 0x0f0f_0f0f;
     let (a0, a1, t) = (u(0), u(1), u(2));
-    let aux = [
+    [
         (a0 & K2) | ((t & K1) << 4),
         (a1 & K2) | (((t >> 2) & K1) << 4),
         ((a0 >> 4) & K2) | (((t >> 4) & K1) << 4),
         ((a1 >> 4) & K2) | (((t >> 6) & K1) << 4),
-    ];
+    ]
+}
+
+/// Q3_K's 16 scales (see [`q3k_scale_words`]), minus 32.
+#[inline]
+pub(crate) fn q3k_scales(p: *const u8) -> [i8; 16] {
+    let aux = q3k_scale_words(p);
     std::array::from_fn(|g| aux[g / 4].to_le_bytes()[g % 4] as i8 - 32)
+}
+
+/// [`q3k_scales`] as one vector of 16 i8 (the words built in general registers, one vector
+/// subtract; building the bytes one by one cost the decode kernel a `pinsrb` per scale).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3k_scales_i8(p: *const u8) -> __m128i {
+    let aux = q3k_scale_words(p);
+    let v = _mm_set_epi32(aux[3] as i32, aux[2] as i32, aux[1] as i32, aux[0] as i32);
+    _mm_sub_epi8(v, _mm_set1_epi8(32))
 }
 
 /// The 32 unsigned values `128n + 32j + l` (`l < 32`) of a Q2_K (`Q3 = false`) or Q3_K block, from
@@ -346,8 +362,7 @@ pub unsafe fn q23_k<const N: usize, const Q3: bool>(
         }
         // 16 scales (and Q2_K's mins) as i16
         let (sc16, f, d) = if Q3 {
-            let sc = q3k_scales(wb.add(96));
-            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
+            let sc16 = _mm256_cvtepi8_epi16(q3k_scales_i8(wb.add(96)));
             let d = f16_at(wb.add(108));
             (sc16, 4.0 * d, d)
         } else {
