@@ -39,16 +39,17 @@ unsafe fn load(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
-/// The sums of the 8 i32 lanes of `u` and of `v`, reduced together (exact: every caller's lanes
-/// sum within i32).
+/// `(sum(u), sum(v))` of two vectors of 8 i32, converted to f32 (round to nearest, as `as f32`
+/// does) in one vector conversion: the integer totals never leave the vector registers.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum2_i32(u: __m256i, v: __m256i) -> (i32, i32) {
-    // per 128-bit lane [u01, u23, v01, v23], then the lanes added, then [u, v, u, v]
+unsafe fn hsum2_f32(u: __m256i, v: __m256i) -> (f32, f32) {
+    // per 128-bit lane [u01, u23, v01, v23], then the lanes added, then [u, u, v, v]
     let t = _mm256_hadd_epi32(u, v);
     let x = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-    let x = _mm_hadd_epi32(x, x);
-    (_mm_cvtsi128_si32(x), _mm_extract_epi32::<1>(x))
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b10_11_00_01>(x));
+    let f = _mm_cvtepi32_ps(x);
+    (_mm_cvtss_f32(f), _mm_cvtss_f32(_mm_movehl_ps(f, f)))
 }
 
 /// One K-quant super-block's contribution, in the order every K-quant kernel uses (these, and
@@ -56,8 +57,8 @@ unsafe fn hsum2_i32(u: __m256i, v: __m256i) -> (i32, i32) {
 /// activation row gives the same f32 bit for bit whichever kernel computes it (decode, short
 /// prompts or packed prompt tiles): `acc + (d * da) * sum - (f * da) * off`, two fused
 /// multiply-adds, where `sum` (the scaled dot of the unsigned values) and `off` (the min / offset
-/// term over the activation's 16-value sums) are exact integers and `da` is the Q8_K block's scale
-/// at `ab`.
+/// term over the activation's 16-value sums) are exact integers, here already converted to f32,
+/// and `da` is the Q8_K block's scale at `ab`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn block_term(
@@ -65,12 +66,12 @@ pub(crate) unsafe fn block_term(
     d: f32,
     f: f32,
     ab: *const u8,
-    sum: i32,
-    off: i32,
+    sum: f32,
+    off: f32,
 ) -> f32 {
     let da = std::ptr::read_unaligned(ab as *const f32);
-    let acc = (d * da).mul_add(sum as f32, acc);
-    (-(f * da)).mul_add(off as f32, acc)
+    let acc = (d * da).mul_add(sum, acc);
+    (-(f * da)).mul_add(off, acc)
 }
 
 /// Q4_K's 12 bytes of 6-bit scales and mins as 8 scale bytes followed by 8 min bytes.
@@ -159,7 +160,7 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
         }
         for i in 0..N {
             let ab = a[i].add(b * Q8K);
-            let (sum, off) = hsum2_i32(sumi[i], _mm256_madd_epi16(load(ab.add(Q8K_SUMS)), mins));
+            let (sum, off) = hsum2_f32(sumi[i], _mm256_madd_epi16(load(ab.add(Q8K_SUMS)), mins));
             acc[i] = block_term(acc[i], d, dmin, ab, sum, off);
         }
     }
@@ -271,7 +272,7 @@ pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -
         }
         for i in 0..N {
             let ab = a[i].add(b * Q8K);
-            let (sum, off) = hsum2_i32(sumi[i], _mm256_madd_epi16(sc16, load(ab.add(Q8K_SUMS))));
+            let (sum, off) = hsum2_f32(sumi[i], _mm256_madd_epi16(sc16, load(ab.add(Q8K_SUMS))));
             acc[i] = block_term(acc[i], d, 32.0 * d, ab, sum, off);
         }
     }
@@ -401,7 +402,7 @@ pub unsafe fn q23_k<const N: usize, const Q3: bool>(
         };
         for i in 0..N {
             let ab = a[i].add(b * Q8K);
-            let (sum, off) = hsum2_i32(sumi[i], _mm256_madd_epi16(pair, load(ab.add(Q8K_SUMS))));
+            let (sum, off) = hsum2_f32(sumi[i], _mm256_madd_epi16(pair, load(ab.add(Q8K_SUMS))));
             acc[i] = block_term(acc[i], d, f, ab, sum, off);
         }
     }
