@@ -424,6 +424,7 @@ impl Packed {
         if x86::has_avx2() {
             use GgmlType::*;
             const _: () = assert!(PACK_GROUP == x86_packed::GROUP);
+            const _: () = assert!(PACK_PAIR == x86_packed::PAIR);
             let block_bytes = match t {
                 Q4_0 | Q5_0 => x86_packed::Q4_0_PACKED,
                 Q8_0 => x86_packed::Q8_0_PACKED,

@@ -61,7 +61,11 @@ pub const K16_PACKED: usize = 8 * 256 + 16 * 32 + 8 * 32 + 32 + 32;
 
 /// Bytes of one packed Q8_0 block of [`GROUP`] rows: 8 pieces of 32 magnitudes, 8 pieces of 32
 /// sign masks, 8 i32 sums of the negative values' magnitudes, then 8 f32 scales.
-pub const Q8_0_PACKED: usize = 2 * 8 * 32 + 8 * 4 + 8 * 4;
+pub const Q8_0_PACKED: usize = Q8_0_SCALES + 8 * 4;
+/// Offset of the negative-magnitude sums in a packed Q8_0 block.
+const Q8_0_NEG_SUMS: usize = 2 * 8 * 32;
+/// Offset of the scales in a packed Q8_0 block.
+const Q8_0_SCALES: usize = Q8_0_NEG_SUMS + 8 * 4;
 
 const Q4_0_BYTES: usize = 18;
 const Q5_0_BYTES: usize = 22;
@@ -552,9 +556,9 @@ pub unsafe fn pack_q8_0(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
             neg = _mm256_add_epi16(neg, _mm256_maddubs_epi16(_mm256_and_si256(aw, m), ones8));
         }
         let neg = _mm256_madd_epi16(neg, _mm256_set1_epi16(1));
-        _mm256_storeu_si256(o.add(512) as *mut __m256i, neg);
+        _mm256_storeu_si256(o.add(Q8_0_NEG_SUMS) as *mut __m256i, neg);
         let d: [f32; GROUP] = blk.map(|p| f16_at(p));
-        std::ptr::copy_nonoverlapping(d.as_ptr() as *const u8, o.add(544), 32);
+        std::ptr::copy_nonoverlapping(d.as_ptr() as *const u8, o.add(Q8_0_SCALES), 32);
     }
 }
 
@@ -565,8 +569,8 @@ pub unsafe fn pack_q8_0(b0: usize, nb: usize, rows: [*const u8; GROUP], out: *mu
 /// Both operands are signed; `maddubs` takes one unsigned. Each piece multiplies the stored `|w|`
 /// by `a ^ m` (`m` the stored sign mask): where `w < 0` that is `!a = -a - 1`, so the product is
 /// `w * a - |w|`, and the block's exact integer sum is the `maddubs` sums plus the stored
-/// `sum(|w| for w < 0)`, which starts the accumulator. The `xor` runs on any vector pipe, where
-/// `sign(a, w)` would take a multiply pipe beside `maddubs` and `madd` on Zen 3. A pair sum (up to
+/// `sum(|w| for w < 0)`, which starts the accumulator. On this Zen 3 the `xor` runs on all four
+/// vector pipes (4 per cycle measured alone), `sign(a, w)` on two (2 per cycle). A pair sum (up to
 /// `2 * 128 * 128` in magnitude) leaves no room to add pieces in 16 bits: each is widened by
 /// `madd`. (Splitting `w + 128` into nibbles instead, two `maddubs` and no `madd` per piece,
 /// measured 10% slower on this Zen 3.)
@@ -591,7 +595,7 @@ pub unsafe fn gemm_q8_0<const N: usize>(
     for b in 0..nb {
         let part = (b0 + b) % PARTS;
         let pb = packed.add(b * Q8_0_PACKED);
-        let mut s = [_mm256_loadu_si256(pb.add(512) as *const __m256i); N];
+        let mut s = [_mm256_loadu_si256(pb.add(Q8_0_NEG_SUMS) as *const __m256i); N];
         for c in 0..8 {
             let aw = _mm256_loadu_si256(pb.add(32 * c) as *const __m256i);
             let m = _mm256_loadu_si256(pb.add(256 + 32 * c) as *const __m256i);
@@ -602,7 +606,7 @@ pub unsafe fn gemm_q8_0<const N: usize>(
                 s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(p, ones));
             }
         }
-        let dw = _mm256_loadu_ps(pb.add(544) as *const f32);
+        let dw = _mm256_loadu_ps(pb.add(Q8_0_SCALES) as *const f32);
         for r in 0..N {
             let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*scales[r].add(b)));
             let v = acc[r][part].as_mut_ptr();
