@@ -104,6 +104,11 @@ pub enum Error {
     /// An error inside candle (a bug in this crate if it ever surfaces).
     #[error("internal tensor error: {0}")]
     Candle(#[from] candle_core::Error),
+
+    /// A chat template that does not compile, refuses the messages (`raise_exception`), or runs
+    /// past its step or output limits.
+    #[error("chat template: {0}")]
+    Template(String),
 }
 
 impl Error {
@@ -144,6 +149,7 @@ impl Error {
             Error::Cancelled => "GenerationCancelled",
             Error::Internal(_) => "InternalError",
             Error::Candle(_) => "Med42Error",
+            Error::Template(_) => "ChatTemplateError",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! ← `python` (the only module that touches PyO3, behind the `python` feature).
 
 pub mod build;
+pub mod chat_template;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

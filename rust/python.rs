@@ -717,6 +717,38 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
+/// Render a chat template (`messages` as `(role, content)` pairs) into `(text, parse_special)`
+/// parts for `NativeTokenizer.encode_parts`: message text never becomes control tokens (see
+/// `crate::chat_template`). `tokenizer` supplies the special tokens; without one the result is a
+/// single text part. Errors are `ChatTemplateError`.
+#[pyfunction]
+#[pyo3(signature = (template, messages, bos_token, eos_token, tokenizer = None, add_generation_prompt = true))]
+fn render_chat_template(
+    py: Python<'_>,
+    template: String,
+    messages: Vec<(String, String)>,
+    bos_token: String,
+    eos_token: String,
+    tokenizer: Option<PyRef<'_, NativeTokenizer>>,
+    add_generation_prompt: bool,
+) -> PyResult<Vec<(String, bool)>> {
+    use crate::chat_template::{render_parts, special_texts, ChatMessage, TemplateVars};
+    let tok = tokenizer.map(|t| Arc::clone(&t.tok));
+    detached(py, move || {
+        let messages: Vec<ChatMessage> = messages
+            .into_iter()
+            .map(|(role, content)| ChatMessage { role, content })
+            .collect();
+        let specials = tok.as_deref().map(special_texts).unwrap_or_default();
+        let vars = TemplateVars {
+            bos_token: &bos_token,
+            eos_token: &eos_token,
+            add_generation_prompt,
+        };
+        render_parts(&template, &messages, vars, &specials)
+    })
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeModel>()?;
@@ -726,5 +758,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
+    m.add_function(wrap_pyfunction!(render_chat_template, m)?)?;
     Ok(())
 }

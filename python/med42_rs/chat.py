@@ -1,12 +1,14 @@
-"""Chat prompt templates: Med42's own format, and the Jinja template a GGUF may carry."""
+"""Chat prompt templates: Med42's own format, and the Jinja template a GGUF may carry (rendered
+in the engine with minijinja; jinja2 is not needed)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-__all__ = ["MED42_STOPS", "MED42_SYSTEM_PROMPT", "med42_prompt", "render_jinja"]
+from . import _native
+from .errors import InvalidParameterError
+
+__all__ = ["MED42_STOPS", "MED42_SYSTEM_PROMPT", "med42_prompt", "render_jinja", "render_jinja_parts"]
 
 MED42_SYSTEM_PROMPT = "You are a helpful medical assistant created by M42 Health in the UAE."
 """The system prompt of the Med42 model card."""
@@ -21,14 +23,25 @@ contents: no, so a user cannot inject control tokens)."""
 
 
 def _check(messages: Sequence[Message]) -> None:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise InvalidParameterError(
+            "messages: expected a list of {'role': ..., 'content': ...} dicts, "
+            f"got {type(messages).__name__}"
+        )
     if not messages:
-        raise ValueError("messages: at least one message is required")
+        raise InvalidParameterError("messages: at least one message is required")
     for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise InvalidParameterError(
+                f"messages[{i}]: expected a dict with 'role' and 'content', got {type(m).__name__}"
+            )
         role, content = m.get("role"), m.get("content")
         if role not in ("system", "user", "assistant"):
-            raise ValueError(f"messages[{i}]: role must be system, user or assistant, got {role!r}")
+            raise InvalidParameterError(
+                f"messages[{i}]: role must be system, user or assistant, got {role!r}"
+            )
         if not isinstance(content, str):
-            raise ValueError(f"messages[{i}]: content must be a str")
+            raise InvalidParameterError(f"messages[{i}]: content must be a str, got {type(content).__name__}")
 
 
 def med42_prompt(messages: Sequence[Message], system: str | None = None) -> str:
@@ -49,7 +62,7 @@ def med42_parts(messages: Sequence[Message], system: str | None = None) -> list[
     sys_text = system if system is not None else (sys_msgs[0] if sys_msgs else MED42_SYSTEM_PROMPT)
     turns = [m for m in messages if m["role"] != "system"]
     if not turns or turns[-1]["role"] != "user":
-        raise ValueError("messages: the last message must be from the user")
+        raise InvalidParameterError("messages: the last message must be from the user")
     out: list[Part] = [("<|system|>: ", True), (sys_text, False), ("\n", True)]
     for m in turns:
         if m["role"] == "user":
@@ -59,24 +72,13 @@ def med42_parts(messages: Sequence[Message], system: str | None = None) -> list[
     return out
 
 
-def _with_system(messages: Sequence[Message], system: str | None) -> list[dict[str, str]]:
-    msgs = [dict(m) for m in messages]
+def _with_system(messages: Sequence[Message], system: str | None) -> list[tuple[str, str]]:
+    if system is not None and not isinstance(system, str):
+        raise InvalidParameterError(f"system: must be a str, got {type(system).__name__}")
+    msgs = [(m["role"], m["content"]) for m in messages]
     if system is not None:
-        msgs = [{"role": "system", "content": system}] + [m for m in msgs if m["role"] != "system"]
+        msgs = [("system", system)] + [m for m in msgs if m[0] != "system"]
     return msgs
-
-
-def _render(template: str, msgs: list[dict[str, str]], bos_token: str, eos_token: str) -> str:
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> Any:
-        raise ValueError(f"chat template: {message}")
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(
-        messages=msgs, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token
-    )
 
 
 def render_jinja(
@@ -87,44 +89,31 @@ def render_jinja(
     eos_token: str = "",
     system: str | None = None,
 ) -> str:
-    """Render a Hugging Face chat template in Jinja's immutable sandbox: a hostile template cannot
-    reach attributes such as ``__class__`` or call unsafe functions (it raises
-    ``jinja2.exceptions.SecurityError``). ``system`` replaces any system message."""
+    """Render a Hugging Face chat template (Jinja) in the engine's sandbox (minijinja): a template
+    sees plain values only, never Python objects, and one that loops or writes without end stops
+    with :class:`~med42_rs.ChatTemplateError`, as does one that calls ``raise_exception``.
+    ``system`` replaces any system message. The environment is Hugging Face's:
+    ``trim_blocks``/``lstrip_blocks``, loop controls, Python string methods,
+    ``raise_exception``, ``strftime_now``, ``tojson`` and ``add_generation_prompt=True``."""
     _check(messages)
-    return _render(template, _with_system(messages, system), bos_token, eos_token)
-
-
-_OPEN, _CLOSE = "\ue000", "\ue001"
-_SENTINEL = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
+    parts = _native.render_chat_template(template, _with_system(messages, system), bos_token, eos_token)
+    return "".join(t for t, _ in parts)
 
 
 def render_jinja_parts(
     template: str,
     messages: Sequence[Message],
+    tokenizer: _native.NativeTokenizer,
     *,
     bos_token: str = "",
     eos_token: str = "",
     system: str | None = None,
 ) -> list[Part]:
-    """:func:`render_jinja`, split into markup and message contents.
-
-    Contents are rendered as private-use sentinels and put back afterwards. When the result differs
-    from the plain rendering (a template that slices or changes the case of contents), the whole
-    prompt is one markup part, as llama.cpp tokenizes it.
-    """
+    """:func:`render_jinja`, split into markup (``True``: special tokens are parsed) and text
+    (``False``) for ``tokenizer``: message contents never become control tokens, whatever the
+    template does to them (``| trim``, ``| lower``, slicing), because the engine breaks every
+    control-token spelling inside contents before rendering and splits the output at control
+    tokens afterwards. Joined, the parts are the rendered prompt."""
     _check(messages)
     msgs = _with_system(messages, system)
-    marked = [{**m, "content": f"{_OPEN}{i}{_CLOSE}"} for i, m in enumerate(msgs)]
-    pieces = _SENTINEL.split(_render(template, marked, bos_token, eos_token))
-    markup, indices = pieces[0::2], pieces[1::2]
-    intact = all(_OPEN not in t and _CLOSE not in t for t in markup) and all(
-        int(i) < len(msgs) for i in indices
-    )
-    plain = _render(template, msgs, bos_token, eos_token)
-    parts: list[Part] = [(markup[0], True)]
-    if intact:
-        for i, text in zip(indices, markup[1:]):
-            parts += [(msgs[int(i)]["content"], False), (text, True)]
-    if not intact or "".join(t for t, _ in parts) != plain:
-        return [(plain, True)]
-    return [p for p in parts if p[0]]
+    return _native.render_chat_template(template, msgs, bos_token, eos_token, tokenizer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "AuthenticationRequiredError",
+    "ChatTemplateError",
     "ContextLengthExceededError",
     "DeviceUnavailableError",
     "DownloadError",
@@ -127,3 +128,8 @@ class RemoteFileNotFoundError(DownloadError, LookupError):
 class InternalError(Med42Error, RuntimeError):
     """A bug in med42-rs (a Rust panic caught at the boundary); the model stays usable. Please
     report it with the message."""
+
+
+class ChatTemplateError(Med42Error, ValueError):
+    """A chat template that does not compile, refuses the messages (its ``raise_exception``), or
+    runs past its step or output limits. Pass ``template="med42"`` or another template."""

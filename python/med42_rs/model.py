@@ -9,8 +9,8 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _native
-from .chat import MED42_STOPS, Message, Part, med42_parts, render_jinja_parts
-from .errors import ContextLengthExceededError
+from .chat import MED42_STOPS, Message, Part, _check, med42_parts, render_jinja_parts
+from .errors import ContextLengthExceededError, InvalidParameterError
 from .generation import Chunk, Completion, SamplingOptions, collect, start
 from .generation import stream as _stream
 from .license import ensure_accepted, license_for
@@ -29,6 +29,8 @@ class Model:
     def __init__(self, native: _native.NativeModel) -> None:
         self._native = native
         self._tokenizer: Tokenizer | None = None
+        self._chat_template: str | None = None
+        self._bos_eos: tuple[str, str] | None = None
 
     @classmethod
     def load(
@@ -244,23 +246,42 @@ class Model:
 
         ``template``: ``"med42"`` for the Med42 format, a Jinja chat template string, or ``None``
         to use the file's ``tokenizer.chat_template`` when it has one and the Med42 format
-        otherwise. Jinja templates render in an immutable sandbox.
+        otherwise. Jinja templates render in the engine's sandbox (see
+        :func:`~med42_rs.chat.render_jinja`).
         """
         return "".join(t for t, _ in self._chat_parts(messages, system, template))
+
+    def _template(self, template: str | None) -> str:
+        """``template``, or the file's ``tokenizer.chat_template`` (read once: the metadata dict
+        holds the whole vocabulary), or ``"med42"``."""
+        if template:
+            if not isinstance(template, str):
+                raise InvalidParameterError(f"template: must be a str, got {type(template).__name__}")
+            return template
+        if self._chat_template is None:
+            found = self._native.metadata.get("tokenizer.chat_template")
+            self._chat_template = found if isinstance(found, str) and found else "med42"
+        return self._chat_template
 
     def _chat_parts(
         self, messages: Sequence[Message], system: str | None, template: str | None
     ) -> list[Part]:
-        if template is None:
-            template = self.metadata.get("tokenizer.chat_template") or "med42"
+        template = self._template(template)
         if template == "med42":
             return med42_parts(messages, system)
         tok = self.tokenizer
-        bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else ""
-        eos = tok.token_text(tok.eos_id) if tok.eos_id is not None else ""
-        parts = render_jinja_parts(template, messages, bos_token=bos, eos_token=eos, system=system)
+        if self._bos_eos is None:
+            bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else ""
+            eos = tok.token_text(tok.eos_id) if tok.eos_id is not None else ""
+            self._bos_eos = (bos, eos)
+        bos, eos = self._bos_eos
+        parts = render_jinja_parts(
+            template, messages, tok._native, bos_token=bos, eos_token=eos, system=system
+        )
         if bos and tok.add_bos and parts and parts[0][1] and parts[0][0].startswith(bos):
             parts[0] = (parts[0][0][len(bos) :], True)  # encoding adds BOS itself
+            if not parts[0][0]:
+                del parts[0]
         return parts
 
     def chat_ids(
@@ -338,7 +359,7 @@ class Model:
             messages = self.fit_messages(messages, max_tokens, system=system, template=template)
         ids = self.chat_ids(messages, system=system, template=template)
         stops = _stops(stop)
-        if (template or self.metadata.get("tokenizer.chat_template") or "med42") == "med42":
+        if self._template(template) == "med42":
             stops += [s for s in MED42_STOPS if s not in stops]
         return self.generate(ids, stop=stops, stream=stream, **kw)  # type: ignore[call-overload, no-any-return]
 
@@ -355,8 +376,9 @@ class Model:
         message and the assistant messages after it) is dropped as a whole, oldest first.
         Raises :class:`~med42_rs.ContextLengthExceededError` when even the system prompt and the
         last user message leave no room for ``max_tokens``."""
+        _check(messages)
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-            raise ValueError(f"max_tokens: must be an int >= 0, got {max_tokens!r}")
+            raise InvalidParameterError(f"max_tokens: must be an int >= 0, got {max_tokens!r}")
         msgs = list(messages)
         budget = self.n_ctx - max_tokens
         while True:
