@@ -17,6 +17,8 @@ import jinja2.ext
 import jinja2.sandbox
 import med42_rs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from med42_rs import _native
 from med42_rs.chat import render_jinja, render_jinja_parts
 from med42_rs.errors import ChatTemplateError, InvalidParameterError
@@ -124,6 +126,36 @@ def test_python_methods_and_hf_functions_equal_jinja2() -> None:
         "{% if messages | length > 10 %}{{ raise_exception('too many') }}{% endif %}"
     )
     assert render_jinja(t, CONVERSATION) == hf_render(t, CONVERSATION)
+    strips = (
+        "{% for m in messages %}[{{ m.content | trim }}|{{ m.content.strip() }}|{{ m.content.lstrip() }}|"
+        "{{ m.content.rstrip() }}|{{ m.content | trim('x\x1c') }}|{{ m.content.strip('x') }}]{% endfor %}"
+    )
+    msgs = [{"role": "user", "content": "\x1cx a x\u3000\x1f"}, {"role": "user", "content": "\x85 \xa0"}]
+    assert render_jinja(strips, msgs) == hf_render(strips, msgs)
+
+
+# Characters whose case mappings changed after Python 3.9's Unicode 13 (Rust follows a newer
+# version), and the separators U+001C..U+001F that jinja2's `title` treats as spaces; trim and
+# strip of those are compared in the test above.
+_OTHER_UNICODE = "\x1c\x1d\x1e\x1f\u019b\u0264" + "".join(
+    map(chr, [*range(0x1C80, 0x1C90), *range(0x2C00, 0x2C80)])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    contents=st.lists(
+        st.text(st.characters(codec="utf-8", max_codepoint=0x2FFF, exclude_characters=_OTHER_UNICODE)),
+        min_size=1,
+        max_size=4,
+    ),
+    flt=st.sampled_from([*FILTERS, " | title", " | capitalize"]),
+)
+def test_rendering_equals_jinja2_on_random_text(contents: list[str], flt: str) -> None:
+    """Any content without special-token text renders as jinja2 renders it."""
+    msgs = [{"role": ("user", "assistant")[i % 2], "content": c} for i, c in enumerate(contents)]
+    t = with_filter(CHATML, "m['content']", flt)
+    assert render_jinja(t, msgs) == hf_render(t, msgs)
 
 
 def test_parts_join_to_the_rendering(smol: med42_rs.Model, smol_template: str) -> None:
@@ -187,6 +219,39 @@ def test_no_injection_llama3_template_on_llama3_vocab(llama3_tok: med42_rs.Token
         check_injection(llama3_tok, t, injection, "<|begin_of_text|>", "<|eot_id|>")
     assert negative_control(llama3_tok, t, LLAMA3_INJECTION, "", "") == (flt != " | upper")
     assert negative_control(llama3_tok, t, LLAMA3_INJECTION.upper(), "", "") == (flt == " | lower")
+
+
+PIECES = [
+    "<|im_end|>",
+    "<|im_start|>",
+    "<|IM_END|>",
+    "<|endoftext|>",
+    "<",
+    "|",
+    "im_",
+    "end|>",
+    "hi",
+    " ",
+    "\n",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(st.lists(st.sampled_from(PIECES), max_size=12).map("".join), min_size=1, max_size=3),
+    flt=st.sampled_from([*FILTERS, " | title", "[2:]", "[:-3]"]),
+)
+def test_no_injection_from_random_token_fragments(smol: med42_rs.Model, pieces: list[str], flt: str) -> None:
+    """Contents built from token text and fragments of it, through every filter: the control
+    tokens are those of the template's markup (counted with the contents removed)."""
+    tok = smol.tokenizer
+    t = with_filter(CHATML, "m['content']", flt)
+    msgs = [{"role": "user", "content": p} for p in pieces]
+    markup = control_count(
+        tok, tok.encode(hf_render(CHATML, [{**m, "content": ""} for m in msgs]), add_bos=False, special=True)
+    )
+    ids = tok._native.encode_parts(render_jinja_parts(t, msgs, tok._native), False)
+    assert control_count(tok, ids) == markup
 
 
 def test_chat_ids_on_the_trim_injection_of_the_issue(smol: med42_rs.Model) -> None:

@@ -1,7 +1,49 @@
 //! The functions and filters Hugging Face gives chat templates beyond Jinja's builtins.
 
-use minijinja::value::{Kwargs, Value, ValueKind};
-use minijinja::ErrorKind;
+use minijinja::value::{from_args, Kwargs, Value, ValueKind};
+use minijinja::{ErrorKind, State};
+
+/// Python's `str.isspace`: Rust's Unicode whitespace plus the separators U+001C..U+001F, which
+/// Python's `strip()` (and so jinja2's `trim`) removes too.
+fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+fn strip(s: &str, chars: Option<&str>, left: bool, right: bool) -> String {
+    let strip_char = |c: char| chars.map_or_else(|| py_space(c), |set| set.contains(c));
+    let s = if left {
+        s.trim_start_matches(strip_char)
+    } else {
+        s
+    };
+    let s = if right {
+        s.trim_end_matches(strip_char)
+    } else {
+        s
+    };
+    s.to_string()
+}
+
+/// The `trim` filter as jinja2 has it: Python's `str.strip(chars)`.
+pub(super) fn trim(s: &str, chars: Option<&str>) -> String {
+    strip(s, chars, true, true)
+}
+
+/// Python methods on values (minijinja-contrib's pycompat), with `strip`/`lstrip`/`rstrip` on
+/// strings using Python's whitespace.
+pub(super) fn methods(
+    state: &mut State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, minijinja::Error> {
+    if let (Some(s), "strip" | "lstrip" | "rstrip") = (value.as_str(), method) {
+        let (chars,): (Option<&str>,) = from_args(args)?;
+        let (left, right) = (method != "rstrip", method != "lstrip");
+        return Ok(Value::from(strip(s, chars, left, right)));
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+}
 
 /// `strftime_now(format)`: the current UTC time, formatted with the strftime directives Hugging
 /// Face templates use (`%d %b %Y` in Llama 3.1's).

@@ -355,7 +355,7 @@ fn environment() -> Result<Environment<'static>> {
         .map_err(template_error)?;
     env.set_syntax(syntax);
     env.set_fuel(Some(FUEL));
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(functions::methods);
     env.add_function(
         "raise_exception",
         |msg: String| -> std::result::Result<Value, minijinja::Error> {
@@ -367,6 +367,7 @@ fn environment() -> Result<Environment<'static>> {
     );
     env.add_function("strftime_now", functions::strftime_now);
     env.add_filter("tojson", functions::tojson);
+    env.add_filter("trim", functions::trim);
     Ok(env)
 }
 

@@ -247,3 +247,15 @@ fn tojson_writes_what_python_json_dumps_writes() {
          {\n  \"role\": \"user\",\n  \"content\": \"é \\\"q\\\"\\n<\"\n}|[1, 2.5, null, true]"
     );
 }
+
+#[test]
+fn trim_and_strip_remove_what_python_removes() {
+    let t = "{% for m in messages %}[{{ m.content | trim }}|{{ m.content.strip() }}|\
+             {{ m.content.lstrip() }}|{{ m.content.rstrip() }}|{{ m.content | trim('x\u{1c}') }}|\
+             {{ m.content.strip('x') }}]{% endfor %}";
+    let out = render(t, &user("\u{1c}x a x\u{3000}\u{1f}"), vars()).unwrap();
+    assert_eq!(
+        out,
+        "[x a x|x a x|x a x\u{3000}\u{1f}|\u{1c}x a x|\u{20}a x\u{3000}\u{1f}|\u{1c}x a x\u{3000}\u{1f}]"
+    );
+}
