@@ -271,7 +271,7 @@ def test_chat_ids_on_the_trim_injection_of_the_issue(smol: med42_rs.Model) -> No
         ("{{ messages[0].__class__.__init__.__globals__ }}", "undefined"),
         ("{% set _ = messages.append(1) %}x", "append"),
         ("{{ cycler.__init__.__globals__.os }}", "undefined"),
-        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "steps"),
+        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "step limit"),
         ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "recursion"),
         ("{% for i in range(100000) %}{{ 'x' * 10000 }}{% endfor %}", "writes more than"),
         ("{{ raise_exception('Conversation roles must alternate user/assistant') }}", "must alternate"),

@@ -7,8 +7,12 @@
 //! The environment mirrors what Hugging Face's `apply_chat_template` offers: `trim_blocks` and
 //! `lstrip_blocks`, loop controls, Python string and dict methods (`.strip()`, `.split()`,
 //! `.startswith()`, `.items()`), `raise_exception(msg)`, `strftime_now(fmt)` and its `tojson`.
-//! Fuel and an output cap bound the work: a template that loops without end or writes without
-//! end fails with [`Error::Template`] instead of hanging.
+//! Fuel (which minijinja also charges for the size of the values built), its recursion limit and
+//! an output cap bound the work: a template that loops, recurses, writes or grows a string
+//! without end fails with [`Error::Template`] instead of hanging. One hole remains: list
+//! concatenation is lazy in minijinja and not charged, so a template that doubles a list in a
+//! loop (`ns.l = ns.l + ns.l`) and then takes its `length` runs for minutes and then exhausts
+//! memory; a template from an untrusted file is untrusted code in that one respect.
 //!
 //! # How message text is kept out of control tokens
 //!
@@ -28,8 +32,8 @@
 //!   inserts token characters (`replace('x', '|')`, a character lookup table). The template then
 //!   writes the control token itself; it is part of the model file, trusted as its weights are,
 //!   and no published chat template does this.
-//! - A one-character special token cannot be broken by a marker; vocabularies have none that are
-//!   control tokens.
+//! - A one-character special token cannot be broken by a marker: message text containing that
+//!   character yields the token (the guard needs tokens of two characters or more).
 //! - Message text that contains special-token text (in any case) is one marker longer per
 //!   occurrence while the template runs: `| length` and slices `[:n]` count it, and a template
 //!   that splits content on a control token (`content.split('</think>')`) no longer finds it.
@@ -46,14 +50,15 @@ use minijinja::value::{Enumerator, Object, Value};
 use minijinja::{context, Environment, ErrorKind};
 
 use crate::error::{Error, Result};
-
-mod functions;
 use crate::tokenizer::{attr, Tokenizer};
 
-/// Instructions one rendering may run (minijinja's fuel): far above any real template over
-/// thousands of messages (ChatML runs about 20 per message), low enough to stop a runaway loop
-/// in well under a second.
-pub const FUEL: u64 = 5_000_000;
+mod functions;
+
+/// Steps one rendering may run (minijinja's fuel, which also charges for the size of values
+/// built), plus one per byte of message text. Hugging Face templates take about 30 per message
+/// and one per 16 bytes of content, so long conversations stay far below it; a runaway loop, or a
+/// string doubled in a loop, stops within a fraction of a second.
+pub const FUEL_BASE: u64 = 1_000_000;
 
 /// Output one rendering may write, on top of [`OUTPUT_PER_INPUT_BYTE`] bytes per byte of message
 /// text: a prompt that large could never fit a context window.
@@ -288,7 +293,13 @@ impl Write for Capped {
 }
 
 fn run(template: &str, messages: &[ChatMessage], vars: TemplateVars<'_>) -> Result<String> {
-    let env = environment()?;
+    let input: usize = messages
+        .iter()
+        .map(|m| m.role.len() + m.content.len())
+        .sum();
+    let fuel = FUEL_BASE.saturating_add(input as u64);
+    let mut env = environment()?;
+    env.set_fuel(Some(fuel));
     let tmpl = env.template_from_str(template).map_err(template_error)?;
     let msgs: Vec<Value> = messages
         .iter()
@@ -299,10 +310,6 @@ fn run(template: &str, messages: &[ChatMessage], vars: TemplateVars<'_>) -> Resu
             })
         })
         .collect();
-    let input: usize = messages
-        .iter()
-        .map(|m| m.role.len() + m.content.len())
-        .sum();
     let limit = input
         .saturating_mul(OUTPUT_PER_INPUT_BYTE)
         .saturating_add(OUTPUT_BASE);
@@ -331,10 +338,9 @@ fn run(template: &str, messages: &[ChatMessage], vars: TemplateVars<'_>) -> Resu
 
 fn template_error(e: minijinja::Error) -> Error {
     let what = match e.kind() {
-        ErrorKind::OutOfFuel => format!(
-            "the template runs more than {FUEL} steps (a loop that does not end?); \
-             pass another template"
-        ),
+        ErrorKind::OutOfFuel => "the template runs past its step limit (a loop that does not end, \
+                                 or values that grow without bound); pass another template"
+            .to_string(),
         ErrorKind::InvalidOperation if e.detail().is_some_and(|d| d.starts_with(RAISED)) => {
             // The template's own verdict on the messages (e.g. roles that do not alternate).
             e.detail().unwrap_or_default()[RAISED.len()..].to_string()
@@ -354,7 +360,6 @@ fn environment() -> Result<Environment<'static>> {
         .build()
         .map_err(template_error)?;
     env.set_syntax(syntax);
-    env.set_fuel(Some(FUEL));
     env.set_unknown_method_callback(functions::methods);
     env.add_function(
         "raise_exception",

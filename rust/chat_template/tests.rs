@@ -190,7 +190,7 @@ fn hostile_templates_fail_with_a_typed_error() {
         ("{{ messages.append(1) }}", "append"),
         (
             "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
-            "steps",
+            "step limit",
         ),
         (
             "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
@@ -258,4 +258,34 @@ fn trim_and_strip_remove_what_python_removes() {
         out,
         "[x a x|x a x|x a x\u{3000}\u{1f}|\u{1c}x a x|\u{20}a x\u{3000}\u{1f}|\u{1c}x a x\u{3000}\u{1f}]"
     );
+}
+
+#[test]
+fn fuel_is_ample_for_long_conversations() {
+    // SmolLM2's template over 5,000 messages, and over 4 MB of content in one message.
+    let smol = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}\
+                {{ '<|im_start|>system\nYou are SmolLM<|im_end|>\n' }}{% endif %}\
+                {{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}\
+                {% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    let many: Vec<ChatMessage> = (0..5000)
+        .map(|i| ChatMessage::new(["user", "assistant"][i % 2], format!("message {i}")))
+        .collect();
+    let out = render(smol, &many, vars()).unwrap();
+    assert!(out.ends_with("message 4999<|im_end|>\n<|im_start|>assistant\n"));
+    let long = user(&"x".repeat(4 << 20));
+    assert_eq!(render(smol, &long, vars()).unwrap().len(), (4 << 20) + 94);
+}
+
+#[test]
+fn values_that_grow_without_bound_run_out_of_fuel() {
+    for t in [
+        "{% set ns = namespace(s='x' * 100000000) %}{% for i in range(40) %}\
+         {% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+        "{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+    ] {
+        let start = std::time::Instant::now();
+        let err = render(t, &user("x"), vars()).unwrap_err();
+        assert!(matches!(&err, Error::Template(m) if m.contains("step limit")), "{err}");
+        assert!(start.elapsed().as_secs() < 10);
+    }
 }
