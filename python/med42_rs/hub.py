@@ -29,6 +29,7 @@ from .errors import (
     AuthenticationRequiredError,
     DownloadError,
     InsufficientDiskSpaceError,
+    InvalidParameterError,
     RemoteFileNotFoundError,
     RepositoryNotFoundError,
 )
@@ -184,7 +185,7 @@ class _Selector:
         model may simply not be downloaded yet."""
         if self.cached:
             return DownloadError(f"{message}; {self.offline_reason}. {_GO_ONLINE}")
-        return ValueError(f"{message}.")
+        return InvalidParameterError(f"{message}.")
 
     def complete(self, members: Sequence[GGUFName]) -> list[str]:
         """The paths of one model's parts, checking that no part is missing."""
@@ -237,7 +238,7 @@ class _Selector:
         quants = sorted({m[0].quant for m in models.values() if m[0].quant is not None})
         if quant is None:
             if len(models) > 1:
-                raise ValueError(
+                raise InvalidParameterError(
                     f"{self.place[0].upper()}{self.place[1:]} holds several GGUF models "
                     f"({'; '.join(_describe(m) for m in models.values())}): pass quant= (one of "
                     f"{', '.join(quants) or 'none recognised'}) or filename= to choose one."
@@ -254,7 +255,7 @@ class _Selector:
                 available = f"no quant tag could be read from its GGUF file names ({names}); pass filename="
             raise self.bad_choice(f"No {quant!r} GGUF file in {self.place}; {available}")
         if len(chosen) > 1:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"Several GGUF models in {self.place} are {want}: "
                 f"{'; '.join(_describe(m) for m in chosen)}. Pass filename= to choose one."
             )
