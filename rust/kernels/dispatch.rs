@@ -99,11 +99,17 @@ impl Kernels {
 #[derive(Clone, Copy)]
 pub struct Packed {
     t: GgmlType,
-    /// Bytes of one packed block (of [`PACK_GROUP`] weight rows).
-    pub block_bytes: usize,
+    /// Bytes of one packed block (private: `pack` and `gemm` trust it for the buffers' lengths).
+    block_bytes: usize,
 }
 
 impl Packed {
+    /// Bytes of one packed block (of [`PACK_GROUP`] weight rows).
+    #[inline]
+    pub fn block_bytes(&self) -> usize {
+        self.block_bytes
+    }
+
     /// The packed GEMM for `t` on this CPU, if any (AVX2 only): every type whose single-row and
     /// multi-row kernels sum in its order (see [`Kernels::dot_rows`]).
     fn for_type(t: GgmlType) -> Option<Self> {

@@ -132,7 +132,7 @@ thread_local! {
 fn matmul_packed(w: &WeightView<'_>, pk: &Packed, acts: &QActs, out: &mut [f32], n_threads: usize) {
     let (m, n) = (acts.rows(), w.n_out);
     let row_nb = w.k / w.dtype.block_size();
-    let kc = (PACKED_CHUNK_BYTES / pk.block_bytes).clamp(1, row_nb.max(1));
+    let kc = (PACKED_CHUNK_BYTES / pk.block_bytes()).clamp(1, row_nb.max(1));
     let groups = n / PACK_GROUP;
     let pairs = groups.div_ceil(PACK_PAIR);
     let n_tb = m.div_ceil(PACKED_TILE);
@@ -140,7 +140,7 @@ fn matmul_packed(w: &WeightView<'_>, pk: &Packed, acts: &QActs, out: &mut [f32],
     let p = pool::pool();
     p.for_chunks(n_threads, n_tb * pairs, 1, &|r| {
         PACK_BUF.with_borrow_mut(|buf| {
-            let cb = kc * pk.block_bytes;
+            let cb = kc * pk.block_bytes();
             buf.resize(PACK_PAIR * cb, 0);
             for task in r {
                 let (tb, pair) = (task / pairs, task % pairs);

@@ -65,9 +65,9 @@ fn tiled_matmul_equals_plain_loop() {
 
 #[test]
 fn prompt_tiles_are_whole_multi_row_groups_at_med42_sizes() {
-    // Every prompt row but the last `m % ROWS` must reach the multi-row kernels. Before this test,
-    // 8 Q8_0 activation rows of Med42's ff length (28672) exceeded the tile budget, the tile held 7
-    // rows, and the whole ffn_down matmul ran one row at a time.
+    // Every prompt row but the last `m % ROWS` must reach the multi-row kernels. 8 Q8_0
+    // activation rows of Med42's ff length (28672) exceed the tile budget: a tile cut to the
+    // budget (7 rows) would run the whole ffn_down matmul one row at a time.
     for kind in [ActKind::Q8_0, ActKind::Q8K] {
         for k in [4096usize, 8192, 28672] {
             let mut acts = QActs::default();
@@ -119,7 +119,7 @@ fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
         let Some(pk) = kernels.packed else { continue }; // no AVX2: nothing to test
         let kind = ActKind::of(t).unwrap();
         let (bs, ts) = (t.block_size(), t.type_size());
-        let k = bs * (2 * (PACKED_CHUNK_BYTES / pk.block_bytes) + 3);
+        let k = bs * (2 * (PACKED_CHUNK_BYTES / pk.block_bytes()) + 3);
         // 3 groups: a pair and a last group run alone (paired with itself), then a tail
         let n = 3 * PACK_GROUP + 5;
         let wf = rand_vec(k * n, 21);
@@ -204,7 +204,7 @@ fn results_do_not_depend_on_the_batch() {
         // k spans packed chunks, the last one partial, and ends in blocks that do not fill the
         // decode kernel's last group of 4 (an even count: candle's scalar Q5_0 dot, the negative
         // control in portable builds, takes blocks in pairs)
-        let chunk = PACKED_CHUNK_BYTES / pk.block_bytes;
+        let chunk = PACKED_CHUNK_BYTES / pk.block_bytes();
         let k = t.block_size() * (2 * chunk + 2);
         let kind = ActKind::of(t).unwrap();
         let wb = quantize_weights(t, &rand_vec(k * n, 5));

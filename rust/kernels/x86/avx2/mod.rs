@@ -100,7 +100,7 @@ pub(crate) unsafe fn dot(t: GgmlType) -> Option<DotFn> {
         },
         Q4_K => |k, w, a| multi::<1>(Q4_K, k, w, [a])[0],
         Q5_K => |k, w, a| multi::<1>(Q5_K, k, w, [a])[0],
-        // prefetching the weights ahead, this kernel also beats candle's in decode from memory
+        // candle has a Q6_K dot too, but without the prefetch that decode from memory needs
         Q6_K => |k, w, a| multi::<1>(Q6_K, k, w, [a])[0],
         Q2_K => |k, w, a| multi::<1>(Q2_K, k, w, [a])[0],
         Q3_K => |k, w, a| multi::<1>(Q3_K, k, w, [a])[0],
