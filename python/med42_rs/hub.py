@@ -33,7 +33,7 @@ from .errors import (
     RepositoryNotFoundError,
 )
 
-__all__ = ["GGUFName", "download", "parse_gguf_name", "quant_of"]
+__all__ = ["GGUFName", "download", "find_in_cache", "parse_gguf_name", "quant_of"]
 
 # One quant tag, matched case-insensitively. K-quants (with the _L/_XL variants some publishers
 # add), the legacy block quants (and their ARM repacks Q4_0_4_4, ...), i-quants, ternary quants,
@@ -462,6 +462,31 @@ def _from_cache(
     if before_download is not None:
         before_download(list(selected))
     return [folder / name for name in selected]
+
+
+def find_in_cache(
+    repo_id: str,
+    *,
+    quant: str | None = "Q4_K_M",
+    filename: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> list[pathlib.Path] | None:
+    """The local paths of one model when all its files are in the Hugging Face cache, else ``None``.
+
+    The model is picked as :func:`download` picks it, from the cached files only: no network
+    request is made and nothing is downloaded (so no license gate runs)."""
+    from huggingface_hub import constants
+
+    cache = os.fspath(cache_dir) if cache_dir is not None else None
+    root = pathlib.Path(cache if cache is not None else constants.HF_HUB_CACHE).expanduser()
+    try:
+        return _from_cache(
+            repo_id, quant=quant, filename=filename, revision=revision, cache_dir=cache, cache_root=root,
+            reason="not cached", cause=None, before_download=None,
+        )  # fmt: skip
+    except DownloadError:
+        return None
 
 
 def download(
