@@ -281,3 +281,23 @@ def test_chat_takes_a_repo_model(fake: FakeHub, tiny: Callable[[str], Path]) -> 
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(">>> ") and out.stdout.count(">>> ") == 2  # one answer, then Ctrl-D
     assert "[length]" in out.stderr or "[eos]" in out.stderr
+
+
+def test_without_huggingface_hub_a_hub_model_says_what_to_install(
+    tiny: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A plain install (no `hub` extra): a Hub model, the default one included, is one error line
+    naming the extra; a file still works."""
+    shadow = tmp_path / "no-hub"
+    (shadow / "huggingface_hub").mkdir(parents=True)
+    (shadow / "huggingface_hub" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'huggingface_hub'\", name='huggingface_hub')\n"
+    )
+    env: dict[str, str | None] = {"PYTHONPATH": str(shadow)}
+    for args in (["generate", "hi"], ["generate", "-m", TINY_REPO, "hi"], ["info"], ["download"]):
+        out = run(args, env)
+        assert out.returncode == 1
+        assert one_error_line(out.stderr) == (
+            "error: Models from the Hugging Face Hub need huggingface_hub: pip install 'med42-rs[hub]'"
+        )
+    assert run(["generate", "-m", str(tiny("Q8_0")), *GEN, "hi"], env).returncode == 0

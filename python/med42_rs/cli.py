@@ -439,30 +439,55 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser, model_opt: bool = True) -> None:
         if model_opt:
-            sp.add_argument("--model", "-m", default=None, help=model_help)
+            sp.add_argument("--model", "-m", metavar="MODEL", default=None, help=model_help)
         sp.add_argument(
-            "--n-ctx", type=_int_in(1, _INT_MAX), default=None, help="context length (default: trained)"
+            "--n-ctx",
+            type=_int_in(1, _INT_MAX),
+            default=None,
+            metavar="N",
+            help="context length (default: trained)",
         )
-        sp.add_argument("--threads", "-t", type=_threads(), default=None, help="CPU threads (default: all)")
+        sp.add_argument(
+            "--threads",
+            "-t",
+            type=_threads(),
+            default=None,
+            metavar="N",
+            help="CPU threads (default: all CPUs)",
+        )
         sp.add_argument(
             "--accept-license", action="store_true", help="accept the model's license (Med42) without asking"
         )
 
     def sampling(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--max-tokens", "-n", type=_int_in(0, _INT_MAX), default=512)
-        sp.add_argument("--temperature", type=_float_in(0.0), default=0.7, help="0 is greedy")
-        sp.add_argument("--top-p", type=_float_in(0.0, 1.0, lo_open=True), default=0.95)
-        sp.add_argument("--top-k", type=_int_in(0, _INT_MAX), default=40, help="0 disables")
-        sp.add_argument("--min-p", type=_float_in(0.0, 1.0), default=0.05)
-        sp.add_argument("--repeat-penalty", type=_float_in(0.0, lo_open=True), default=1.1)
-        sp.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=None)
+        sp.add_argument(
+            "--max-tokens", "-n", type=_int_in(0, _INT_MAX), default=512, metavar="N", help="default 512"
+        )
+        sp.add_argument(
+            "--temperature", type=_float_in(0.0), default=0.7, metavar="T", help="default 0.7; 0 is greedy"
+        )
+        sp.add_argument(
+            "--top-p", type=_float_in(0.0, 1.0, lo_open=True), default=0.95, metavar="P", help="default 0.95"
+        )
+        sp.add_argument(
+            "--top-k", type=_int_in(0, _INT_MAX), default=40, metavar="K", help="default 40; 0 disables"
+        )
+        sp.add_argument("--min-p", type=_float_in(0.0, 1.0), default=0.05, metavar="P", help="default 0.05")
+        sp.add_argument(
+            "--repeat-penalty",
+            type=_float_in(0.0, lo_open=True),
+            default=1.1,
+            metavar="X",
+            help="default 1.1",
+        )
+        sp.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=None, help="default: random")
         sp.add_argument("--system", default=None, help="system prompt (default: the model's)")
 
     g = sub.add_parser("generate", help="stream the answer to one question")
     common(g)
     sampling(g)
     g.add_argument("--raw", action="store_true", help="continue the text as is, without the chat template")
-    g.add_argument("prompt")
+    g.add_argument("prompt", help="the question (or, with --raw, the text to continue)")
     g.set_defaults(func=cmd_generate)
     c = sub.add_parser("chat", help="multi-turn chat")
     common(c)
@@ -470,7 +495,11 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_chat)
     i = sub.add_parser("info", help="architecture, quant mix, size and memory of a GGUF model")
     i.add_argument(
-        "model", nargs="?", default=None, help=model_help.replace("or downloaded", "(downloads nothing)")
+        "model",
+        nargs="?",
+        default=None,
+        metavar="MODEL",
+        help=model_help.replace("from the cache or downloaded", "from the cache (downloads nothing)"),
     )
     common(i, model_opt=False)
     i.set_defaults(func=cmd_info)

@@ -56,6 +56,7 @@ _BYTE_SPLIT_RE = re.compile(r"^(?P<whole>.+\.gguf)-split-(?P<letter>[a-z])$")
 _SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _GGUF_RE = re.compile(r"\.gguf$", re.IGNORECASE)
 
+_NEEDS_HUB = "Models from the Hugging Face Hub need huggingface_hub: pip install 'med42-rs[hub]'"
 _GO_ONLINE = (
     "Go online once (unset HF_HUB_OFFLINE, with network access to the Hugging Face Hub) to download it; "
     "later runs find it in the cache."
@@ -476,7 +477,10 @@ def find_in_cache(
 
     The model is picked as :func:`download` picks it, from the cached files only: no network
     request is made and nothing is downloaded (so no license gate runs)."""
-    from huggingface_hub import constants
+    try:
+        from huggingface_hub import constants
+    except ImportError as e:
+        raise ImportError(_NEEDS_HUB) from e
 
     cache = os.fspath(cache_dir) if cache_dir is not None else None
     root = pathlib.Path(cache if cache is not None else constants.HF_HUB_CACHE).expanduser()
@@ -550,10 +554,8 @@ def download(
 
     try:
         from huggingface_hub import HfApi, constants, hf_hub_download
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "Downloading from the Hugging Face Hub needs huggingface_hub: pip install 'med42-rs[hub]'"
-        ) from e
+    except ImportError as e:
+        raise ImportError(_NEEDS_HUB) from e
 
     cache = os.fspath(cache_dir) if cache_dir is not None else None
     cache_root = pathlib.Path(cache if cache is not None else constants.HF_HUB_CACHE).expanduser()
