@@ -209,7 +209,9 @@ def test_an_existing_path_wins_over_a_repo_id(
     assert fake.requests() == []  # the file was used; the Hub was not asked
 
     elsewhere = run(["generate", "--model", spec, *GEN, "hi"], cwd=tmp_path / "someone")  # no such file here
-    assert elsewhere.returncode == 1 and "No 'Q8_0' GGUF file" in one_error_line(elsewhere.stderr)
+    line = one_error_line(elsewhere.stderr)
+    assert elsewhere.returncode == 1 and "No 'Q8_0' GGUF file" in line
+    assert "the quants available are: Q4_0" in line and f"Choose with --model {TINY_REPO}:QUANT" in line
     assert fake.requests(origin="hub")  # ... so it was a repository id
 
     # A missing GGUF file name is a missing file, never a repository, and says how to name one.

@@ -91,7 +91,7 @@ def _missing_file(spec: str) -> Exception:
     from .errors import ModelFileError
 
     return ModelFileError(
-        f"--model {spec}: no such file. A model on the Hugging Face Hub is written OWNER/NAME or "
+        f"{spec}: no such file. A model on the Hugging Face Hub is written OWNER/NAME or "
         f"OWNER/NAME:QUANT (e.g. {DEFAULT_REPO}:Q6_K); without --model, Med42 ({DEFAULT_REPO}:"
         f"{DEFAULT_QUANT}) is used"
     )
@@ -120,9 +120,12 @@ def _model_files(spec: str | None, accept_license: bool) -> list[str]:
         return [spec]
     from .hub import download
 
-    paths = download(
-        hub.repo, quant=hub.quant, filename=hub.filename, before_download=_gate(hub.repo, accept_license)
-    )
+    try:
+        paths = download(
+            hub.repo, quant=hub.quant, filename=hub.filename, before_download=_gate(hub.repo, accept_license)
+        )
+    except ValueError as e:  # the repository has no such quant, or several models match it
+        raise type(e)(f"{e} Choose with --model {hub.repo}:QUANT or {hub.repo}:FILE.gguf") from e
     return [str(p) for p in paths]
 
 
@@ -354,7 +357,7 @@ def cmd_license(a: argparse.Namespace) -> int:
             )
             return 2
         if not L.ask(lic):
-            sys.stderr.write("not accepted\n")
+            sys.stderr.write(f"error: the {lic.name} was not accepted\n")
             return 1
     where = L.accept(lic, how="cli")
     print(f"{lic.id}: accepted (version {lic.version}), stored in {where}")
