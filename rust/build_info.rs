@@ -140,7 +140,7 @@ impl BuildInfo {
             .collect();
         BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
-            kernels: kernel_isa(),
+            kernels: crate::kernels::isa(),
             candle_kernels: candle_kernel_family(),
             candle: env!("MED42_CANDLE_VERSION"),
             compiled_simd: compiled_features(),
@@ -152,11 +152,3 @@ impl BuildInfo {
     }
 }
 
-/// The instruction set of the engine's CPU kernels chosen at run time on this CPU.
-fn kernel_isa() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    if crate::kernels::x86::has_avx2() {
-        return "avx2";
-    }
-    "scalar"
-}

@@ -28,6 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import InvalidParameterError
+from .sampling import SamplingParams
+
 __all__ = ["DEFAULT_QUANT", "DEFAULT_REPO", "main"]
 
 DEFAULT_REPO = "TheBloke/med42-70B-GGUF"
@@ -37,7 +40,6 @@ DEFAULT_QUANT = "Q4_K_M"
 
 DEBUG_ENV = "MED42_DEBUG"
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: how a shell reports `cat` stopped by a closed pipe
-THREADS_PER_CPU = 4  # above this, more threads only contend for the same cores
 _INT_MAX = 2**31 - 1
 
 # ----------------------------------------------------------------------------------------------
@@ -156,13 +158,11 @@ def _cached_files(spec: str | None) -> tuple[list[str], str | None]:
 
 
 def _load(paths: list[str], n_ctx: int | None, n_threads: int | None, accept_license: bool = False) -> Any:
-    from . import Model, _native
-    from .license import ensure_accepted, license_for
+    from . import Model
 
-    # The license question (if any) comes before the spinner, from the header alone.
-    metadata, _, resolved = _native.read_header(paths)
-    lic = license_for(paths=[*paths, *map(str, resolved)], metadata=metadata)
-    ensure_accepted(lic, accept_license=True if accept_license else None)
+    # The license question (if any) comes before the spinner, from the header alone; it is the
+    # load's one license check.
+    paths = Model._license_gate(paths, True if accept_license else None)
     done = threading.Event()
     shown = paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} parts)"
 
@@ -180,7 +180,7 @@ def _load(paths: list[str], n_ctx: int | None, n_threads: int | None, accept_lic
         spinner.start()
     t0 = time.monotonic()
     try:
-        model = Model.load(paths, n_ctx=n_ctx, n_threads=n_threads, accept_license=accept_license or None)
+        model = Model._load_accepted(paths, n_ctx=n_ctx, n_threads=n_threads)
     finally:
         done.set()
         if spinner.is_alive():
@@ -190,16 +190,34 @@ def _load(paths: list[str], n_ctx: int | None, n_threads: int | None, accept_lic
     return model
 
 
-def _sampling(a: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "max_tokens": a.max_tokens,
-        "temperature": a.temperature,
-        "top_p": a.top_p,
-        "top_k": a.top_k,
-        "min_p": a.min_p,
-        "repeat_penalty": a.repeat_penalty,
-        "seed": a.seed,
-    }
+# (SamplingParams field, flags, text conversion, metavar, help suffix)
+_SAMPLING_OPTIONS: list[tuple[str, tuple[str, ...], Callable[[str], Any], str, str]] = [
+    ("max_tokens", ("--max-tokens", "-n"), int, "N", ""),
+    ("temperature", ("--temperature",), float, "T", "; 0 is greedy"),
+    ("top_p", ("--top-p",), float, "P", ""),
+    ("top_k", ("--top-k",), int, "K", "; 0 disables"),
+    ("min_p", ("--min-p",), float, "P", ""),
+    ("repeat_penalty", ("--repeat-penalty",), float, "X", ""),
+    ("seed", ("--seed",), int, "N", ""),
+]
+
+
+def _sampling_params(a: argparse.Namespace, parser: argparse.ArgumentParser) -> SamplingParams:
+    """The command's :class:`SamplingParams`; an out-of-range value is a usage error (exit 2)
+    naming the option, from the engine's own check."""
+    given = {f: getattr(a, f) for f, *_ in _SAMPLING_OPTIONS if getattr(a, f, None) is not None}
+    try:
+        return SamplingParams(**given)
+    except InvalidParameterError as e:
+        for f, flags, *_ in _SAMPLING_OPTIONS:
+            if f"`{f}`" in str(e):
+                parser.error(f"argument {'/'.join(flags)}: {given[f]!r}: {e}")
+        raise
+
+
+def _sampling(a: argparse.Namespace) -> SamplingParams:
+    params: SamplingParams = a.sampling
+    return params
 
 
 def _print_stream(chunks: Any) -> str:
@@ -225,9 +243,9 @@ def cmd_generate(a: argparse.Namespace) -> int:
     model = _load(_model_files(a.model, a.accept_license), a.n_ctx, a.threads, a.accept_license)
     msgs = [{"role": "user", "content": a.prompt}]
     if a.raw:
-        chunks = model.generate(a.prompt, stream=True, **_sampling(a))
+        chunks = model.generate(a.prompt, _sampling(a), stream=True)
     else:
-        chunks = model.chat(msgs, system=a.system, stream=True, **_sampling(a))
+        chunks = model.chat(msgs, _sampling(a), system=a.system, stream=True)
     try:
         _print_stream(chunks)
     except KeyboardInterrupt:
@@ -255,7 +273,7 @@ def cmd_chat(a: argparse.Namespace) -> int:
             continue
         history.append({"role": "user", "content": line})
         try:
-            answer = _print_stream(model.chat(history, system=a.system, stream=True, **_sampling(a)))
+            answer = _print_stream(model.chat(history, _sampling(a), system=a.system, stream=True))
         except KeyboardInterrupt:
             sys.stdout.write("\n[cancelled]\n")
             history.pop()
@@ -424,8 +442,9 @@ def _float_in(lo: float, hi: float = math.inf, *, lo_open: bool = False) -> Call
 
 
 def _threads() -> Callable[[str], int]:
-    cpus = os.cpu_count() or 1
-    return _int_in(1, THREADS_PER_CPU * cpus, hint=f" ({THREADS_PER_CPU} x the {cpus} CPUs of this machine)")
+    # The engine's pool has one thread per CPU this process may use: more cannot run.
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return _int_in(1, cpus, hint=f" (the {cpus} CPUs this process may use)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -463,27 +482,18 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     def sampling(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--max-tokens", "-n", type=_int_in(0, _INT_MAX), default=512, metavar="N", help="default 512"
-        )
-        sp.add_argument(
-            "--temperature", type=_float_in(0.0), default=0.7, metavar="T", help="default 0.7; 0 is greedy"
-        )
-        sp.add_argument(
-            "--top-p", type=_float_in(0.0, 1.0, lo_open=True), default=0.95, metavar="P", help="default 0.95"
-        )
-        sp.add_argument(
-            "--top-k", type=_int_in(0, _INT_MAX), default=40, metavar="K", help="default 40; 0 disables"
-        )
-        sp.add_argument("--min-p", type=_float_in(0.0, 1.0), default=0.05, metavar="P", help="default 0.05")
-        sp.add_argument(
-            "--repeat-penalty",
-            type=_float_in(0.0, lo_open=True),
-            default=1.1,
-            metavar="X",
-            help="default 1.1",
-        )
-        sp.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=None, help="default: random")
+        # Only the text-to-number conversion happens here; the ranges and the defaults are the
+        # engine's (SamplingParams), checked in main() before any model is loaded.
+        d = SamplingParams()
+        for field, flags, kind, meta, extra in _SAMPLING_OPTIONS:
+            sp.add_argument(
+                *flags,
+                dest=field,
+                type=kind,
+                default=None,
+                metavar=meta,
+                help=f"default {getattr(d, field) if field != 'seed' else 'random'}{extra}",
+            )
         sp.add_argument("--system", default=None, help="system prompt (default: the model's)")
 
     g = sub.add_parser("generate", help="stream the answer to one question")
@@ -564,7 +574,11 @@ def _one_line(e: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``med42`` console script."""
     _tolerant_stdio()
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "temperature"):
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        args.sampling = _sampling_params(args, sub.choices[args.cmd])
     try:
         return int(args.func(args))
     except BrokenPipeError:
