@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from med42_rs import Model
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -62,8 +64,8 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
         p.wait()
 
 
-def ms_per_token(model: object, tokens: int) -> float:
-    c = model.generate(PROMPT, max_tokens=tokens, temperature=0.0)  # type: ignore[attr-defined]
+def ms_per_token(model: Model, tokens: int) -> float:
+    c = model.generate(PROMPT, max_tokens=tokens, temperature=0.0)
     u = c.usage
     assert u is not None and u.completion_tokens > 1
     return 1000.0 * u.decode_seconds / u.completion_tokens
@@ -77,8 +79,6 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None, help="GGUF file (default: SmolLM2-135M Q4_1)")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the busy processes on the way out
-
-    from med42_rs import Model
 
     if args.model is None:
         from assets import smollm2_gguf
