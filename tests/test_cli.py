@@ -58,6 +58,7 @@ def test_chat_ctrl_c_cancels_the_answer_and_ctrl_d_exits(smollm2: Path) -> None:
     )  # fmt: skip
     child.expect(">>> ")
     child.sendline("Write a very long story about a hospital, with many chapters.")
+    child.expect_exact("chapters.\r\n")  # the terminal's echo of the line, not yet the answer
     child.expect(r"\w+ \w+ \w+")  # the answer is streaming
     child.sendintr()  # Ctrl-C
     child.expect(r"\[cancelled\]")
