@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -47,14 +48,21 @@ def test_generate_streams_an_answer(smollm2: Path) -> None:
     assert child.exitstatus == 0
 
 
+def _default_sigint() -> None:
+    # Runs in the child before exec: a suite started from a background job (`nohup ... &`, cron)
+    # has SIGINT ignored, which the child would inherit, and then Ctrl-C would do nothing.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_chat_ctrl_c_cancels_the_answer_and_ctrl_d_exits(smollm2: Path) -> None:
     child = pexpect.spawn(
         MED42,
         ["chat", "-m", str(smollm2), "--temperature", "0", "-n", "300", "--n-ctx", "2048"],
-        encoding="utf-8", timeout=120,
+        encoding="utf-8", timeout=120, preexec_fn=_default_sigint,
     )  # fmt: skip
     child.expect(">>> ")
     child.sendline("Write a very long story about a hospital, with many chapters.")
+    child.expect_exact("chapters.\r\n")  # the terminal's echo of the line, not yet the answer
     child.expect(r"\w+ \w+ \w+")  # the answer is streaming
     child.sendintr()  # Ctrl-C
     child.expect(r"\[cancelled\]")
