@@ -1,6 +1,6 @@
 """Tokenizer speed: ``med42_rs.Tokenizer.encode`` vs llama.cpp on a ~4,000-token clinical note.
 
-Run: ``/work/venv/bin/python benches/bench_tokenizer.py [--runs 20] [--tokens 4000]``
+Run: ``python benches/bench_tokenizer.py [--runs 20] [--tokens 4000]`` (with the ``test`` extra installed)
 
 For the Llama-2 SentencePiece (``llama-spm``) and Llama-3 BPE (``llama-bpe``) vocabularies of
 llama.cpp's test models, and SmolLM2's BPE, prints the token count, the median milliseconds of

@@ -5,14 +5,14 @@
     python benches/compare.py --files model.gguf   # any Llama GGUF
 
 The slice has the real Llama-2-70B / Med42 dimensions (hidden 8192, ff 28672, 64/8 heads, vocab
-32000 with the real Llama-2 vocabulary) and 2 blocks of random weights; it is written once with PyPI's
-``gguf`` as F16 and quantized with llama.cpp's own quantizer, then cached under
-``~/.cache/med42-rs/bench``. Every measurement runs in a fresh child process, engines alternating
-round by round (ours, llama.cpp, ours, ...), with the file warm in the page cache. Reported: medians
-of load time, prefill (512-token prompt) tok/s, time to first token, decode tok/s (32 tokens, greedy),
-peak resident memory, and the ratios ours / llama.cpp; decode as a fraction of the machine's measured
-memory-read bandwidth; and the cost of the Python streaming layer (wall-clock decode time vs the
-engine's own).
+32000 with the real Llama-2 vocabulary) and 2 blocks of random weights; it is written once with
+PyPI's ``gguf`` as F16 and quantized with llama.cpp's own quantizer, then cached under
+``~/.cache/med42-rs/test-assets/bench`` (``$MED42_TEST_CACHE/bench``). Every measurement runs in a
+fresh child process, engines alternating round by round (ours, llama.cpp, ours, ...), with the file
+warm in the page cache. Reported: medians of load time, prefill (512-token prompt) tok/s, time to
+first token, decode tok/s (32 tokens, greedy), peak resident memory, and the ratios ours /
+llama.cpp; decode as a fraction of the machine's measured memory-read bandwidth; and the cost of the
+Python streaming layer (wall-clock decode time vs the engine's own).
 
 Prefill is reported twice. "Last" is what generation does: only the last position's logits are
 needed, and both engines skip work in the last block (llama.cpp runs its feed-forward for that

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 /// Result alias used throughout the crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Everything that can go wrong, grouped the way the Python layer maps it to exceptions
-/// (see `python/med42_rs/errors.py`).
+/// Everything that can go wrong. Each variant is one kind of failure a caller handles
+/// differently; the Python binding maps each to one exception class of `med42_rs.errors`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The model file could not be opened or mapped.
@@ -127,29 +127,70 @@ impl Error {
             detail: detail.into(),
         }
     }
+}
 
-    /// The Python exception class name this error maps to (see `errors.py`).
-    pub fn python_class(&self) -> &'static str {
-        match self {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                "FileNotFoundError"
-            }
-            Error::Io { .. } => "ModelFileError",
-            Error::NotGguf { .. } => "NotGGUFError",
-            Error::InvalidGguf { .. } | Error::Tensor { .. } => "InvalidModelFileError",
-            Error::Truncated { .. } => "TruncatedFileError",
-            Error::Parts(_) => "SplitFilesError",
-            Error::MissingKey { .. } | Error::BadKey { .. } => "MetadataError",
-            Error::Unsupported(_) => "UnsupportedModelError",
-            Error::Device { .. } => "DeviceUnavailableError",
-            Error::InvalidArgument { .. } => "InvalidParameterError",
-            Error::ContextOverflow { .. } => "ContextLengthExceededError",
-            Error::InsufficientMemory { .. } => "InsufficientMemoryError",
-            Error::Tokenizer(_) => "TokenizerError",
-            Error::Cancelled => "GenerationCancelled",
-            Error::Internal(_) => "InternalError",
-            Error::Candle(_) => "Med42Error",
-            Error::Template(_) => "ChatTemplateError",
-        }
-    }
+/// One error of every variant, with the argument names a user would see: what the binding's
+/// tests walk to check that each variant reaches Python as its own exception class, with a
+/// message that names what was wrong.
+#[doc(hidden)]
+pub fn examples() -> Vec<Error> {
+    let path = PathBuf::from("model.gguf");
+    vec![
+        Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"),
+        },
+        Error::Io {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, "Permission denied"),
+        },
+        Error::NotGguf {
+            path: path.clone(),
+            detail: "magic is 'PK\\x03\\x04'".into(),
+        },
+        Error::InvalidGguf {
+            path: path.clone(),
+            detail: "tensor count 1099511627776 exceeds the file size".into(),
+        },
+        Error::Truncated {
+            path,
+            what: "tensor `blk.0.attn_q.weight`".into(),
+            needed: 4096,
+            len: 1024,
+        },
+        Error::Parts("model.gguf-split-b is missing next to model.gguf-split-a".into()),
+        Error::MissingKey {
+            key: "llama.block_count".into(),
+            hint: "the file is not a complete Llama model".into(),
+        },
+        Error::BadKey {
+            key: "llama.vocab_size".into(),
+            expected: "a positive integer".into(),
+            found: "0".into(),
+        },
+        Error::Unsupported("architecture `mamba`".into()),
+        Error::tensor(
+            "output_norm.weight",
+            "has shape [7] but the config needs [8]",
+        ),
+        Error::Device {
+            device: "cuda".into(),
+            detail: "this build has no CUDA support".into(),
+        },
+        Error::arg("temperature", "NaN must be a finite number >= 0"),
+        Error::ContextOverflow {
+            needed: 5000,
+            n_ctx: 4096,
+        },
+        Error::InsufficientMemory {
+            needed_gib: 44.0,
+            available_gib: 20.0,
+            detail: "weights 41.0 GiB, KV cache 2.5 GiB".into(),
+        },
+        Error::Tokenizer("token id 70000 is outside the vocabulary of 32000".into()),
+        Error::Cancelled,
+        Error::Internal("index out of bounds".into()),
+        Error::Candle(candle_core::Error::Msg("shape mismatch in matmul".into())),
+        Error::Template("syntax error: unexpected end of input (in chat_template:1)".into()),
+    ]
 }

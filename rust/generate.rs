@@ -106,6 +106,34 @@ impl Session {
         Ok(out)
     }
 
+    /// Append `tokens` and write the logits of every new position into `out` (`T * n_vocab`
+    /// floats, row-major): the caller owns the result's memory, so it is written once, in place.
+    pub fn append_all_into(
+        &mut self,
+        tokens: &[u32],
+        out: &mut [f32],
+        cancelled: &mut dyn FnMut() -> bool,
+    ) -> Result<()> {
+        let n_vocab = self.model.config.n_vocab;
+        if out.len() != tokens.len().saturating_mul(n_vocab) {
+            return Err(Error::arg(
+                "out",
+                format!(
+                    "holds {} floats, {} tokens need {}",
+                    out.len(),
+                    tokens.len(),
+                    tokens.len().saturating_mul(n_vocab)
+                ),
+            ));
+        }
+        let batch = self.batch;
+        for (chunk, dst) in tokens.chunks(batch).zip(out.chunks_mut(batch * n_vocab)) {
+            let logits = self.append(chunk, Logits::All, cancelled)?;
+            dst.copy_from_slice(&logits);
+        }
+        Ok(())
+    }
+
     /// Make the cache hold exactly `prompt`, reusing the longest common prefix already cached, and
     /// return the logits after its last token. At least the last prompt token is always re-run so
     /// that logits exist.
@@ -139,10 +167,24 @@ impl Session {
     }
 }
 
-/// Greedy continuation of `prompt` for `n` tokens (tests and the minimal CLI).
-pub fn greedy(model: &Arc<Llama>, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-    let mut s = Session::new(Arc::clone(model), Some((prompt.len() + n).min(model.n_ctx)))?;
-    let mut logits = s.prefill(prompt, &mut || false)?;
+/// Greedy continuation of `prompt` for `n` tokens (tests and the minimal CLI). `cancelled` is
+/// polled before every layer.
+pub fn greedy(
+    model: &Arc<Llama>,
+    prompt: &[u32],
+    n: usize,
+    cancelled: &mut dyn FnMut() -> bool,
+) -> Result<Vec<u32>> {
+    // Checked before anything is allocated: `n` comes from the caller and may be huge.
+    let needed = prompt.len().saturating_add(n);
+    if needed > model.n_ctx {
+        return Err(Error::ContextOverflow {
+            needed,
+            n_ctx: model.n_ctx,
+        });
+    }
+    let mut s = Session::new(Arc::clone(model), Some(needed.max(1)))?;
+    let mut logits = s.prefill(prompt, cancelled)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let next = crate::sampling::argmax(&logits);
@@ -150,7 +192,7 @@ pub fn greedy(model: &Arc<Llama>, prompt: &[u32], n: usize) -> Result<Vec<u32>> 
         if out.len() == n {
             break;
         }
-        logits = s.append(&[next], Logits::Last, &mut || false)?;
+        logits = s.append(&[next], Logits::Last, cancelled)?;
     }
     Ok(out)
 }
@@ -210,19 +252,19 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// Check that the prompt and `max_tokens` fit the context, then allocate a KV cache of exactly
+    /// Check that the prompt and `params.max_tokens` fit the context, then allocate a KV cache of exactly
     /// that size. `stop_ids` end the generation (the tokenizer's end-of-generation ids are added).
     pub fn new(
         model: Arc<Llama>,
         tokenizer: Option<Arc<crate::tokenizer::Tokenizer>>,
         prompt: Vec<u32>,
         params: crate::sampling::SamplingParams,
-        max_tokens: usize,
         stop_ids: &[u32],
     ) -> Result<Self> {
         if prompt.is_empty() {
             return Err(Error::arg("prompt", "the prompt has no tokens"));
         }
+        let max_tokens = params.max_tokens;
         let needed = prompt.len().saturating_add(max_tokens);
         if needed > model.n_ctx {
             return Err(Error::ContextOverflow {
@@ -369,6 +411,13 @@ pub fn score(
     }
     if continuation.is_empty() {
         return Err(Error::arg("continuation", "needs at least one token"));
+    }
+    let needed = context.len().saturating_add(continuation.len());
+    if needed > model.n_ctx {
+        return Err(Error::ContextOverflow {
+            needed,
+            n_ctx: model.n_ctx,
+        });
     }
     let all: Vec<u32> = context.iter().chain(continuation).copied().collect();
     let mut s = Session::new(Arc::clone(model), Some(all.len()))?;

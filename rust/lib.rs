@@ -3,7 +3,7 @@
 //! Module map (dependencies point one way): `error` ← `gguf` ← `weights` ← `model` ← `generate`
 //! ← `python` (the only module that touches PyO3, behind the `python` feature).
 
-pub mod build;
+pub mod build_info;
 pub mod chat_template;
 pub mod error;
 #[doc(hidden)]

@@ -3,9 +3,15 @@
 
 use crate::error::{Error, Result};
 
-/// Sampling parameters (llama.cpp's meanings).
+/// Everything that shapes a generation: how many tokens, how each is chosen, where to stop.
+///
+/// The one sampling type of the project: the Python API, the CLI and every later caller build
+/// this and nothing else. Field meanings are llama.cpp's; the defaults are [`Default`]'s and live
+/// only there; [`SamplingParams::validate`] is the only check, and its error names the field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
+    /// Tokens to generate at most.
+    pub max_tokens: usize,
     /// 0 means greedy (argmax).
     pub temperature: f32,
     /// Keep the `top_k` most likely tokens; 0 disables.
@@ -18,26 +24,31 @@ pub struct SamplingParams {
     pub repeat_penalty: f32,
     /// How many recent tokens the penalty looks at.
     pub repeat_last_n: usize,
-    /// RNG seed.
-    pub seed: u64,
+    /// RNG seed; `None` draws one from the operating system's randomness.
+    pub seed: Option<u64>,
+    /// Texts that end the generation (matched on the decoded text by the caller's stream, which
+    /// cuts the stop and what follows).
+    pub stop: Vec<String>,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
         SamplingParams {
+            max_tokens: 256,
             temperature: 0.7,
             top_k: 40,
             top_p: 0.95,
             min_p: 0.05,
             repeat_penalty: 1.1,
             repeat_last_n: 64,
-            seed: 0,
+            seed: None,
+            stop: Vec::new(),
         }
     }
 }
 
 impl SamplingParams {
-    /// Check every field; the error names the parameter.
+    /// Check every field; the error names the field and the accepted range.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return Err(Error::arg(
@@ -63,7 +74,28 @@ impl SamplingParams {
                 format!("{} must be a finite number > 0", self.repeat_penalty),
             ));
         }
+        if let Some(i) = self.stop.iter().position(|s| s.is_empty()) {
+            return Err(Error::arg(
+                "stop",
+                format!("stop[{i}] is empty; each stop must be a non-empty string"),
+            ));
+        }
         Ok(())
+    }
+
+    /// The seed to use: the given one, or a fresh one from the OS (the hasher keys of
+    /// `RandomState` come from the operating system's randomness).
+    pub fn resolved_seed(&self) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        self.seed.unwrap_or_else(|| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.finish()
+        })
     }
 }
 
@@ -119,7 +151,7 @@ impl Sampler {
     /// A sampler for `params` (validated).
     pub fn new(params: SamplingParams) -> Result<Self> {
         params.validate()?;
-        let rng = Rng::new(params.seed);
+        let rng = Rng::new(params.resolved_seed());
         Ok(Sampler {
             params,
             rng,
@@ -267,7 +299,7 @@ mod tests {
             top_p: 1.0,
             min_p: 0.0,
             repeat_penalty: 1.0,
-            seed: 7,
+            seed: Some(7),
             ..Default::default()
         };
         let logits = [0.0f32, 1.0, 1.1, -5.0, 0.9];
@@ -285,7 +317,7 @@ mod tests {
         );
         assert!(a.contains(&1) && a.contains(&2));
         let b = draw(&SamplingParams {
-            seed: 8,
+            seed: Some(8),
             ..params.clone()
         });
         assert_ne!(a, b, "a different seed gives a different draw");
@@ -307,5 +339,26 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.to_string().contains("temperature"));
+        let e = SamplingParams {
+            stop: vec!["ok".into(), String::new()],
+            ..Default::default()
+        }
+        .validate()
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("stop[1]"), "{e}");
+        assert!(SamplingParams::default().validate().is_ok());
+    }
+
+    #[test]
+    fn no_seed_draws_a_fresh_one_each_time() {
+        let p = SamplingParams::default();
+        let seeds: Vec<u64> = (0..4).map(|_| p.resolved_seed()).collect();
+        assert!(seeds.windows(2).any(|w| w[0] != w[1]), "{seeds:?}");
+        let fixed = SamplingParams {
+            seed: Some(42),
+            ..Default::default()
+        };
+        assert_eq!(fixed.resolved_seed(), 42);
     }
 }

@@ -1,21 +1,21 @@
 //! Quantized weight matrices used where they lie in the file mapping.
 //!
-//! On CPU a [`QWeight`] is a typed view of the mapped bytes: matmuls run candle's quantized kernels
-//! directly on the mapped blocks (a candle `CustomOp1`), and embedding rows are dequantized one by
-//! one. Nothing is copied into anonymous memory. On CUDA/Metal the mapped bytes are uploaded once
-//! into a candle `QMatMul`.
+//! On CPU a [`QWeight`] is a typed view of the mapped bytes: matmuls run the crate's own kernels
+//! ([`crate::kernels`], chosen once per weight at load) directly on the mapped blocks, through a
+//! candle `CustomOp1`, and embedding rows are dequantized one by one. Nothing is copied into
+//! anonymous memory. On CUDA/Metal the mapped bytes are uploaded once into a candle `QMatMul`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
-use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::quantized::{QMatMul, QStorage, QTensor};
 use candle_core::{CpuStorage, DType, Device, Layout, Module, Shape, Tensor};
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
 use crate::gguf::{Bytes, GgmlType, GgufFile, TensorInfo};
-use crate::kernels::{self, ActKind, Kernels, QActs, WeightView};
+use crate::kernels::{self, candle_dtype, ActKind, Kernels, QActs, WeightView};
 
 /// A 2-D weight `[n_out, n_in]` (ggml dims `[n_in, n_out]`), rows of `n_in` elements.
 pub struct QWeight {
@@ -28,27 +28,6 @@ pub struct QWeight {
     kernels: Kernels,
     /// The uploaded copy on a GPU device; `None` on CPU.
     device_mm: Option<QMatMul>,
-}
-
-/// Map our type enum to candle's.
-pub fn candle_dtype(t: GgmlType) -> Option<GgmlDType> {
-    Some(match t {
-        GgmlType::F32 => GgmlDType::F32,
-        GgmlType::F16 => GgmlDType::F16,
-        GgmlType::BF16 => GgmlDType::BF16,
-        GgmlType::Q4_0 => GgmlDType::Q4_0,
-        GgmlType::Q4_1 => GgmlDType::Q4_1,
-        GgmlType::Q5_0 => GgmlDType::Q5_0,
-        GgmlType::Q5_1 => GgmlDType::Q5_1,
-        GgmlType::Q8_0 => GgmlDType::Q8_0,
-        GgmlType::Q2_K => GgmlDType::Q2K,
-        GgmlType::Q3_K => GgmlDType::Q3K,
-        GgmlType::Q4_K => GgmlDType::Q4K,
-        GgmlType::Q5_K => GgmlDType::Q5K,
-        GgmlType::Q6_K => GgmlDType::Q6K,
-        GgmlType::Q8_K => GgmlDType::Q8K,
-        _ => return None,
-    })
 }
 
 /// The error for a tensor whose type the engine cannot compute with.
@@ -177,14 +156,6 @@ impl QWeight {
         let mut out = vec![0f32; ids.len() * self.n_in];
         self.gather_rows(ids, &mut out)?;
         Ok(Tensor::from_vec(out, (ids.len(), self.n_in), device)?)
-    }
-
-    /// The whole matrix dequantized to f32 (tests and small tensors only).
-    pub fn dequantize(&self) -> Result<Vec<f32>> {
-        let ids: Vec<u32> = (0..self.n_out as u32).collect();
-        let mut out = vec![0f32; self.n_out * self.n_in];
-        self.gather_rows(&ids, &mut out)?;
-        Ok(out)
     }
 }
 

@@ -259,10 +259,23 @@ def _interrupt_after(delay: float) -> threading.Timer:
     return timer
 
 
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt during the test, however the suite was started: a process
+    started from a background job (`nohup ... &`, cron) inherits SIGINT ignored, and Python then
+    installs no handler, so the signal would never reach the generation."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize(
     ("phase", "delay", "max_tokens"),
     [("prefill", 0.02, 300), ("decode", 0.3, 400)],
 )
+@pytest.mark.usefixtures("sigint_raises")
 def test_sigint_cancels_and_the_model_stays_usable(
     m: med42_rs.Model, phase: str, delay: float, max_tokens: int
 ) -> None:

@@ -179,7 +179,7 @@ def test_stop_that_never_completes_is_released_by_finish() -> None:
     assert not m.stopped
     assert m.matched is None
     assert m.finish() == ""
-    with pytest.raises(RuntimeError):
+    with pytest.raises(InvalidParameterError):
         m.push("more")
 
 
@@ -260,7 +260,7 @@ def test_empty_stop_rejected() -> None:
 
 def test_bare_string_rejected() -> None:
     """A single str (a sequence of characters) is a mistake, not a list of one-char stops."""
-    with pytest.raises(TypeError, match="stop"):
+    with pytest.raises(InvalidParameterError, match="stop"):
         StopMatcher("END")
 
 

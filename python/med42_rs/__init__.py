@@ -12,6 +12,7 @@ from . import _native
 from .errors import (
     AccessDeniedError,
     AuthenticationRequiredError,
+    ChatTemplateError,
     ContextLengthExceededError,
     DeviceUnavailableError,
     DownloadError,
@@ -25,6 +26,7 @@ from .errors import (
     Med42Error,
     MetadataError,
     ModelFileError,
+    ModelFileNotFoundError,
     NotGGUFError,
     RemoteFileNotFoundError,
     RepositoryNotFoundError,
@@ -33,7 +35,9 @@ from .errors import (
     TruncatedFileError,
     UnsupportedModelError,
 )
+from .generation import Chunk, Completion, Stream, Usage
 from .model import Model
+from .sampling import SamplingParams
 from .tokenizer import StreamDecoder, Tokenizer
 
 __version__: str = _native.build_info()["version"]
@@ -41,6 +45,9 @@ __version__: str = _native.build_info()["version"]
 __all__ = [
     "AccessDeniedError",
     "AuthenticationRequiredError",
+    "ChatTemplateError",
+    "Chunk",
+    "Completion",
     "ContextLengthExceededError",
     "DeviceUnavailableError",
     "DownloadError",
@@ -55,24 +62,29 @@ __all__ = [
     "MetadataError",
     "Model",
     "ModelFileError",
+    "ModelFileNotFoundError",
     "NotGGUFError",
     "RemoteFileNotFoundError",
     "RepositoryNotFoundError",
+    "SamplingParams",
     "SplitFilesError",
+    "Stream",
     "StreamDecoder",
     "Tokenizer",
     "TokenizerError",
     "TruncatedFileError",
     "UnsupportedModelError",
+    "Usage",
     "__version__",
     "build_info",
 ]
 
 
 def build_info() -> dict[str, Any]:
-    """What this build was compiled with: the quantized kernel family (``avx2``, ``neon``, or
-    ``scalar``, which is slow), the SIMD features compiled in and those the CPU offers, and in
-    ``dot_kernels`` the dot-product kernel each weight type gets on this CPU (``avx2``: chosen at
-    run time; ``candle-avx2``/``candle-neon``: fixed at compile time; ``scalar``; with
-    ``+multi-row`` where prompts use the multi-row kernel)."""
+    """What this build was compiled with and what runs on this CPU: ``kernels``, the instruction
+    set the engine's CPU kernels use (chosen at run time, so portable wheels keep them:
+    ``avx2``, or ``scalar``, which is slow); ``dot_kernels``, the kernel each weight type gets
+    (with ``+multi-row``/``+packed`` where prompts use those); ``candle_kernels``, the family
+    candle's own kernels were compiled for; the SIMD features compiled in and those the CPU
+    offers; the candle version and the cargo features."""
     return dict(_native.build_info())

@@ -24,6 +24,7 @@ __all__ = [
     "Med42Error",
     "MetadataError",
     "ModelFileError",
+    "ModelFileNotFoundError",
     "NotGGUFError",
     "RemoteFileNotFoundError",
     "RepositoryNotFoundError",
@@ -40,6 +41,10 @@ class Med42Error(Exception):
 
 class ModelFileError(Med42Error, OSError):
     """A model file cannot be opened, read or understood."""
+
+
+class ModelFileNotFoundError(ModelFileError, FileNotFoundError):
+    """A model file (or a part of a split model) does not exist; also a ``FileNotFoundError``."""
 
 
 class NotGGUFError(ModelFileError, ValueError):

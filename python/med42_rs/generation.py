@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -10,7 +9,7 @@ from typing import Literal
 from . import _native
 from .stops import StopMatcher
 
-__all__ = ["Chunk", "Completion", "FinishReason", "Usage"]
+__all__ = ["Chunk", "Completion", "FinishReason", "Stream", "Usage"]
 
 FinishReason = Literal["stop", "length", "eos"]
 
@@ -56,101 +55,81 @@ class Completion:
     usage: Usage | None = None
 
 
-@dataclass(frozen=True)
-class SamplingOptions:
-    """Validated sampling parameters."""
+class Stream(Iterator[Chunk]):
+    """A streamed generation: iterate it for :class:`Chunk` objects.
 
-    max_tokens: int
-    temperature: float
-    top_k: int
-    top_p: float
-    min_p: float
-    repeat_penalty: float
-    repeat_last_n: int
-    seed: int
+    :meth:`cancel` (or :meth:`close`) stops it from any thread, including while another thread
+    is iterating it and from a signal handler: the engine notices before its next layer, during a
+    long prompt too, frees the KV cache, and the iteration ends. Leaving the loop early
+    (``break``, garbage collection) frees the cache as well.
+    """
 
-    @staticmethod
-    def make(
-        *,
-        max_tokens: int,
-        temperature: float,
-        top_k: int,
-        top_p: float,
-        min_p: float,
-        repeat_penalty: float,
-        repeat_last_n: int,
-        seed: int | None,
-    ) -> SamplingOptions:
-        """Check every parameter; a bad one raises ``ValueError`` naming it."""
+    def __init__(self, gen: _native.NativeGeneration, stops: Sequence[str]) -> None:
+        self._gen = gen
+        self._matcher = StopMatcher(stops) if stops else None
+        self._done = False
+        self._cancelled = False
 
-        def need(ok: bool, name: str, what: str, value: object) -> None:
-            if not ok:
-                raise ValueError(f"{name}: must be {what}, got {value!r}")
+    def __iter__(self) -> Stream:
+        return self
 
-        def num(x: object) -> bool:
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
+    def __next__(self) -> Chunk:
+        if self._done:
+            raise StopIteration
+        # On an error or Ctrl-C the generation keeps its state: iterating again resumes it.
+        chunk = self._step()
+        if chunk is None:
+            self._done = True
+            self._gen.cancel()
+            raise StopIteration
+        if chunk.finish_reason is not None:
+            self._done = True
+            self._gen.cancel()  # frees the KV cache now (a stop string ends it early)
+        return chunk
 
-        need(isinstance(max_tokens, int) and max_tokens >= 0, "max_tokens", "an int >= 0", max_tokens)
-        need(num(temperature) and temperature >= 0, "temperature", "a number >= 0", temperature)
-        need(isinstance(top_k, int) and top_k >= 0, "top_k", "an int >= 0 (0 disables)", top_k)
-        need(num(top_p) and 0 < top_p <= 1, "top_p", "in (0, 1]", top_p)
-        need(num(min_p) and 0 <= min_p <= 1, "min_p", "in [0, 1]", min_p)
-        need(num(repeat_penalty) and repeat_penalty > 0, "repeat_penalty", "a number > 0", repeat_penalty)
-        need(
-            isinstance(repeat_last_n, int) and repeat_last_n >= 0,
-            "repeat_last_n",
-            "an int >= 0",
-            repeat_last_n,
-        )
-        if seed is None:
-            seed = int.from_bytes(os.urandom(8), "little")
-        need(isinstance(seed, int) and 0 <= seed < 2**64, "seed", "an int in [0, 2**64)", seed)
-        return SamplingOptions(
-            max_tokens, float(temperature), top_k, float(top_p), float(min_p), float(repeat_penalty),
-            repeat_last_n, seed,
-        )  # fmt: skip
-
-
-def start(
-    native: _native.NativeModel, ids: list[int], opts: SamplingOptions, stop_ids: Sequence[int]
-) -> _native.NativeGeneration:
-    """Create the native generation: context and parameter errors are raised here, before any
-    token is generated."""
-    return native.generate(
-        ids, opts.max_tokens, opts.temperature, opts.top_k, opts.top_p, opts.min_p,
-        opts.repeat_penalty, opts.repeat_last_n, opts.seed, list(stop_ids),
-    )  # fmt: skip
-
-
-def stream(gen: _native.NativeGeneration, stops: Sequence[str]) -> Iterator[Chunk]:
-    """Drive a native generation, holding back text that may become a stop string. Leaving the
-    loop (``break``, ``close()``, garbage collection) frees the generation's KV cache."""
-    matcher = StopMatcher(stops) if stops else None
-    try:
-        while True:
-            step = next(gen, None)
-            if step is None:  # ended without a final step (cancelled)
-                return
-            text, step_ids, finish = step
-            if matcher is not None:
-                text = matcher.push(text)
-                if matcher.stopped:
-                    gen.close()
-                    yield Chunk(text, list(step_ids), "stop", _usage(gen))
-                    return
-                if finish is not None:
-                    text += matcher.finish()
+    def _step(self) -> Chunk | None:
+        step = next(self._gen, None)
+        if step is None:  # ended without a final step (cancelled)
+            return None
+        text, step_ids, finish = step
+        m = self._matcher
+        if m is not None:
+            text = m.push(text)
+            if m.stopped:
+                self._gen.cancel()
+                return Chunk(text, list(step_ids), "stop", self.usage)
             if finish is not None:
-                yield Chunk(text, list(step_ids), finish, _usage(gen))  # type: ignore[arg-type]
-                return
-            yield Chunk(text, list(step_ids))
-    finally:
-        gen.close()
+                text += m.finish()
+                if m.stopped:  # the held-back text ended in a stop string
+                    finish = "stop"
+        if finish is not None:
+            return Chunk(text, list(step_ids), finish, self.usage)  # type: ignore[arg-type]
+        return Chunk(text, list(step_ids))
 
+    def cancel(self) -> None:
+        """Stop the generation and free its KV cache; safe from any thread at any time."""
+        self._cancelled = True
+        self._gen.cancel()
 
-def _usage(gen: _native.NativeGeneration) -> Usage:
-    p, c, ps, ds = gen.usage
-    return Usage(p, c, ps, ds)
+    def close(self) -> None:
+        """Same as :meth:`cancel` (the generator protocol's name)."""
+        self.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once :meth:`cancel` or :meth:`close` was called."""
+        return self._cancelled
+
+    @property
+    def usage(self) -> Usage:
+        """Token counts and timings so far."""
+        p, c, ps, ds = self._gen.usage
+        return Usage(p, c, ps, ds)
+
+    def __del__(self) -> None:
+        gen = getattr(self, "_gen", None)
+        if gen is not None:
+            gen.cancel()
 
 
 def collect(chunks: Iterator[Chunk]) -> Completion:

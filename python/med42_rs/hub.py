@@ -29,11 +29,12 @@ from .errors import (
     AuthenticationRequiredError,
     DownloadError,
     InsufficientDiskSpaceError,
+    InvalidParameterError,
     RemoteFileNotFoundError,
     RepositoryNotFoundError,
 )
 
-__all__ = ["GGUFName", "download", "parse_gguf_name", "quant_of"]
+__all__ = ["GGUFName", "download", "find_in_cache", "parse_gguf_name", "quant_of"]
 
 # One quant tag, matched case-insensitively. K-quants (with the _L/_XL variants some publishers
 # add), the legacy block quants (and their ARM repacks Q4_0_4_4, ...), i-quants, ternary quants,
@@ -56,6 +57,7 @@ _BYTE_SPLIT_RE = re.compile(r"^(?P<whole>.+\.gguf)-split-(?P<letter>[a-z])$")
 _SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 _GGUF_RE = re.compile(r"\.gguf$", re.IGNORECASE)
 
+_NEEDS_HUB = "Models from the Hugging Face Hub need huggingface_hub: pip install 'med42-rs[hub]'"
 _GO_ONLINE = (
     "Go online once (unset HF_HUB_OFFLINE, with network access to the Hugging Face Hub) to download it; "
     "later runs find it in the cache."
@@ -184,7 +186,7 @@ class _Selector:
         model may simply not be downloaded yet."""
         if self.cached:
             return DownloadError(f"{message}; {self.offline_reason}. {_GO_ONLINE}")
-        return ValueError(f"{message}.")
+        return InvalidParameterError(f"{message}.")
 
     def complete(self, members: Sequence[GGUFName]) -> list[str]:
         """The paths of one model's parts, checking that no part is missing."""
@@ -237,7 +239,7 @@ class _Selector:
         quants = sorted({m[0].quant for m in models.values() if m[0].quant is not None})
         if quant is None:
             if len(models) > 1:
-                raise ValueError(
+                raise InvalidParameterError(
                     f"{self.place[0].upper()}{self.place[1:]} holds several GGUF models "
                     f"({'; '.join(_describe(m) for m in models.values())}): pass quant= (one of "
                     f"{', '.join(quants) or 'none recognised'}) or filename= to choose one."
@@ -254,7 +256,7 @@ class _Selector:
                 available = f"no quant tag could be read from its GGUF file names ({names}); pass filename="
             raise self.bad_choice(f"No {quant!r} GGUF file in {self.place}; {available}")
         if len(chosen) > 1:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"Several GGUF models in {self.place} are {want}: "
                 f"{'; '.join(_describe(m) for m in chosen)}. Pass filename= to choose one."
             )
@@ -464,6 +466,34 @@ def _from_cache(
     return [folder / name for name in selected]
 
 
+def find_in_cache(
+    repo_id: str,
+    *,
+    quant: str | None = "Q4_K_M",
+    filename: str | None = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> list[pathlib.Path] | None:
+    """The local paths of one model when all its files are in the Hugging Face cache, else ``None``.
+
+    The model is picked as :func:`download` picks it, from the cached files only: no network
+    request is made and nothing is downloaded (so no license gate runs)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError as e:
+        raise ImportError(_NEEDS_HUB) from e
+
+    cache = os.fspath(cache_dir) if cache_dir is not None else None
+    root = pathlib.Path(cache if cache is not None else constants.HF_HUB_CACHE).expanduser()
+    try:
+        return _from_cache(
+            repo_id, quant=quant, filename=filename, revision=revision, cache_dir=cache, cache_root=root,
+            reason="not cached", cause=None, before_download=None,
+        )  # fmt: skip
+    except DownloadError:
+        return None
+
+
 def download(
     repo_id: str,
     *,
@@ -525,10 +555,8 @@ def download(
 
     try:
         from huggingface_hub import HfApi, constants, hf_hub_download
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "Downloading from the Hugging Face Hub needs huggingface_hub: pip install 'med42-rs[hub]'"
-        ) from e
+    except ImportError as e:
+        raise ImportError(_NEEDS_HUB) from e
 
     cache = os.fspath(cache_dir) if cache_dir is not None else None
     cache_root = pathlib.Path(cache if cache is not None else constants.HF_HUB_CACHE).expanduser()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Literal, overload
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -11,10 +11,13 @@ import numpy.typing as npt
 from . import _native
 from .chat import MED42_STOPS, Message, Part, _check, med42_parts, render_jinja_parts
 from .errors import ContextLengthExceededError, InvalidParameterError
-from .generation import Chunk, Completion, SamplingOptions, collect, start
-from .generation import stream as _stream
+from .generation import Completion, Stream, collect
 from .license import ensure_accepted, license_for
+from .sampling import SamplingArgs, SamplingParams, resolve
 from .tokenizer import PathLike, Tokenizer, _paths
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Model"]
 
@@ -63,10 +66,34 @@ class Model:
         (``MemAvailable``, or the container's cgroup limit; ``MED42_MEMORY_AVAILABLE`` overrides it
         in bytes); the message says what to do. ``check_memory=False`` skips the check.
         """
+        paths = cls._license_gate(path, accept_license)
+        return cls._load_accepted(
+            paths, device=device, n_ctx=n_ctx, n_threads=n_threads, backend=backend, check_memory=check_memory
+        )
+
+    @staticmethod
+    def _license_gate(path: PathLike | Sequence[PathLike], accept_license: bool | None) -> list[str]:
+        """The license check of :meth:`load`, from the header alone (no tensor data is read):
+        returns the paths to pass to :meth:`_load_accepted`. Callers that show progress (the CLI)
+        run it first, so that the question comes before anything else, and the check runs once."""
         paths = _paths(path)
         metadata, _, resolved = _native.read_header(paths)
         lic = license_for(paths=[*paths, *map(str, resolved)], metadata=metadata)
         ensure_accepted(lic, accept_license=accept_license)
+        return paths
+
+    @classmethod
+    def _load_accepted(
+        cls,
+        paths: list[str],
+        *,
+        device: str = "cpu",
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        backend: str | None = None,
+        check_memory: bool = True,
+    ) -> Model:
+        """:meth:`load` after :meth:`_license_gate` passed for ``paths``."""
         return cls(_native.NativeModel.load(paths, device, n_ctx, n_threads, backend, check_memory))
 
     @classmethod
@@ -151,13 +178,14 @@ class Model:
         """Logits for every position of ``ids``: an array ``(len(ids), n_vocab)`` of float32.
 
         ``n_batch`` tokens go through the model per pass (default 512). On the CPU the result
-        does not depend on it, bit for bit, and equals what token-by-token generation sees."""
-        data, rows, cols = self._native.logits_bytes(list(ids), n_batch)
+        does not depend on it, bit for bit, and equals what token-by-token generation sees.
+        The array is written once, in place, and is writable. Ctrl-C stops it."""
+        data, rows, cols = self._native.logits(ids, n_batch)
         return np.frombuffer(data, dtype=np.float32).reshape(rows, cols)
 
     def greedy_ids(self, ids: Sequence[int], n: int) -> list[int]:
-        """Greedy continuation of the token ids ``ids`` for ``n`` tokens."""
-        return self._native.greedy(list(ids), n)
+        """Greedy continuation of the token ids ``ids`` for ``n`` tokens. Ctrl-C stops it."""
+        return self._native.greedy(ids, n)
 
     # ------------------------------------------------------------------------------------------
     # generation
@@ -166,77 +194,61 @@ class Model:
     def generate(
         self,
         prompt: str | Sequence[int],
+        sampling: SamplingParams | None = ...,
         *,
-        max_tokens: int = ...,
-        temperature: float = ...,
-        top_p: float = ...,
-        top_k: int = ...,
-        min_p: float = ...,
-        repeat_penalty: float = ...,
-        repeat_last_n: int = ...,
-        seed: int | None = ...,
-        stop: str | Sequence[str] | None = ...,
         stream: Literal[False] = ...,
         special: bool = ...,
+        **kw: Unpack[SamplingArgs],
     ) -> Completion: ...
     @overload
     def generate(
         self,
         prompt: str | Sequence[int],
+        sampling: SamplingParams | None = ...,
         *,
-        max_tokens: int = ...,
-        temperature: float = ...,
-        top_p: float = ...,
-        top_k: int = ...,
-        min_p: float = ...,
-        repeat_penalty: float = ...,
-        repeat_last_n: int = ...,
-        seed: int | None = ...,
-        stop: str | Sequence[str] | None = ...,
         stream: Literal[True],
         special: bool = ...,
-    ) -> Iterator[Chunk]: ...
+        **kw: Unpack[SamplingArgs],
+    ) -> Stream: ...
 
     def generate(
         self,
         prompt: str | Sequence[int],
+        sampling: SamplingParams | None = None,
         *,
-        max_tokens: int = 256,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        top_k: int = 40,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.1,
-        repeat_last_n: int = 64,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
         stream: bool = False,
         special: bool = False,
-    ) -> Completion | Iterator[Chunk]:
+        **kw: Unpack[SamplingArgs],
+    ) -> Completion | Stream:
         """Continue ``prompt`` (text, or token ids used as given).
 
-        Text is encoded with BOS as the vocabulary asks; ``special=True`` lets control-token text in
-        the prompt become control tokens (for prompts built from a template). Sampling applies the
-        repeat penalty, then top-k, top-p and min-p, then ``temperature`` (0 means greedy); the
-        same ``seed`` gives the same output. Generation ends at an end-of-generation token
-        (``finish_reason="eos"``), after ``max_tokens`` (``"length"``) or at a ``stop`` string
-        (``"stop"``; the stop string and what follows are not returned).
+        Sampling is a :class:`~med42_rs.SamplingParams` and/or its fields as keyword arguments
+        (``max_tokens``, ``temperature``, ``top_k``, ``top_p``, ``min_p``, ``repeat_penalty``,
+        ``repeat_last_n``, ``seed``, ``stop``; keywords override ``sampling``'s fields). The
+        repeat penalty applies first, then top-k, top-p and min-p, then ``temperature`` (0 means
+        greedy); the same ``seed`` gives the same output. Generation ends at an
+        end-of-generation token (``finish_reason="eos"``), after ``max_tokens`` (``"length"``)
+        or at a ``stop`` string (``"stop"``; the stop string and what follows are not returned).
 
-        With ``stream=True`` an iterator of :class:`Chunk` is returned; otherwise a
-        :class:`Completion`. A prompt that cannot fit ``max_tokens`` more tokens in the context
-        raises :class:`~med42_rs.ContextLengthExceededError` before anything runs.
+        Text is encoded with BOS as the vocabulary asks; ``special=True`` lets control-token text in
+        the prompt become control tokens (for prompts built from a template).
+
+        With ``stream=True`` a :class:`~med42_rs.Stream` of :class:`Chunk` is returned (cancel it
+        from any thread with ``cancel()``); otherwise a :class:`Completion`. A prompt that cannot
+        fit ``max_tokens`` more tokens in the context raises
+        :class:`~med42_rs.ContextLengthExceededError` before anything runs.
         """
-        opts = SamplingOptions.make(
-            max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-            repeat_penalty=repeat_penalty, repeat_last_n=repeat_last_n, seed=seed,
-        )  # fmt: skip
-        stops = _stops(stop)
+        params = resolve(sampling, kw)
         if isinstance(prompt, str):
-            ids = self.tokenizer.encode(prompt, special=special)
+            ids: Sequence[int] = self.tokenizer.encode(prompt, special=special)
+        elif prompt is None or isinstance(prompt, (bytes, bytearray)):
+            raise InvalidParameterError(
+                "invalid value for `prompt`: expected a str or a list of token ids, "
+                f"got {type(prompt).__name__}"
+            )
         else:
-            ids = [int(i) for i in prompt]
-        gen = start(self._native, ids, opts, [])
-        chunks = _stream(gen, stops)
+            ids = prompt
+        chunks = Stream(self._native.generate(ids, params, []), params.stop)
         return chunks if stream else collect(chunks)
 
     def chat_prompt(
@@ -296,72 +308,58 @@ class Model:
     def chat(
         self,
         messages: Sequence[Message],
+        sampling: SamplingParams | None = ...,
         *,
         system: str | None = ...,
         template: str | None = ...,
         truncate: bool = ...,
         stream: Literal[False] = ...,
-        max_tokens: int = ...,
-        temperature: float = ...,
-        top_p: float = ...,
-        top_k: int = ...,
-        min_p: float = ...,
-        repeat_penalty: float = ...,
-        repeat_last_n: int = ...,
-        seed: int | None = ...,
-        stop: str | Sequence[str] | None = ...,
+        **kw: Unpack[SamplingArgs],
     ) -> Completion: ...
     @overload
     def chat(
         self,
         messages: Sequence[Message],
+        sampling: SamplingParams | None = ...,
         *,
         system: str | None = ...,
         template: str | None = ...,
         truncate: bool = ...,
         stream: Literal[True],
-        max_tokens: int = ...,
-        temperature: float = ...,
-        top_p: float = ...,
-        top_k: int = ...,
-        min_p: float = ...,
-        repeat_penalty: float = ...,
-        repeat_last_n: int = ...,
-        seed: int | None = ...,
-        stop: str | Sequence[str] | None = ...,
-    ) -> Iterator[Chunk]: ...
+        **kw: Unpack[SamplingArgs],
+    ) -> Stream: ...
 
     def chat(
         self,
         messages: Sequence[Message],
+        sampling: SamplingParams | None = None,
         *,
         system: str | None = None,
         template: str | None = None,
         truncate: bool = False,
-        stop: str | Sequence[str] | None = None,
         stream: bool = False,
-        **kw: Any,
-    ) -> Completion | Iterator[Chunk]:
+        **kw: Unpack[SamplingArgs],
+    ) -> Completion | Stream:
         """Answer the last user message of ``messages``.
 
         The prompt is :meth:`chat_ids` (the Med42 template with the card's system prompt unless
         the file carries its own chat template). With the Med42 format, generation also stops at
-        the next role marker, so the model does not write the user's turn. Other keyword arguments
-        are those of :meth:`generate`.
+        the next role marker, so the model does not write the user's turn. Sampling is as in
+        :meth:`generate`.
 
         A conversation whose prompt plus ``max_tokens`` does not fit the context raises
         :class:`~med42_rs.ContextLengthExceededError`; with ``truncate=True`` the oldest turns are
         dropped instead (a user message with the answers that follow it), never the system prompt
         and never the last user message. See :meth:`fit_messages`.
         """
+        params = resolve(sampling, kw)
         if truncate:
-            max_tokens = int(kw.get("max_tokens", 256))
-            messages = self.fit_messages(messages, max_tokens, system=system, template=template)
+            messages = self.fit_messages(messages, params.max_tokens, system=system, template=template)
         ids = self.chat_ids(messages, system=system, template=template)
-        stops = _stops(stop)
         if self._template(template) == "med42":
-            stops += [s for s in MED42_STOPS if s not in stops]
-        return self.generate(ids, stop=stops, stream=stream, **kw)  # type: ignore[call-overload, no-any-return]
+            stops = params.stop
+            params = params.replace(stop=stops + [s for s in MED42_STOPS if s not in stops])
+        return self.generate(ids, params, stream=stream)  # type: ignore[call-overload, no-any-return]
 
     def fit_messages(
         self,
@@ -378,7 +376,9 @@ class Model:
         last user message leave no room for ``max_tokens``."""
         _check(messages)
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-            raise InvalidParameterError(f"max_tokens: must be an int >= 0, got {max_tokens!r}")
+            raise InvalidParameterError(
+                f"invalid value for `max_tokens`: must be an int >= 0, got {max_tokens!r}"
+            )
         msgs = list(messages)
         budget = self.n_ctx - max_tokens
         while True:
@@ -407,16 +407,4 @@ class Model:
         """``(log P(continuation | context), is_greedy)`` from one batched forward pass: the
         lm-evaluation-harness ``loglikelihood`` primitive. Both are token-id lists; ``context``
         usually starts with BOS."""
-        return self._native.score([int(i) for i in context], [int(i) for i in continuation])
-
-
-def _stops(stop: str | Sequence[str] | None) -> list[str]:
-    if stop is None:
-        return []
-    if isinstance(stop, str):
-        return [stop]
-    out = list(stop)
-    for s in out:
-        if not isinstance(s, str) or not s:
-            raise ValueError(f"stop: each stop must be a non-empty str, got {s!r}")
-    return out
+        return self._native.score(context, continuation)

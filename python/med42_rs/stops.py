@@ -25,13 +25,17 @@ __all__ = ["StopMatcher", "cut_at_stop"]
 def _check_stops(stops: Sequence[str]) -> tuple[str, ...]:
     """Validate ``stops`` and return them as a tuple (duplicates are allowed)."""
     if isinstance(stops, str):
-        raise TypeError("stop: expected a sequence of strings, not a single str (wrap it in a list)")
+        raise InvalidParameterError(
+            "invalid value for `stop`: expected a sequence of strings, not a single str (wrap it in a list)"
+        )
     out = tuple(stops)
     for s in out:
         if not isinstance(s, str):
-            raise TypeError(f"stop: every stop string must be a str, got {type(s).__name__}")
+            raise InvalidParameterError(
+                f"invalid value for `stop`: every stop string must be a str, got {type(s).__name__}"
+            )
         if not s:
-            raise InvalidParameterError("stop: stop strings must not be empty")
+            raise InvalidParameterError("invalid value for `stop`: stop strings must not be empty")
     return out
 
 
@@ -133,7 +137,7 @@ class StopMatcher:
         if self._matched is not None:
             return ""
         if self._finished:
-            raise RuntimeError("StopMatcher.push() called after finish()")
+            raise InvalidParameterError("StopMatcher.push() called after finish(); use a new StopMatcher")
         if not text:
             return ""
         buf = self._held + text

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal, Union
 
 from . import _native
+from .errors import InvalidParameterError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -18,15 +19,12 @@ TokenType = Literal["normal", "control", "user_defined", "byte", "unknown", "unu
 def _paths(path: PathLike | Sequence[PathLike]) -> list[str]:
     if isinstance(path, (str, os.PathLike)):
         return [os.fspath(path)]
-    return [os.fspath(p) for p in path]
-
-
-def _ids(ids: Iterable[int]) -> list[int]:
-    out = [int(i) for i in ids]
-    for i in out:
-        if i < 0:
-            raise ValueError(f"ids: token id {i} is negative")
-    return out
+    if isinstance(path, (list, tuple)) and path and all(isinstance(p, (str, os.PathLike)) for p in path):
+        return [os.fspath(p) for p in path]
+    raise InvalidParameterError(
+        "invalid value for `path`: expected a file path (str or os.PathLike) or a non-empty list "
+        f"of them, got {path!r:.80}"
+    )
 
 
 class StreamDecoder:
@@ -41,7 +39,7 @@ class StreamDecoder:
 
     def push(self, token_id: int) -> str:
         """Add one id and return the text that became final (often ``""`` mid-character)."""
-        return self._native.push(_ids([token_id])[0])
+        return self._native.push(token_id)
 
     def finish(self) -> str:
         """End of stream: return whatever was held back."""
@@ -68,14 +66,18 @@ class Tokenizer:
         user text) it is tokenized as plain characters, so user input cannot inject control tokens.
         """
         if not isinstance(text, str):
-            raise TypeError(f"text: expected str, got {type(text).__name__}")
+            raise InvalidParameterError(
+                f"invalid value for `text`: expected a str, got {type(text).__name__}"
+            )
         native = self._native
         if add_bos is None:
             return native.encode(text, True, special)
         ids = native.encode(text, False, special)
         if add_bos:
             if self.bos_id is None:
-                raise ValueError("add_bos: this vocabulary has no BOS token")
+                raise InvalidParameterError(
+                    "invalid value for `add_bos`: this vocabulary has no BOS token; use add_bos=None or False"
+                )
             ids.insert(0, self.bos_id)
         return ids
 
@@ -86,19 +88,19 @@ class Tokenizer:
         space, and the space prefix SentencePiece adds is dropped from the first token unless the
         ids start with BOS. Control tokens (BOS, EOS, ...) render only when ``special`` is true.
         """
-        return self._native.decode(_ids(ids), special)
+        return self._native.decode(ids, special)
 
     def token_to_piece(self, token_id: int, *, special: bool = True) -> bytes:
         """The raw bytes of one token (a byte token is one byte, possibly part of a character)."""
-        return self._native.token_to_piece(_ids([token_id])[0], special)
+        return self._native.token_to_piece(token_id, special)
 
     def token_text(self, token_id: int) -> str:
         """The token as stored in the vocabulary (with ``▁`` or byte-encoding characters)."""
-        return self._native.token_text(_ids([token_id])[0])
+        return self._native.token_text(token_id)
 
     def token_type(self, token_id: int) -> TokenType:
         """``normal``, ``control``, ``user_defined``, ``byte``, ``unknown``, ``unused`` or ``undefined``."""
-        return self._native.token_type(_ids([token_id])[0])  # type: ignore[return-value]
+        return self._native.token_type(token_id)  # type: ignore[return-value]
 
     def token_id(self, text: str) -> int | None:
         """The id whose vocabulary text is exactly ``text``, or ``None``."""

@@ -206,6 +206,22 @@ impl LlamaConfig {
             },
         };
         let n_vocab = positive(&k(keys::VOCAB_SIZE), n_vocab, 1 << 22)?;
+        // The output matrix has one row per vocabulary entry and the tokenizer one entry per id:
+        // if the two counts disagree, sampling can pick an id the tokenizer cannot decode (or
+        // the tokenizer can produce one the model has no row for). Refuse it at load.
+        if let Some(a) = md.get_array(keys::TOKENIZER_TOKENS)? {
+            if a.len() != n_vocab {
+                return Err(Error::BadKey {
+                    key: k(keys::VOCAB_SIZE),
+                    expected: format!(
+                        "the number of tokens in `{}` ({})",
+                        keys::TOKENIZER_TOKENS,
+                        a.len()
+                    ),
+                    found: n_vocab.to_string(),
+                });
+            }
+        }
 
         Ok(LlamaConfig {
             arch,

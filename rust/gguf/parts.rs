@@ -246,5 +246,24 @@ fn resolve_list(paths: &[PathBuf]) -> Result<Layout> {
         }
         return Ok(Layout::Shards(paths.to_vec()));
     }
+    // Names that follow no split convention are read as byte parts of one file, in order. A
+    // later part that is itself a whole GGUF file (it starts with the magic) means two separate
+    // models were given: reading them as one would silently ignore the second.
+    for p in &paths[1..] {
+        let mut magic = [0u8; 4];
+        let starts_gguf = std::fs::metadata(p).is_ok_and(|m| m.is_file())
+            && std::fs::File::open(p)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+                .is_ok()
+            && &magic == b"GGUF";
+        if starts_gguf {
+            return Err(parts_error(format!(
+                "{} and {} are separate GGUF files, not parts of one model; pass one model \
+                 (its first part or shard, or all of its parts in order)",
+                paths[0].display(),
+                p.display()
+            )));
+        }
+    }
     Ok(Layout::Concat(paths.to_vec()))
 }

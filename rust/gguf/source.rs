@@ -43,14 +43,26 @@ impl Source {
                 path: path.clone(),
                 source,
             };
-            let file = File::open(path).map_err(io)?;
-            let meta = file.metadata().map_err(io)?;
+            // Checked before opening: opening a FIFO blocks until a writer appears, and a
+            // device or socket is never a model file.
+            let meta = std::fs::metadata(path).map_err(io)?;
             if meta.is_dir() {
                 return Err(Error::arg(
                     "path",
                     format!("{} is a directory, not a GGUF file", path.display()),
                 ));
             }
+            if !meta.is_file() {
+                return Err(Error::arg(
+                    "path",
+                    format!(
+                        "{} is not a regular file (a pipe, socket or device); pass a GGUF file on disk",
+                        path.display()
+                    ),
+                ));
+            }
+            let file = File::open(path).map_err(io)?;
+            let meta = file.metadata().map_err(io)?;
             let len = meta.len();
             let map = if len == 0 {
                 None

@@ -120,8 +120,10 @@ impl GgmlType {
         }
     }
 
-    /// Elements per block and bytes per block, as ggml defines them.
-    pub fn block_layout(self) -> (usize, usize) {
+    /// Elements per block and bytes per block, as ggml defines them: the one table of block
+    /// geometry (the kernels take their block sizes from it, in `const`s).
+    #[inline]
+    pub const fn block_layout(self) -> (usize, usize) {
         use GgmlType::*;
         match self {
             F32 => (1, 4),
@@ -158,12 +160,14 @@ impl GgmlType {
     }
 
     /// Elements per block.
-    pub fn block_size(self) -> usize {
+    #[inline]
+    pub const fn block_size(self) -> usize {
         self.block_layout().0
     }
 
     /// Bytes per block.
-    pub fn type_size(self) -> usize {
+    #[inline]
+    pub const fn type_size(self) -> usize {
         self.block_layout().1
     }
 

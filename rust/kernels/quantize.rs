@@ -12,12 +12,14 @@
 
 use half::f16;
 
+use crate::gguf::GgmlType;
+
 /// Bytes of one Q8_0 block (f16 scale + 32 i8).
-pub const Q8_0_BYTES: usize = 34;
+pub const Q8_0_BYTES: usize = GgmlType::Q8_0.type_size();
 /// Bytes of one Q8_1 block (f16 scale, f16 sum + 32 i8).
-pub const Q8_1_BYTES: usize = 36;
+pub const Q8_1_BYTES: usize = GgmlType::Q8_1.type_size();
 /// Bytes of one Q8_K block (f32 scale + 256 i8 + 16 i16 sums).
-pub const Q8_K_BYTES: usize = 292;
+pub const Q8_K_BYTES: usize = GgmlType::Q8_K.type_size();
 
 #[inline]
 fn amax(xs: &[f32]) -> f32 {

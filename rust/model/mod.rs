@@ -244,7 +244,16 @@ impl Llama {
         let n_threads = match opts.n_threads {
             None => max_threads,
             Some(0) => return Err(Error::arg("n_threads", "must be at least 1")),
-            Some(n) => n.min(max_threads),
+            Some(n) if n > max_threads => {
+                return Err(Error::arg(
+                    "n_threads",
+                    format!(
+                        "{n} is more than the {max_threads} CPUs this process may use; \
+                         use at most {max_threads}, or leave it unset to use them all"
+                    ),
+                ))
+            }
+            Some(n) => n,
         };
         let (e, hd) = (cfg.n_embd, cfg.head_dim);
         let q_dim = cfg.n_head * hd;

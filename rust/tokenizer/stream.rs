@@ -5,6 +5,10 @@
 //! `errors="replace"`) would replace it in the whole text, so the concatenation of all chunks equals
 //! the lossy decoding of all bytes.
 
+use super::decode::clean_up_spaces;
+use super::Tokenizer;
+use crate::error::Result;
+
 /// Incremental UTF-8 decoder over a byte stream.
 #[derive(Debug, Default, Clone)]
 pub struct Utf8Stream {
@@ -63,6 +67,88 @@ impl Utf8Stream {
     /// Bytes waiting for the rest of a character.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+}
+
+/// Incremental decoding: push ids one at a time, get text chunks that are always whole characters.
+///
+/// The concatenation of every chunk and of `finish()` equals `Tokenizer::decode(all ids, special)`.
+/// Bytes of an unfinished character wait for the next token; an invalid sequence becomes U+FFFD
+/// exactly where the whole-text decoding puts it. Vocabularies with space clean-up hold back the
+/// last few bytes, since a following token can still remove a space.
+#[derive(Debug, Clone)]
+pub struct StreamDecoder {
+    special: bool,
+    raw: Vec<u8>,
+    emitted: usize,
+    n_ids: usize,
+    utf8: Utf8Stream,
+}
+
+/// Bytes the clean-up rules may still change at the end of the text.
+const CLEAN_LOOKAHEAD: usize = 4;
+
+impl StreamDecoder {
+    /// Add one token; return the text that became final (possibly empty).
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
+        tok.check(id)?;
+        let first = self.n_ids == 0;
+        self.n_ids += 1;
+        let lstrip = usize::from(first && tok.add_space_prefix);
+        self.raw
+            .extend_from_slice(tok.piece(id, self.special, lstrip));
+        Ok(self.flush(tok, false))
+    }
+
+    /// End of stream: the held-back remainder.
+    pub fn finish(&mut self, tok: &Tokenizer) -> String {
+        let mut s = self.flush(tok, true);
+        s.push_str(&self.utf8.finish());
+        s
+    }
+
+    fn flush(&mut self, tok: &Tokenizer, last: bool) -> String {
+        if !tok.clean_spaces {
+            let s = self.utf8.push(&self.raw[self.emitted..]);
+            self.emitted = self.raw.len();
+            return s;
+        }
+        // The clean-up looks at most a few bytes ahead, so everything but the tail is final.
+        let cleaned = clean_up_spaces(&self.raw);
+        let stable = if last {
+            cleaned.len()
+        } else {
+            cleaned.len().saturating_sub(CLEAN_LOOKAHEAD)
+        };
+        if stable <= self.emitted {
+            return String::new();
+        }
+        let s = self.utf8.push(&cleaned[self.emitted..stable]);
+        self.emitted = stable;
+        s
+    }
+
+    /// Number of ids pushed so far.
+    pub fn len(&self) -> usize {
+        self.n_ids
+    }
+
+    /// True before the first id.
+    pub fn is_empty(&self) -> bool {
+        self.n_ids == 0
+    }
+}
+
+impl Tokenizer {
+    /// A stream decoder for this tokenizer (see [`StreamDecoder`]).
+    pub fn stream(&self, special: bool) -> StreamDecoder {
+        StreamDecoder {
+            special,
+            raw: Vec::new(),
+            emitted: 0,
+            n_ids: 0,
+            utf8: Utf8Stream::new(),
+        }
     }
 }
 

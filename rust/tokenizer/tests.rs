@@ -1,3 +1,4 @@
+use super::decode::clean_up_spaces;
 use super::*;
 use crate::gguf::{Array, Metadata, Value};
 

@@ -6,7 +6,7 @@
 //! is paid once per `N` products instead of once per product. With `N = 1` the same code is the
 //! single-row (decode) kernel, which also prefetches the weights ahead. Every kernel adds exact
 //! per-block integer dot products in the order of the packed prompt GEMM of
-//! [`super::x86_packed`] ([`block_term`] for the K-quants, 4 partial sums for [`q8_acts`]), so
+//! [`super::packed`] ([`block_term`] for the K-quants, 4 partial sums for [`q8_acts`]), so
 //! decode, short prompts and long prompts give the same f32 bit for bit.
 //!
 //! Formats (ggml): Q4_K = f16 d, f16 dmin, 12 bytes of packed 6-bit scales/mins, 128 bytes of
@@ -22,16 +22,21 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{bits_to_bytes, f16_at, nibbles, prefetch_ahead};
+use super::unpack::{q23_values, q3k_scales_i8, q4k_scales_mins};
+use crate::gguf::GgmlType;
+use crate::kernels::acts::{Q8K_BSUMS, Q8K_QS};
+use crate::kernels::layout::PARTS;
+use crate::kernels::x86::{bits_to_bytes, f16_at, nibbles, prefetch_ahead};
 
-// block bytes of the weight formats (also used by the packs of super::x86_packed)
-pub(crate) const Q4K: usize = 144;
-pub(crate) const Q5K: usize = 176;
-pub(crate) const Q6K: usize = 210;
-pub(crate) const Q2K: usize = 84;
-pub(crate) const Q3K: usize = 110;
-pub(crate) const Q8K: usize = super::quantize::Q8_K_BYTES;
-const Q8K_SUMS: usize = 260;
+const Q4K: usize = GgmlType::Q4_K.type_size();
+const Q5K: usize = GgmlType::Q5_K.type_size();
+const Q6K: usize = GgmlType::Q6_K.type_size();
+const Q2K: usize = GgmlType::Q2_K.type_size();
+const Q3K: usize = GgmlType::Q3_K.type_size();
+const Q8K: usize = GgmlType::Q8_K.type_size();
+const Q8_0: usize = GgmlType::Q8_0.type_size();
+const Q4_0: usize = GgmlType::Q4_0.type_size();
+const Q5_0: usize = GgmlType::Q5_0.type_size();
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -53,7 +58,7 @@ unsafe fn hsum2_f32(u: __m256i, v: __m256i) -> (f32, f32) {
 }
 
 /// One K-quant super-block's contribution, in the order every K-quant kernel uses (these, and
-/// the packed GEMMs of [`super::x86_packed`] lane by lane), so that a weight row times an
+/// the packed GEMMs of [`super::packed`] lane by lane), so that a weight row times an
 /// activation row gives the same f32 bit for bit whichever kernel computes it (decode, short
 /// prompts or packed prompt tiles): `acc + (d * da) * sum - (f * da) * off`, two fused
 /// multiply-adds, where `sum` (the scaled dot of the unsigned values) and `off` (the min / offset
@@ -72,28 +77,6 @@ pub(crate) unsafe fn block_term(
     let da = std::ptr::read_unaligned(ab as *const f32);
     let acc = (d * da).mul_add(sum, acc);
     (-(f * da)).mul_add(off, acc)
-}
-
-/// Q4_K's 12 bytes of 6-bit scales and mins as 8 scale bytes followed by 8 min bytes.
-#[inline]
-pub(crate) fn q4k_scales_mins(p: *const u8) -> [u8; 16] {
-    // SAFETY: callers pass a pointer to the 12 scale bytes of a block.
-    let b = unsafe { std::ptr::read_unaligned(p as *const [u8; 12]) };
-    let u = |i: usize| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
-    const M1: u32 = 0x3f3f_3f3f;
-    const M2: u32 = 0x0f0f_0f0f;
-    const M3: u32 = 0x0303_0303;
-    let (u0, u1, u2) = (u(0), u(1), u(2));
-    let sc_lo = u0 & M1; // scales 0..4
-    let sc_hi = (u2 & M2) | (((u0 >> 6) & M3) << 4); // scales 4..8
-    let mn_lo = u1 & M1; // mins 0..4
-    let mn_hi = ((u2 >> 4) & M2) | (((u1 >> 6) & M3) << 4); // mins 4..8
-    let mut out = [0u8; 16];
-    out[0..4].copy_from_slice(&sc_lo.to_le_bytes());
-    out[4..8].copy_from_slice(&sc_hi.to_le_bytes());
-    out[8..12].copy_from_slice(&mn_lo.to_le_bytes());
-    out[12..16].copy_from_slice(&mn_hi.to_le_bytes());
-    out
 }
 
 /// Q4_K (`Q5 = false`, 144-byte blocks) or Q5_K (`Q5 = true`, 176-byte blocks: the same header,
@@ -152,7 +135,7 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
             let sl = _mm256_shuffle_epi8(scales, I16_SPREAD[2 * j]);
             let sh = _mm256_shuffle_epi8(scales, I16_SPREAD[2 * j + 1]);
             for i in 0..N {
-                let ab = a[i].add(b * Q8K + 4 + 64 * j);
+                let ab = a[i].add(b * Q8K + Q8K_QS + 64 * j);
                 let pl = _mm256_madd_epi16(sl, _mm256_maddubs_epi16(lo, load(ab)));
                 let ph = _mm256_madd_epi16(sh, _mm256_maddubs_epi16(hi, load(ab.add(32))));
                 sumi[i] = _mm256_add_epi32(sumi[i], _mm256_add_epi32(pl, ph));
@@ -160,7 +143,7 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
         }
         for i in 0..N {
             let ab = a[i].add(b * Q8K);
-            let (sum, off) = hsum2_f32(sumi[i], _mm256_madd_epi16(load(ab.add(Q8K_SUMS)), mins));
+            let (sum, off) = hsum2_f32(sumi[i], _mm256_madd_epi16(load(ab.add(Q8K_BSUMS)), mins));
             acc[i] = block_term(acc[i], d, dmin, ab, sum, off);
         }
     }
@@ -214,7 +197,7 @@ const SCALE_PAIRS: [__m256i; 4] = {
 /// `32 * sum(scale * activation sums)`, from the activation's 16-element sums.
 ///
 /// # Safety
-/// As [`q4_k`], with Q6_K blocks.
+/// As [`q45_k`], with Q6_K blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -> [f32; N] {
@@ -264,7 +247,7 @@ pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -
                 // (scale 2c of the half in the low lane, 2c + 1 in the high one)
                 let sv = _mm256_shuffle_epi8(sch, SCALE_PAIRS[c]);
                 for i in 0..N {
-                    let ab = a[i].add(b * Q8K + 4 + 128 * h + 32 * c);
+                    let ab = a[i].add(b * Q8K + Q8K_QS + 128 * h + 32 * c);
                     let p = _mm256_madd_epi16(sv, _mm256_maddubs_epi16(*qc, load(ab)));
                     sumi[i] = _mm256_add_epi32(sumi[i], p);
                 }
@@ -272,68 +255,11 @@ pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -
         }
         for i in 0..N {
             let ab = a[i].add(b * Q8K);
-            let (sum, off) = hsum2_f32(sumi[i], _mm256_madd_epi16(sc16, load(ab.add(Q8K_SUMS))));
+            let (sum, off) = hsum2_f32(sumi[i], _mm256_madd_epi16(sc16, load(ab.add(Q8K_BSUMS))));
             acc[i] = block_term(acc[i], d, 32.0 * d, ab, sum, off);
         }
     }
     acc
-}
-
-/// Q3_K's 16 6-bit scales (ggml packs them in 12 bytes: low nibbles in bytes 0..8, the high
-/// 2 bits in bytes 8..12), plus 32, as 4 little-endian words of 4 scales.
-#[inline]
-fn q3k_scale_words(p: *const u8) -> [u32; 4] {
-    // SAFETY: callers pass a pointer to the 12 scale bytes of a block.
-    let raw = unsafe { std::ptr::read_unaligned(p as *const [u8; 12]) };
-    let u =
-        |i: usize| u32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]);
-    const K1: u32 = 0x0303_0303;
-    const K2: u32 = 0x0f0f_0f0f;
-    let (a0, a1, t) = (u(0), u(1), u(2));
-    [
-        (a0 & K2) | ((t & K1) << 4),
-        (a1 & K2) | (((t >> 2) & K1) << 4),
-        ((a0 >> 4) & K2) | (((t >> 4) & K1) << 4),
-        ((a1 >> 4) & K2) | (((t >> 6) & K1) << 4),
-    ]
-}
-
-/// Q3_K's 16 scales (see [`q3k_scale_words`]), minus 32.
-#[inline]
-pub(crate) fn q3k_scales(p: *const u8) -> [i8; 16] {
-    let aux = q3k_scale_words(p);
-    std::array::from_fn(|g| aux[g / 4].to_le_bytes()[g % 4] as i8 - 32)
-}
-
-/// [`q3k_scales`] as one vector of 16 i8 (the words built in general registers, one vector
-/// subtract; building the bytes one by one cost the decode kernel a `pinsrb` per scale).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q3k_scales_i8(p: *const u8) -> __m128i {
-    let aux = q3k_scale_words(p);
-    let v = _mm_set_epi32(aux[3] as i32, aux[2] as i32, aux[1] as i32, aux[0] as i32);
-    _mm_sub_epi8(v, _mm_set1_epi8(32))
-}
-
-/// The 32 unsigned values `128n + 32j + l` (`l < 32`) of a Q2_K (`Q3 = false`) or Q3_K block, from
-/// `q`, the 32 bytes of 2-bit values of half `n`, and for Q3_K `hm`, the block's 32 bytes of high
-/// bits: `(q >> 2j) & 3`, plus for Q3_K `4 * ((hm >> (4n + j)) & 1)` (0..7; ggml subtracts 4).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn q23_values<const Q3: bool>(
-    q: __m256i,
-    hm: __m256i,
-    n: usize,
-    j: usize,
-) -> __m256i {
-    let u = _mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32));
-    let u = _mm256_and_si256(u, _mm256_set1_epi8(0x03));
-    if !Q3 {
-        return u;
-    }
-    let h = _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * n + j) as i32));
-    let h = _mm256_and_si256(h, _mm256_set1_epi8(0x01));
-    _mm256_or_si256(u, _mm256_slli_epi16(h, 2))
 }
 
 /// Q2_K (`Q3 = false`, 84-byte blocks: 16 scale/min bytes, 64 bytes of 2-bit values, f16 d and
@@ -385,7 +311,7 @@ pub unsafe fn q23_k<const N: usize, const Q3: bool>(
                 let u = q23_values::<Q3>(q, hm, n, j);
                 let sv = _mm256_shuffle_epi8(sch, SCALE_PAIRS[j]);
                 for i in 0..N {
-                    let ab = a[i].add(b * Q8K + 4 + 128 * n + 32 * j);
+                    let ab = a[i].add(b * Q8K + Q8K_QS + 128 * n + 32 * j);
                     let p = _mm256_madd_epi16(sv, _mm256_maddubs_epi16(u, load(ab)));
                     sumi[i] = _mm256_add_epi32(sumi[i], p);
                 }
@@ -402,7 +328,7 @@ pub unsafe fn q23_k<const N: usize, const Q3: bool>(
         };
         for i in 0..N {
             let ab = a[i].add(b * Q8K);
-            let (sum, off) = hsum2_f32(sumi[i], _mm256_madd_epi16(pair, load(ab.add(Q8K_SUMS))));
+            let (sum, off) = hsum2_f32(sumi[i], _mm256_madd_epi16(pair, load(ab.add(Q8K_BSUMS))));
             acc[i] = block_term(acc[i], d, f, ab, sum, off);
         }
     }
@@ -420,12 +346,12 @@ pub const Q5_0W: u8 = 5;
 /// value - 8) or Q5_0 (`Q5_0W`, 22 bytes: f16 d, 4 bytes of fifth bits, 16 of nibbles, value -
 /// 16) weights with `N` Q8_0 activation rows (34-byte blocks), each followed at byte `scales` by
 /// its `nb` block scales as f32 and at `sums` by its `nb` block sums as i32
-/// ([`super::QActs::row_with_scales`]).
+/// ([`crate::kernels::QActs::row_with_scales`]).
 ///
 /// Every block's integer dot product is made exact first (Q4_0/Q5_0 values unsigned, the offset
 /// taken from the block sum), then block `b` is added as `fma(d_w * d_a, dot, part)` to partial
-/// sum `b % 4`, and the parts are combined as `(p0 + p2) + (p1 + p3)` ([`super::combine`]): the
-/// order of the packed prompt GEMM ([`super::x86_packed`]) lane by lane, so decode, short prompts
+/// sum `b % 4`, and the parts are combined as `(p0 + p2) + (p1 + p3)` ([`crate::kernels::layout::combine`]): the
+/// order of the packed prompt GEMM ([`super::packed`]) lane by lane, so decode, short prompts
 /// and packed prompt tiles give the same f32 bit for bit. The 4 parts are one SSE register: the
 /// 4 blocks' dot products, reduced together, take one conversion, one scale product and one FMA.
 ///
@@ -440,12 +366,12 @@ pub unsafe fn q8_acts<const N: usize, const W: u8>(
     scales: usize,
     sums: usize,
 ) -> [f32; N] {
-    const { assert!(super::PARTS == 4) };
+    const { assert!(PARTS == 4) };
     let ones = _mm256_set1_epi16(1);
     let bytes = match W {
-        Q8_0W => 34,
-        Q4_0W => 18,
-        _ => 22,
+        Q8_0W => Q8_0,
+        Q4_0W => Q4_0,
+        _ => Q5_0,
     };
     let shift = _mm_cvtsi32_si128(if W == Q4_0W { 3 } else { 4 });
     let mut acc = [_mm_setzero_ps(); N];
@@ -470,7 +396,7 @@ pub unsafe fn q8_acts<const N: usize, const W: u8>(
             };
             let ax = if signed { _mm256_sign_epi8(x, x) } else { x };
             for i in 0..N {
-                let ay = load(a[i].add((b + j) * 34 + 2));
+                let ay = load(a[i].add((b + j) * Q8_0 + 2));
                 let ay = if signed { _mm256_sign_epi8(ay, x) } else { ay };
                 p[i][j] = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, ay), ones);
             }

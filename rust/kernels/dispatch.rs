@@ -1,0 +1,224 @@
+//! The run-time choice of kernels: once per weight ([`Kernels::for_type`]), from what the CPU
+//! offers, this crate's kernels for the instruction set detected ([`isa`]) or else candle's; and
+//! the f32 vector operations of attention, chosen the same way.
+
+use super::acts::{q8_0_row_with_scales_bytes, ActKind, QActs};
+use super::layout::{Acc, DotFn, DotRowsFn, PACK_GROUP, PACK_PAIR, PACK_ROWS};
+use super::reference::{candle_dot_fn, candle_kernel_name};
+#[cfg(target_arch = "x86_64")]
+use super::x86::{self, avx2};
+use crate::gguf::GgmlType;
+
+/// The instruction set this crate's own kernels run with on this CPU, chosen at run time:
+/// `"avx2"` (x86-64 with AVX2, FMA and F16C), else `"scalar"` (candle's kernels, with the SIMD
+/// candle was compiled for: see [`Kernels::name`] per type).
+pub fn isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx2() {
+        return "avx2";
+    }
+    "scalar"
+}
+
+/// The kernels one weight type gets on this CPU in this build, chosen once (when a weight is
+/// loaded): the single source for the matmul, `build_info()` and the tests.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    /// The single-row kernel (decode, a prompt's rows after its last whole group): a weight row
+    /// times a [`QActs::row_with_scales`] where `single_with_scales` (Q4_0, Q5_0, Q8_0 on AVX2),
+    /// else times a [`QActs::row`].
+    pub single: DotFn,
+    /// Which activation row form `single` takes (see [`Kernels::single_row`]).
+    pub single_with_scales: bool,
+    /// The multi-row kernel for prompt batches (all of them for types without `packed`, else
+    /// those below [`super::PACKED_MIN_ROWS`] rows), taking [`QActs::row_with_scales`].
+    ///
+    /// Where a type has `dot_rows` or `packed` (on AVX2: Q2_K..Q6_K, Q4_0, Q5_0, Q8_0), these
+    /// and `single` sum exact per-block integers in one f32 order, so a result does not depend on
+    /// how the rows were batched, bit for bit (tested).
+    pub dot_rows: Option<DotRowsFn>,
+    /// The packed-tile GEMM for prompts of [`super::PACKED_MIN_ROWS`] rows or more, if any (on
+    /// AVX2, Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0).
+    pub packed: Option<Packed>,
+    /// Which implementation `single` is: `"avx2"` (this crate's, chosen at run time),
+    /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
+    pub name: &'static str,
+}
+
+impl Kernels {
+    /// The single-row kernel and the form of activation row `t` it takes.
+    #[inline]
+    pub fn single_row<'a>(&self, acts: &'a QActs, t: usize) -> (DotFn, &'a [u8]) {
+        let a = if self.single_with_scales {
+            acts.row_with_scales(t)
+        } else {
+            acts.row(t)
+        };
+        (self.single, a)
+    }
+
+    /// The single-row product of weight row `w` with activation row `t` (see `single_row`).
+    #[inline]
+    pub fn dot_single(&self, k: usize, w: &[u8], acts: &QActs, t: usize) -> f32 {
+        let (dot, a) = self.single_row(acts, t);
+        dot(k, w, a)
+    }
+
+    /// The kernels for `t`; `None` for types the engine cannot compute with.
+    pub fn for_type(t: GgmlType) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if x86::has_avx2() {
+            // SAFETY: AVX2/FMA/F16C detected just above.
+            let (one, dot, dot_rows) =
+                unsafe { (avx2::dot_with_scales(t), avx2::dot(t), avx2::dot_rows(t)) };
+            let (single, single_with_scales, name) = match (one, dot) {
+                (Some(one), _) => (one, true, "avx2"),
+                (None, Some(dot)) => (dot, false, "avx2"),
+                (None, None) => (candle_dot_fn(t)?, false, candle_kernel_name(t)),
+            };
+            return Some(Kernels {
+                single,
+                single_with_scales,
+                dot_rows,
+                packed: Packed::for_type(t),
+                name,
+            });
+        }
+        Some(Kernels {
+            single: candle_dot_fn(t)?,
+            single_with_scales: false,
+            dot_rows: None,
+            packed: None,
+            name: candle_kernel_name(t),
+        })
+    }
+}
+
+/// A type's packed prompt GEMM: weight rows packed per group of [`PACK_GROUP`] with one SIMD lane
+/// per weight row, and the GEMM over such a group. One exists only where the CPU runs it.
+#[derive(Clone, Copy)]
+pub struct Packed {
+    t: GgmlType,
+    /// Bytes of one packed block (private: `pack` and `gemm` trust it for the buffers' lengths).
+    block_bytes: usize,
+}
+
+impl Packed {
+    /// Bytes of one packed block (of [`PACK_GROUP`] weight rows).
+    #[inline]
+    pub fn block_bytes(&self) -> usize {
+        self.block_bytes
+    }
+
+    /// The packed GEMM for `t` on this CPU, if any (AVX2 only): every type whose single-row and
+    /// multi-row kernels sum in its order (see [`Kernels::dot_rows`]).
+    fn for_type(t: GgmlType) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if x86::has_avx2() {
+            let block_bytes = avx2::packed_block_bytes(t)?;
+            return Some(Packed { t, block_bytes });
+        }
+        let _ = t;
+        None
+    }
+
+    /// Pack blocks `b0..b0 + nb` of [`PACK_GROUP`] weight rows into `out`.
+    pub fn pack(&self, b0: usize, nb: usize, rows: [&[u8]; PACK_GROUP], out: &mut [u8]) {
+        assert!(out.len() >= nb * self.block_bytes);
+        assert!(rows
+            .iter()
+            .all(|r| r.len() >= (b0 + nb) * self.t.type_size()));
+        let (rows, o) = (rows.map(|r| r.as_ptr()), out.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Packed` exists only where AVX2 was detected (`for_type`); lengths checked above.
+        unsafe {
+            avx2::pack(self.t, b0, nb, rows, o)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (rows, o);
+            unreachable!("packed kernels are x86 only");
+        }
+    }
+
+    /// `acc[g][r][i] += dot(blocks b0..b0 + nb of row i of weight group g, of activation row r)`
+    /// for the [`PACK_PAIR`] weight groups `packed[g]` (each from [`Packed::pack`]) and up to
+    /// [`PACK_ROWS`] activation rows of `row_nb` blocks given as [`QActs::row_with_scales`].
+    pub fn gemm(
+        &self,
+        row_nb: usize,
+        b0: usize,
+        nb: usize,
+        packed: [&[u8]; PACK_PAIR],
+        a: &[&[u8]],
+        acc: [&mut [Acc]; PACK_PAIR],
+    ) {
+        assert!(acc.iter().all(|c| c.len() == a.len()));
+        assert!(a.len() <= PACK_ROWS && b0 + nb <= row_nb);
+        assert!(packed.iter().all(|p| p.len() >= nb * self.block_bytes));
+        let kind = ActKind::of(self.t).expect("quantized type");
+        // Q8_0 rows carry f32 scales and i32 sums after the blocks (QActs::convert)
+        let row_len = match kind {
+            ActKind::Q8_0 => q8_0_row_with_scales_bytes(row_nb),
+            _ => kind.row_bytes(row_nb * self.t.block_size()),
+        };
+        assert!(a.iter().all(|r| r.len() >= row_len));
+        match a.len() {
+            1 => self.run::<1>(b0, nb, row_nb, packed, a, acc),
+            2 => self.run::<2>(b0, nb, row_nb, packed, a, acc),
+            3 => self.run::<3>(b0, nb, row_nb, packed, a, acc),
+            4 => self.run::<4>(b0, nb, row_nb, packed, a, acc),
+            _ => {}
+        }
+    }
+
+    /// [`Packed::gemm`] for `N` rows, after its checks.
+    fn run<const N: usize>(
+        &self,
+        b0: usize,
+        nb: usize,
+        row_nb: usize,
+        packed: [&[u8]; PACK_PAIR],
+        a: &[&[u8]],
+        acc: [&mut [Acc]; PACK_PAIR],
+    ) {
+        let rows: [*const u8; N] = std::array::from_fn(|r| a[r].as_ptr());
+        let acc: [&mut [Acc; N]; PACK_PAIR] = acc.map(|c| c.try_into().unwrap());
+        let p = packed.map(|p| p.as_ptr());
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `Packed` exists only where AVX2 was detected (`for_type`); lengths checked by
+        // `gemm`.
+        unsafe {
+            avx2::gemm::<N>(self.t, b0, nb, row_nb, p, rows, acc)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (b0, nb, row_nb, p, rows, acc);
+            unreachable!("packed kernels are x86 only");
+        }
+    }
+}
+
+/// Dot product of two f32 slices (over the shorter length), SIMD when available.
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx2() {
+        // SAFETY: AVX2/FMA detected.
+        return unsafe { avx2::dots::dot_f32_slices(a, b) };
+    }
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `y += a * x` (over the shorter length), SIMD when available.
+#[inline]
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx2() {
+        // SAFETY: AVX2/FMA detected.
+        return unsafe { avx2::dots::axpy(a, x, y) };
+    }
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}

@@ -1,0 +1,197 @@
+//! The matmul drivers: one weight matrix in the file mapping times a batch of converted
+//! activation rows, split over the thread pool. Decode splits the weight rows; prompts are tiled
+//! so that activations and weights stay in cache, through the multi-row kernels or, for long
+//! prompts, the packed GEMM.
+
+use super::acts::QActs;
+use super::dispatch::{Kernels, Packed};
+use super::layout::{combine, PACK_GROUP, PACK_PAIR, PACK_ROWS, PARTS, ROWS};
+use super::pool;
+use super::send_ptr::SendPtr;
+use crate::gguf::GgmlType;
+
+/// A weight matrix `[n_out, k]` as raw rows in the mapping.
+#[derive(Clone, Copy)]
+pub struct WeightView<'a> {
+    pub dtype: GgmlType,
+    pub n_out: usize,
+    pub k: usize,
+    pub data: &'a [u8],
+    pub kernels: Kernels,
+}
+
+impl WeightView<'_> {
+    #[inline]
+    pub(super) fn row(&self, j: usize) -> &[u8] {
+        let rb = self.data.len() / self.n_out;
+        &self.data[j * rb..(j + 1) * rb]
+    }
+}
+
+/// Tile of a prompt matmul: (activation rows, weight rows), from the bytes of one activation row
+/// and one weight row: ~256 KiB of activations and ~128 KiB of weights. The height is a whole
+/// number of multi-row groups (at least one, even when 8 rows of a long `k` exceed the budget), so
+/// only the prompt's last `m % ROWS` rows take the one-row kernel.
+pub(super) fn tile_shape(
+    act_row_bytes: usize,
+    w_row_bytes: usize,
+    m: usize,
+    n: usize,
+) -> (usize, usize) {
+    let groups = (256 * 1024 / act_row_bytes.max(1)) / ROWS;
+    let t_blk = (groups.clamp(1, 64 / ROWS) * ROWS).min(m);
+    let j_blk = (128 * 1024 / w_row_bytes.max(1)).clamp(4, 64).min(n);
+    (t_blk, j_blk)
+}
+
+/// `out[t, j] = dot(W[j], act[t])` for all `t < acts.rows()`, `j < n_out`, on `n_threads`.
+///
+/// Decode (one row) splits the weight rows across threads. Prefill tiles the work into blocks of
+/// activation rows × weight rows, sized so both stay in cache, so the weights are streamed from
+/// memory a few times per batch instead of once per token; prompts of [`PACKED_MIN_ROWS`] rows
+/// or more go through the packed GEMM where the type has one ([`matmul_packed`]).
+pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usize) {
+    let m = acts.rows();
+    let n = w.n_out;
+    assert!(out.len() >= m * n);
+    let dst = SendPtr(out.as_mut_ptr());
+    let p = pool::pool();
+    let kern = &w.kernels;
+    if m == 1 {
+        let (dot, a) = kern.single_row(acts, 0);
+        let chunk = (n / (n_threads.max(1) * 8)).clamp(8, 256);
+        p.for_chunks(n_threads, n, chunk, &|r| {
+            for j in r {
+                // SAFETY: each j is written by exactly one chunk.
+                unsafe { *dst.get().add(j) = dot(w.k, w.row(j), a) };
+            }
+        });
+        return;
+    }
+    if let Some(pk) = w.kernels.packed.filter(|_| m >= PACKED_MIN_ROWS) {
+        return matmul_packed(w, &pk, acts, out, n_threads);
+    }
+    let (t_blk, j_blk) = tile_shape(acts.stride(), w.data.len() / n, m, n);
+    let n_tb = m.div_ceil(t_blk);
+    let n_jb = n.div_ceil(j_blk);
+    p.for_chunks(n_threads, n_tb * n_jb, 1, &|r| {
+        for task in r {
+            // activation-block major: consecutive tasks reuse the same activations
+            let (tb, jb) = (task / n_jb, task % n_jb);
+            let t0 = tb * t_blk;
+            let t1 = (t0 + t_blk).min(m);
+            let j0 = jb * j_blk;
+            let j1 = (j0 + j_blk).min(n);
+            let mut tail = t0;
+            if let Some(dot_rows) = w.kernels.dot_rows {
+                // a group of activation rows stays in cache while the tile's weight rows stream past
+                while tail + ROWS <= t1 {
+                    let t = tail;
+                    let a: [&[u8]; ROWS] = std::array::from_fn(|i| acts.row_with_scales(t + i));
+                    for j in j0..j1 {
+                        let r = dot_rows(w.k, w.row(j), a);
+                        for (i, v) in r.into_iter().enumerate() {
+                            // SAFETY: (t, j) pairs of different tasks are disjoint.
+                            unsafe { *dst.get().add((t + i) * n + j) = v };
+                        }
+                    }
+                    tail += ROWS;
+                }
+            }
+            for j in j0..j1 {
+                let wr = w.row(j);
+                for t in tail..t1 {
+                    // SAFETY: as above.
+                    unsafe { *dst.get().add(t * n + j) = kern.dot_single(w.k, wr, acts, t) };
+                }
+            }
+        }
+    });
+}
+
+/// Prompt rows from which the packed GEMM is used where a type has one: below, packing a weight
+/// group costs more than it saves.
+pub const PACKED_MIN_ROWS: usize = 16;
+/// Activation rows per tile of the packed GEMM: each packed weight chunk serves them all, so
+/// packing is paid once per 256 prompt rows; the K-quant packs (scale and min vectors) cost more
+/// than Q4_0's and read their weights from memory, so they gain most from the reuse.
+pub(super) const PACKED_TILE: usize = 256;
+/// Bytes of packed weights per chunk of `k`: small enough to stay in L2 while a tile's rows pass
+/// over it, large enough that each [`PACK_ROWS`] rows stream a long run of their blocks per call.
+pub(super) const PACKED_CHUNK_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// Each thread's buffer for one packed weight chunk.
+    static PACK_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The prompt matmul through a [`Packed`] GEMM: tasks are (activation tile, pair of groups of
+/// [`PACK_GROUP`] weight rows; with an odd group count the last pair is that group twice, its
+/// results written once); each packs its groups chunk by chunk along `k` and runs the tile's
+/// activation rows over every chunk, [`PACK_ROWS`] at a time, accumulating in f32 per weight lane.
+fn matmul_packed(w: &WeightView<'_>, pk: &Packed, acts: &QActs, out: &mut [f32], n_threads: usize) {
+    let (m, n) = (acts.rows(), w.n_out);
+    let row_nb = w.k / w.dtype.block_size();
+    let kc = (PACKED_CHUNK_BYTES / pk.block_bytes()).clamp(1, row_nb.max(1));
+    let groups = n / PACK_GROUP;
+    let pairs = groups.div_ceil(PACK_PAIR);
+    let n_tb = m.div_ceil(PACKED_TILE);
+    let dst = SendPtr(out.as_mut_ptr());
+    let p = pool::pool();
+    p.for_chunks(n_threads, n_tb * pairs, 1, &|r| {
+        PACK_BUF.with_borrow_mut(|buf| {
+            let cb = kc * pk.block_bytes();
+            buf.resize(PACK_PAIR * cb, 0);
+            for task in r {
+                let (tb, pair) = (task / pairs, task % pairs);
+                let (t0, t1) = (tb * PACKED_TILE, ((tb + 1) * PACKED_TILE).min(m));
+                let gs: [usize; PACK_PAIR] =
+                    std::array::from_fn(|i| (pair * PACK_PAIR + i).min(groups - 1));
+                let mut acc = [[[[0f32; PACK_GROUP]; PARTS]; PACKED_TILE]; PACK_PAIR];
+                let mut b0 = 0;
+                while b0 < row_nb {
+                    let nb = kc.min(row_nb - b0);
+                    for (i, g) in gs.iter().enumerate() {
+                        let rows: [&[u8]; PACK_GROUP] =
+                            std::array::from_fn(|j| w.row(g * PACK_GROUP + j));
+                        pk.pack(b0, nb, rows, &mut buf[i * cb..(i + 1) * cb]);
+                    }
+                    let packed: [&[u8]; PACK_PAIR] =
+                        std::array::from_fn(|i| &buf[i * cb..(i + 1) * cb]);
+                    for t in (t0..t1).step_by(PACK_ROWS) {
+                        let e = (t + PACK_ROWS).min(t1);
+                        let a: [&[u8]; PACK_ROWS] =
+                            std::array::from_fn(|i| acts.row_with_scales((t + i).min(e - 1)));
+                        let [c0, c1] = &mut acc;
+                        let c = [&mut c0[t - t0..e - t0], &mut c1[t - t0..e - t0]];
+                        pk.gemm(row_nb, b0, nb, packed, &a[..e - t], c);
+                    }
+                    b0 += nb;
+                }
+                let written = if gs[0] == gs[1] { 1 } else { PACK_PAIR };
+                for (g, acc) in gs.iter().zip(&acc).take(written) {
+                    for t in t0..t1 {
+                        for i in 0..PACK_GROUP {
+                            let v = combine(&acc[t - t0], i);
+                            // SAFETY: (t, j) pairs of different tasks are disjoint.
+                            unsafe { *dst.get().add(t * n + g * PACK_GROUP + i) = v };
+                        }
+                    }
+                }
+            }
+        })
+    });
+    // weight rows after the last full group, one activation row at a time
+    let j0 = groups * PACK_GROUP;
+    if j0 < n {
+        let kern = &w.kernels;
+        p.for_chunks(n_threads, m, 8, &|r| {
+            for t in r {
+                for j in j0..n {
+                    // SAFETY: each t is written by exactly one chunk.
+                    unsafe { *dst.get().add(t * n + j) = kern.dot_single(w.k, w.row(j), acts, t) };
+                }
+            }
+        });
+    }
+}
