@@ -39,6 +39,7 @@ from med42_rs.errors import (  # noqa: E402
     AuthenticationRequiredError,
     DownloadError,
     InsufficientDiskSpaceError,
+    InvalidParameterError,
     Med42Error,
     RemoteFileNotFoundError,
     RepositoryNotFoundError,
@@ -413,7 +414,7 @@ def test_quant_resolution_on_a_med42_listing(fake: FakeHub) -> None:
     msg = str(e.value)
     assert MED42 in msg and "'Q7_K'" in msg
     assert ", ".join([*QUANTS, "Q6_K", "Q8_0"]) in msg  # every quant, sorted, once
-    assert "README" not in msg and not isinstance(e.value, Med42Error)
+    assert "README" not in msg and isinstance(e.value, InvalidParameterError)
     assert fake.file_gets() == []
 
 
