@@ -1,14 +1,28 @@
 """Type stubs for the compiled module ``med42_rs._native`` (rust/python/)."""
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, final
 
+__all__ = [
+    "NativeGeneration",
+    "NativeModel",
+    "NativeStreamDecoder",
+    "NativeTokenizer",
+    "SamplingParams",
+    "_debug_error",
+    "_debug_panic",
+    "build_info",
+    "read_header",
+    "render_chat_template",
+]
+
+@final
 class SamplingParams:
     """Sampling parameters: immutable, validated by the engine on construction; a bad value raises
     ``InvalidParameterError`` naming the field. Omitted fields take the engine's defaults."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         max_tokens: int = ...,
         temperature: float = ...,
@@ -19,7 +33,7 @@ class SamplingParams:
         repeat_last_n: int = ...,
         seed: int | None = ...,
         stop: str | Sequence[str] | None = ...,
-    ) -> None: ...
+    ) -> SamplingParams: ...
     def replace(
         self,
         *,
@@ -53,6 +67,7 @@ class SamplingParams:
     @property
     def stop(self) -> list[str]: ...
 
+@final
 class NativeModel:
     @staticmethod
     def load(
@@ -86,6 +101,7 @@ class NativeModel:
     ) -> NativeGeneration: ...
     def score(self, context: Sequence[int], continuation: Sequence[int]) -> tuple[float, bool]: ...
 
+@final
 class NativeGeneration:
     def __iter__(self) -> NativeGeneration: ...
     def __next__(self) -> tuple[str, list[int], str | None]: ...
@@ -96,6 +112,7 @@ class NativeGeneration:
     @property
     def usage(self) -> tuple[int, int, float, float]: ...
 
+@final
 class NativeTokenizer:
     @staticmethod
     def from_file(paths: list[str]) -> NativeTokenizer: ...
@@ -133,6 +150,7 @@ class NativeTokenizer:
     @property
     def add_space_prefix(self) -> bool: ...
 
+@final
 class NativeStreamDecoder:
     def push(self, id: int) -> str: ...
     def finish(self) -> str: ...
