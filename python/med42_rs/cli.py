@@ -389,9 +389,13 @@ def cmd_download(a: argparse.Namespace) -> int:
 
     hub = _parse_repo(a.repo)
     if hub is None:
-        raise ValueError(f"{a.repo!r} is not a Hugging Face repository id (OWNER/NAME or OWNER/NAME:QUANT)")
+        raise InvalidParameterError(
+            f"{a.repo!r} is not a Hugging Face repository id (OWNER/NAME or OWNER/NAME:QUANT)"
+        )
     if (hub.quant or hub.filename) and (a.quant or a.filename):
-        raise ValueError(f"{a.repo} already names the quantization or file: leave out --quant/--filename")
+        raise InvalidParameterError(
+            f"{a.repo} already names the quantization or file: leave out --quant/--filename"
+        )
     filename = hub.filename or a.filename
     quant = None if filename else (hub.quant or a.quant or DEFAULT_QUANT)
     paths = download(
