@@ -78,11 +78,6 @@ impl NativeKv {
             v: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
         }
     }
-
-    /// Capacity in positions.
-    pub fn n_ctx(&self) -> usize {
-        self.n_ctx
-    }
 }
 
 /// KV cache and scratch of one sequence on the CPU path (a batch of several sequences brings its
