@@ -80,6 +80,54 @@ impl NativeKv {
     }
 }
 
+impl NativeKv {
+    /// Bytes [`Self::write_state`] writes for `n` positions.
+    pub fn state_bytes(&self, cfg: &LlamaConfig, n: usize) -> usize {
+        2 * cfg.n_layer * cfg.n_head_kv * n * cfg.head_dim * 4
+    }
+
+    /// Append the K and V of positions `0..n` of every layer to `out`, little-endian f32: per
+    /// layer, K as `[G][n][D]`, then V as `[G][D][n]`.
+    pub fn write_state(&self, cfg: &LlamaConfig, n: usize, out: &mut Vec<u8>) {
+        let (g_n, d, n_ctx) = (cfg.n_head_kv, cfg.head_dim, self.n_ctx);
+        out.reserve(self.state_bytes(cfg, n));
+        for (kc, vt) in self.k.iter().zip(&self.v) {
+            for g in 0..g_n {
+                for x in &kc[g * n_ctx * d..(g * n_ctx + n) * d] {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            for row in 0..g_n * d {
+                for x in &vt[row * n_ctx..row * n_ctx + n] {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// Read what [`Self::write_state`] wrote for `n` positions (`data` holds exactly
+    /// [`Self::state_bytes`]; `n <= n_ctx`).
+    pub fn read_state(&mut self, cfg: &LlamaConfig, n: usize, data: &[u8]) {
+        let (g_n, d, n_ctx) = (cfg.n_head_kv, cfg.head_dim, self.n_ctx);
+        assert!(n <= n_ctx && data.len() == self.state_bytes(cfg, n));
+        let mut vals = data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        for (kc, vt) in self.k.iter_mut().zip(self.v.iter_mut()) {
+            for g in 0..g_n {
+                for x in &mut kc[g * n_ctx * d..(g * n_ctx + n) * d] {
+                    *x = vals.next().expect("length checked");
+                }
+            }
+            for row in 0..g_n * d {
+                for x in &mut vt[row * n_ctx..row * n_ctx + n] {
+                    *x = vals.next().expect("length checked");
+                }
+            }
+        }
+    }
+}
+
 /// KV cache and scratch of one sequence on the CPU path (a batch of several sequences brings its
 /// own [`Scratch`]).
 pub(crate) struct NativeCache {
