@@ -76,7 +76,7 @@ def test_editing_an_earlier_message_recomputes_only_from_it(m: Model) -> None:
     for q in QUESTIONS[:3]:
         chat.send(q, max_tokens=12, temperature=0)
     prefix_ids = m.chat_ids(chat.messages[:2])  # the first turn, untouched
-    chat.messages[2]["content"] = "And of Italy?"
+    chat.messages[2] = {"role": "user", "content": "And of Italy?"}
     edited = m.chat_ids(chat.messages[:3])
     before = chat.session.tokens
     got = chat.send("And its population?", max_tokens=12, temperature=0)
