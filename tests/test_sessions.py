@@ -316,3 +316,34 @@ def test_many_threads_many_requests_flat_memory(tiny_m: Model) -> None:
     grown = rss() - base
     assert grown < 16 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over 160 requests"
     assert tiny_m.scheduler_stats["max_batch"] >= 2
+
+
+def test_logprobs_equal_log_softmax_of_the_logits(m: Model) -> None:
+    import numpy as np
+
+    prompt = m.tokenizer.encode("The heart has four")
+    r = m.generate(prompt, max_tokens=8, temperature=0, repeat_penalty=1.0, logprobs=5)
+    assert r.logprobs is not None and len(r.logprobs) == len(r.token_ids) == 8
+    # oracle: float64 log-softmax of the logits of the same sequence, computed here
+    logits = m.logits(prompt + r.token_ids).astype(np.float64)
+    for i, lp in enumerate(r.logprobs):
+        row = logits[len(prompt) - 1 + i]
+        ls = row - (row.max() + np.log(np.exp(row - row.max()).sum()))
+        assert lp.token_id == r.token_ids[i]
+        assert abs(lp.logprob - ls[lp.token_id]) < 1e-4
+        want = np.argsort(-ls, kind="stable")[:5]
+        assert [t for t, _ in lp.top] == want.tolist()
+        assert np.allclose([x for _, x in lp.top], ls[want], atol=1e-4)
+        assert lp.top[0][0] == lp.token_id  # greedy picks the most likely
+    # streamed: one entry per token id of every chunk
+    chunks = list(
+        m.generate(prompt, max_tokens=8, temperature=0, repeat_penalty=1.0, logprobs=0, stream=True)
+    )
+    assert all(c.logprobs is not None and len(c.logprobs) == len(c.token_ids) for c in chunks)
+    assert all(lp.top == [] for c in chunks for lp in c.logprobs or [])
+    # without the option there are none; out of range is an error before anything runs
+    assert m.generate(prompt, max_tokens=2).logprobs is None
+    with pytest.raises(med42_rs.InvalidParameterError, match="logprobs"):
+        m.generate(prompt, max_tokens=2, logprobs=21)
+    with pytest.raises(med42_rs.InvalidParameterError, match="logprobs"):
+        m.session().generate(prompt, max_tokens=2, logprobs=21)

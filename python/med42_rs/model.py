@@ -243,6 +243,7 @@ class Model:
         sampling: SamplingParams | None = ...,
         *,
         stream: Literal[False] = ...,
+        logprobs: int | None = ...,
         special: bool = ...,
         **kw: Unpack[SamplingArgs],
     ) -> Completion: ...
@@ -253,6 +254,7 @@ class Model:
         sampling: SamplingParams | None = ...,
         *,
         stream: Literal[True],
+        logprobs: int | None = ...,
         special: bool = ...,
         **kw: Unpack[SamplingArgs],
     ) -> Stream: ...
@@ -263,6 +265,7 @@ class Model:
         sampling: SamplingParams | None = None,
         *,
         stream: bool = False,
+        logprobs: int | None = None,
         special: bool = False,
         **kw: Unpack[SamplingArgs],
     ) -> Completion | Stream:
@@ -279,6 +282,10 @@ class Model:
         Text is encoded with BOS as the vocabulary asks; ``special=True`` lets control-token text in
         the prompt become control tokens (for prompts built from a template).
 
+        ``logprobs=N`` (0 to 20) adds to every chunk (and the completion) a
+        :class:`~med42_rs.TokenLogprob` per token: its log-probability under the model (before the
+        repeat penalty and temperature) and the ``N`` most likely tokens at that step.
+
         With ``stream=True`` a :class:`~med42_rs.Stream` of :class:`Chunk` is returned (cancel it
         from any thread with ``cancel()``); otherwise a :class:`Completion`. A prompt that cannot
         fit ``max_tokens`` more tokens in the context raises
@@ -286,7 +293,7 @@ class Model:
         """
         params = resolve(sampling, kw)
         ids = self._prompt_ids(prompt, special)
-        chunks = Stream(self._native.generate(ids, params, []), params.stop)
+        chunks = Stream(self._native.generate(ids, params, [], logprobs), params.stop, logprobs is not None)
         return chunks if stream else collect(chunks)
 
     def _prompt_ids(self, prompt: str | Sequence[int], special: bool) -> Sequence[int]:
@@ -379,6 +386,7 @@ class Model:
         template: str | None = ...,
         truncate: bool = ...,
         stream: Literal[False] = ...,
+        logprobs: int | None = ...,
         **kw: Unpack[SamplingArgs],
     ) -> Completion: ...
     @overload
@@ -391,6 +399,7 @@ class Model:
         template: str | None = ...,
         truncate: bool = ...,
         stream: Literal[True],
+        logprobs: int | None = ...,
         **kw: Unpack[SamplingArgs],
     ) -> Stream: ...
 
@@ -403,6 +412,7 @@ class Model:
         template: str | None = None,
         truncate: bool = False,
         stream: bool = False,
+        logprobs: int | None = None,
         **kw: Unpack[SamplingArgs],
     ) -> Completion | Stream:
         """Answer the last user message of ``messages``.
@@ -418,7 +428,7 @@ class Model:
         and never the last user message. See :meth:`fit_messages`.
         """
         ids, params = self._chat_request(messages, resolve(sampling, kw), system, template, truncate)
-        return self.generate(ids, params, stream=stream)  # type: ignore[call-overload, no-any-return]
+        return self.generate(ids, params, stream=stream, logprobs=logprobs)  # type: ignore[call-overload, no-any-return]
 
     def fit_messages(
         self,

@@ -281,20 +281,27 @@ impl NativeModel {
 
     /// Start a streaming generation (nothing runs until the first `next`). Context and
     /// parameter errors are raised here, before any token is generated.
+    #[pyo3(signature = (ids, params, stop_ids, logprobs=None))]
     fn generate(
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
         params: &Bound<'_, SamplingParams>,
         stop_ids: &Bound<'_, PyAny>,
+        logprobs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NativeGeneration> {
         let ids = args::ids(ids, "prompt")?;
         let stop_ids = args::ids(stop_ids, "stop_ids")?;
+        let logprobs = logprobs.map(|v| args::count(v, "logprobs")).transpose()?;
         let params = params.get().p.clone();
         let tok = self.tok(py)?;
         let model = Arc::clone(&self.model);
         let g = detached(py, move || {
-            Generation::new(model, Some(tok), ids, params, &stop_ids)
+            let mut g = Generation::new(model, Some(tok), ids, params, &stop_ids)?;
+            if let Some(n) = logprobs {
+                g.set_logprobs(n)?;
+            }
+            Ok(g)
         })?;
         let h = self.scheduler.submit(g, None).map_err(|e| to_py(py, e))?;
         Ok(NativeGeneration::new(h))
