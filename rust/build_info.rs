@@ -46,6 +46,7 @@ pub fn runtime_features() -> Vec<&'static str> {
             "f16c",
             "avx512f",
             "avx512bw",
+            "avx512vl",
             "avx512vnni"
         );
     }

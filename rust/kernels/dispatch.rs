@@ -6,16 +6,23 @@ use super::acts::{q8_0_row_with_scales_bytes, ActKind, QActs};
 use super::layout::{Acc, DotFn, DotRowsFn, PACK_GROUP, PACK_PAIR, PACK_ROWS};
 use super::reference::{candle_dot_fn, candle_kernel_name};
 #[cfg(target_arch = "x86_64")]
-use super::x86::{self, avx2};
+use super::x86::{self, avx2, avx512};
 use crate::gguf::GgmlType;
 
 /// The instruction set this crate's own kernels run with on this CPU, chosen at run time:
-/// `"avx2"` (x86-64 with AVX2, FMA and F16C), else `"scalar"` (candle's kernels, with the SIMD
-/// candle was compiled for: see [`Kernels::name`] per type).
+/// `"avx512vnni"` (x86-64 with AVX-512 F/BW/VL/VNNI besides AVX2, FMA and F16C: the decode and
+/// multi-row kernels of the Med42 types and Q4_1 use it, the rest the AVX2 kernels), `"avx2"`
+/// (AVX2, FMA and F16C), else `"scalar"` (candle's kernels, with the SIMD candle was compiled
+/// for: see [`Kernels::name`] per type).
 pub fn isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    if x86::has_avx2() {
-        return "avx2";
+    {
+        if x86::has_avx512vnni() {
+            return "avx512vnni";
+        }
+        if x86::has_avx2() {
+            return "avx2";
+        }
     }
     "scalar"
 }
@@ -25,7 +32,7 @@ pub fn isa() -> &'static str {
 #[derive(Clone, Copy)]
 pub struct Kernels {
     /// The single-row kernel (decode, a prompt's rows after its last whole group): a weight row
-    /// times a [`QActs::row_with_scales`] where `single_with_scales` (Q4_0, Q5_0, Q8_0 on AVX2),
+    /// times a [`QActs::row_with_scales`] where `single_with_scales` (Q4_0, Q5_0, Q8_0 on x86),
     /// else times a [`QActs::row`].
     pub single: DotFn,
     /// Which activation row form `single` takes (see [`Kernels::single_row`]).
@@ -33,14 +40,15 @@ pub struct Kernels {
     /// The multi-row kernel for prompt batches (all of them for types without `packed`, else
     /// those below [`super::PACKED_MIN_ROWS`] rows), taking [`QActs::row_with_scales`].
     ///
-    /// Where a type has `dot_rows` or `packed` (on AVX2: Q2_K..Q6_K, Q4_0, Q5_0, Q8_0), these
+    /// Where a type has `dot_rows` or `packed` (on AVX2 and AVX-512: Q2_K..Q6_K, Q4_0, Q5_0, Q8_0), these
     /// and `single` sum exact per-block integers in one f32 order, so a result does not depend on
     /// how the rows were batched, bit for bit (tested).
     pub dot_rows: Option<DotRowsFn>,
     /// The packed-tile GEMM for prompts of [`super::PACKED_MIN_ROWS`] rows or more, if any (on
     /// AVX2, Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0).
     pub packed: Option<Packed>,
-    /// Which implementation `single` is: `"avx2"` (this crate's, chosen at run time),
+    /// Which implementation `single` is: `"avx512vnni"` or `"avx2"` (this crate's, chosen at run
+    /// time; the multi-row kernel is of the same instruction set, the packed GEMM AVX2),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
     pub name: &'static str,
 }
@@ -69,11 +77,28 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2() {
             // SAFETY: AVX2/FMA/F16C detected just above.
-            let (one, dot, dot_rows) =
+            let (mut one, mut dot, mut dot_rows) =
                 unsafe { (avx2::dot_with_scales(t), avx2::dot(t), avx2::dot_rows(t)) };
+            let mut name = "avx2";
+            if x86::has_avx512vnni() {
+                // the AVX-512 kernels give the AVX2 kernels' results bit for bit (tested), so the
+                // packed GEMM (AVX2) still sums in their order
+                // SAFETY: AVX-512 F/BW/VL/VNNI (and AVX2/FMA/F16C) detected just above.
+                let fast = unsafe {
+                    (
+                        avx512::dot_with_scales(t),
+                        avx512::dot(t),
+                        avx512::dot_rows(t),
+                    )
+                };
+                if fast.0.is_some() || fast.1.is_some() {
+                    (one, dot, name) = (fast.0, fast.1, "avx512vnni");
+                }
+                dot_rows = fast.2.or(dot_rows);
+            }
             let (single, single_with_scales, name) = match (one, dot) {
-                (Some(one), _) => (one, true, "avx2"),
-                (None, Some(dot)) => (dot, false, "avx2"),
+                (Some(one), _) => (one, true, name),
+                (None, Some(dot)) => (dot, false, name),
                 (None, None) => (candle_dot_fn(t)?, false, candle_kernel_name(t)),
             };
             return Some(Kernels {
@@ -110,7 +135,7 @@ impl Packed {
         self.block_bytes
     }
 
-    /// The packed GEMM for `t` on this CPU, if any (AVX2 only): every type whose single-row and
+    /// The packed GEMM for `t` on this CPU, if any (AVX2, on AVX-512 CPUs too): every type whose single-row and
     /// multi-row kernels sum in its order (see [`Kernels::dot_rows`]).
     fn for_type(t: GgmlType) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
