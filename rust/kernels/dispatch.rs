@@ -48,7 +48,8 @@ pub struct Kernels {
     /// AVX2, Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0).
     pub packed: Option<Packed>,
     /// Which implementation `single` is: `"avx512vnni"` or `"avx2"` (this crate's, chosen at run
-    /// time; the multi-row kernel is of the same instruction set, the packed GEMM AVX2),
+    /// time; the multi-row kernel is of the same instruction set, the packed GEMM AVX2 or, for
+    /// Q4_0, Q5_0 and Q8_0 on AVX-512 VNNI, VNNI on the same packing),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
     pub name: &'static str,
 }
@@ -126,6 +127,9 @@ pub struct Packed {
     t: GgmlType,
     /// Bytes of one packed block (private: `pack` and `gemm` trust it for the buffers' lengths).
     block_bytes: usize,
+    /// Whether `gemm` runs the AVX-512 VNNI kernel (Q4_0, Q5_0, Q8_0 where the CPU has it) rather
+    /// than the AVX2 one: the same packing, the same results bit for bit.
+    vnni: bool,
 }
 
 impl Packed {
@@ -135,13 +139,19 @@ impl Packed {
         self.block_bytes
     }
 
-    /// The packed GEMM for `t` on this CPU, if any (AVX2, on AVX-512 CPUs too): every type whose single-row and
+    /// The packed GEMM for `t` on this CPU, if any (AVX2; Q4_0, Q5_0 and Q8_0 with VNNI where the CPU has
+    /// AVX-512 VNNI): every type whose single-row and
     /// multi-row kernels sum in its order (see [`Kernels::dot_rows`]).
     fn for_type(t: GgmlType) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2() {
             let block_bytes = avx2::packed_block_bytes(t)?;
-            return Some(Packed { t, block_bytes });
+            let vnni = x86::has_avx512vnni() && avx512::has_gemm(t);
+            return Some(Packed {
+                t,
+                block_bytes,
+                vnni,
+            });
         }
         let _ = t;
         None
@@ -211,10 +221,14 @@ impl Packed {
         let acc: [&mut [Acc; N]; PACK_PAIR] = acc.map(|c| c.try_into().unwrap());
         let p = packed.map(|p| p.as_ptr());
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: a `Packed` exists only where AVX2 was detected (`for_type`); lengths checked by
-        // `gemm`.
+        // SAFETY: a `Packed` exists only where AVX2 was detected, and has `vnni` only where
+        // AVX-512 F/BW/VL/VNNI was (`for_type`); lengths checked by `gemm`.
         unsafe {
-            avx2::gemm::<N>(self.t, b0, nb, row_nb, p, rows, acc)
+            if self.vnni {
+                avx512::gemm::<N>(self.t, b0, nb, row_nb, p, rows, acc)
+            } else {
+                avx2::gemm::<N>(self.t, b0, nb, row_nb, p, rows, acc)
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {

@@ -271,3 +271,75 @@ fn a_perturbed_scale_or_quant_breaks_the_bit_equality() {
         }
     }
 }
+
+#[test]
+fn vnni_packed_gemms_equal_the_avx2_ones_bit_for_bit() {
+    use crate::kernels::layout::{Acc, PACK_GROUP, PACK_ROWS};
+    if !available("vnni_packed_gemms_equal_the_avx2_ones_bit_for_bit") {
+        return;
+    }
+    for (i, t) in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(avx512::has_gemm(t));
+        let bb = avx2::packed_block_bytes(t).unwrap();
+        // blocks 3..10 of rows of 12: the accumulator parts start mid-cycle
+        let (row_nb, b0, nb) = (12, 3, 7);
+        for extreme in [false, true] {
+            let seed = 90 + 10 * i as u64 + extreme as u64;
+            let w: Vec<Vec<u8>> = (0..2 * PACK_GROUP)
+                .map(|j| raw_weights(t, row_nb, seed + 100 * j as u64, extreme))
+                .collect();
+            let mut packed = vec![vec![0u8; nb * bb]; 2];
+            for (g, p) in packed.iter_mut().enumerate() {
+                let rows = std::array::from_fn(|r| w[PACK_GROUP * g + r].as_ptr());
+                // SAFETY: AVX2 present (implied by has_avx512vnni); rows hold row_nb blocks,
+                // `p` nb packed blocks.
+                unsafe { avx2::pack(t, b0, nb, rows, p.as_mut_ptr()) };
+            }
+            let (_, scaled) = activations(t, 32 * row_nb, seed, extreme);
+            let mut rng = Rng::new(seed);
+            let init: [[Acc; PACK_ROWS]; 2] = std::array::from_fn(|_| {
+                std::array::from_fn(|_| {
+                    std::array::from_fn(|_| std::array::from_fn(|_| rng.next_f64() as f32))
+                })
+            });
+            let run = |vnni: bool, packed: &[Vec<u8>]| {
+                let mut acc = init;
+                let [a0, a1] = &mut acc;
+                let p = [packed[0].as_ptr(), packed[1].as_ptr()];
+                let rows = std::array::from_fn(|r| scaled[r].as_ptr());
+                // SAFETY: the features were detected; `packed` holds nb packed blocks per group,
+                // every activation row row_nb blocks with its scales and sums.
+                unsafe {
+                    if vnni {
+                        avx512::gemm::<PACK_ROWS>(t, b0, nb, row_nb, p, rows, [a0, a1]);
+                    } else {
+                        avx2::gemm::<PACK_ROWS>(t, b0, nb, row_nb, p, rows, [a0, a1]);
+                    }
+                }
+                acc
+            };
+            let bits = |acc: [[Acc; PACK_ROWS]; 2]| -> Vec<u32> {
+                acc.iter()
+                    .flatten()
+                    .flatten()
+                    .flatten()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            let want = bits(run(false, &packed));
+            assert_eq!(want, bits(run(true, &packed)), "{t} extreme={extreme}");
+            assert_ne!(want, bits(init), "{t}: the GEMM added nothing");
+            // negative control: a changed quant piece of group 1's last block shows
+            let mut changed = packed.clone();
+            changed[1][(nb - 1) * bb + 5] ^= 0x03;
+            assert_ne!(
+                want,
+                bits(run(true, &changed)),
+                "{t}: a changed quant went unnoticed"
+            );
+        }
+    }
+}

@@ -1,12 +1,14 @@
 //! The AVX-512 VNNI kernels (AVX-512 F, BW, VL and VNNI, with AVX2, FMA and F16C) and their safe
 //! entry points: the single-row (decode) and multi-row (short prompts) dots of every type of the
-//! Med42 quant table, and Q4_1's single-row dot.
+//! Med42 quant table, Q4_1's single-row dot, and the packed prompt GEMMs of Q4_0, Q5_0 and Q8_0
+//! (on the AVX2 packing; the K-quants' packed GEMMs stay AVX2).
 //!
 //! Each computes the exact per-block integers of its AVX2 counterpart ([`super::avx2`]) with
 //! fewer instructions (`vpdpbusd`, `vpdpwssd`, 512-bit registers for the K-quants) and combines
 //! them with the same f32 operations in the same order, so a weight row times an activation row
-//! gives the same f32 bit for bit on either instruction set; the packed prompt GEMM (AVX2) sums
-//! in that order too, so batching does not change results on an AVX-512 machine either.
+//! gives the same f32 bit for bit on either instruction set; the packed prompt GEMMs (AVX2, or
+//! [`packed`]) sum in that order too, so batching does not change results on an AVX-512 machine
+//! either.
 //!
 //! As in [`super::avx2`], the functions handed out check every length once per call and panic on
 //! a short row; the tables are `unsafe fn`s that may only be asked once
@@ -14,11 +16,12 @@
 
 pub mod blocks32;
 pub mod kquants;
+pub mod packed;
 
 use crate::gguf::GgmlType;
 use crate::kernels::acts::ActKind;
 use crate::kernels::acts::{q8_0_row_with_scales_bytes, q8_0_scales_offset, q8_0_sums_offset};
-use crate::kernels::layout::{DotFn, DotRowsFn, ROWS};
+use crate::kernels::layout::{Acc, DotFn, DotRowsFn, PACK_PAIR, ROWS};
 use crate::kernels::x86::avx2::multi::{Q4_0W, Q5_0W, Q8_0W};
 
 /// Run the `N`-row kernel for `t` (Q2_K..Q6_K, Q4_0, Q5_0 or Q8_0) after checking lengths.
@@ -120,4 +123,35 @@ pub(crate) unsafe fn dot_rows(t: GgmlType) -> Option<DotRowsFn> {
         Q5_0 => |k, w, a| multi::<ROWS>(Q5_0, k, w, a),
         _ => return None,
     })
+}
+
+/// Whether `t` has a VNNI packed GEMM ([`gemm`]): Q4_0, Q5_0 and Q8_0.
+pub fn has_gemm(t: GgmlType) -> bool {
+    matches!(t, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
+}
+
+/// [`crate::kernels::x86::avx2::gemm`] with VNNI for the types of [`has_gemm`], on the same
+/// packed blocks: the same accumulators bit for bit.
+///
+/// # Safety
+/// As [`dot`]; otherwise as [`crate::kernels::x86::avx2::gemm`].
+pub(crate) unsafe fn gemm<const N: usize>(
+    t: GgmlType,
+    b0: usize,
+    nb: usize,
+    row_nb: usize,
+    p: [*const u8; PACK_PAIR],
+    rows: [*const u8; N],
+    acc: [&mut [Acc; N]; PACK_PAIR],
+) {
+    match t {
+        GgmlType::Q4_0 => packed::gemm_q45_0::<N, false>(b0, nb, row_nb, p, rows, acc),
+        GgmlType::Q5_0 => packed::gemm_q45_0::<N, true>(b0, nb, row_nb, p, rows, acc),
+        GgmlType::Q8_0 => {
+            for (p, acc) in p.into_iter().zip(acc) {
+                packed::gemm_q8_0::<N>(b0, nb, row_nb, p, rows, acc);
+            }
+        }
+        t => unreachable!("no VNNI packed kernel for {t}"),
+    }
 }
