@@ -47,7 +47,8 @@ pub fn runtime_features() -> Vec<&'static str> {
             "avx512f",
             "avx512bw",
             "avx512vl",
-            "avx512vnni"
+            "avx512vnni",
+            "avxvnni"
         );
     }
     #[cfg(target_arch = "aarch64")]

@@ -6,19 +6,22 @@ use super::acts::{q8_0_row_with_scales_bytes, ActKind, QActs};
 use super::layout::{Acc, DotFn, DotRowsFn, PACK_GROUP, PACK_PAIR, PACK_ROWS};
 use super::reference::{candle_dot_fn, candle_kernel_name};
 #[cfg(target_arch = "x86_64")]
-use super::x86::{self, avx2, avx512};
+use super::x86::avx512::{self, Vnni};
+#[cfg(target_arch = "x86_64")]
+use super::x86::{self, avx2};
 use crate::gguf::GgmlType;
 
 /// The instruction set this crate's own kernels run with on this CPU, chosen at run time:
 /// `"avx512vnni"` (x86-64 with AVX-512 F/BW/VL/VNNI besides AVX2, FMA and F16C: the decode and
-/// multi-row kernels of the Med42 types and Q4_1 use it, the rest the AVX2 kernels), `"avx2"`
-/// (AVX2, FMA and F16C), else `"scalar"` (candle's kernels, with the SIMD candle was compiled
-/// for: see [`Kernels::name`] per type).
+/// multi-row kernels of the Med42 types and Q4_1 and the packed GEMMs of Q4_0, Q5_0 and Q8_0 use
+/// it, the rest AVX2), `"avxvnni"` (AVX-VNNI without AVX-512: the kernels of Q4_0, Q5_0, Q8_0 and
+/// Q4_1 use it, the rest AVX2), `"avx2"` (AVX2, FMA and F16C), else `"scalar"` (candle's kernels,
+/// with the SIMD candle was compiled for: see [`Kernels::name`] per type).
 pub fn isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if x86::has_avx512vnni() {
-            return "avx512vnni";
+        if let Some(v) = Vnni::detect() {
+            return v.name();
         }
         if x86::has_avx2() {
             return "avx2";
@@ -48,8 +51,9 @@ pub struct Kernels {
     /// AVX2, Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0).
     pub packed: Option<Packed>,
     /// Which implementation `single` is: `"avx512vnni"` or `"avx2"` (this crate's, chosen at run
-    /// time; the multi-row kernel is of the same instruction set, the packed GEMM AVX2 or, for
-    /// Q4_0, Q5_0 and Q8_0 on AVX-512 VNNI, VNNI on the same packing),
+    /// time; `"avxvnni"` for the 32-value-block types where AVX-VNNI is there without AVX-512;
+    /// the multi-row kernel is of the same instruction set, the packed GEMM AVX2 or, for Q4_0,
+    /// Q5_0 and Q8_0, VNNI on the same packing),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
     pub name: &'static str,
 }
@@ -81,19 +85,26 @@ impl Kernels {
             let (mut one, mut dot, mut dot_rows) =
                 unsafe { (avx2::dot_with_scales(t), avx2::dot(t), avx2::dot_rows(t)) };
             let mut name = "avx2";
-            if x86::has_avx512vnni() {
-                // the AVX-512 kernels give the AVX2 kernels' results bit for bit (tested), so the
-                // packed GEMM (AVX2) still sums in their order
-                // SAFETY: AVX-512 F/BW/VL/VNNI (and AVX2/FMA/F16C) detected just above.
+            if let Some(v) = Vnni::detect() {
+                // the VNNI kernels give the AVX2 kernels' results bit for bit (tested), so the
+                // packed GEMMs still sum in their order
+                // SAFETY: the features of form `v` detected just above.
                 let fast = unsafe {
-                    (
-                        avx512::dot_with_scales(t),
-                        avx512::dot(t),
-                        avx512::dot_rows(t),
-                    )
+                    match v {
+                        Vnni::Avx512 => (
+                            avx512::dot_with_scales::<true>(t),
+                            avx512::dot::<true>(t),
+                            avx512::dot_rows::<true>(t),
+                        ),
+                        Vnni::Avx => (
+                            avx512::dot_with_scales::<false>(t),
+                            avx512::dot::<false>(t),
+                            avx512::dot_rows::<false>(t),
+                        ),
+                    }
                 };
                 if fast.0.is_some() || fast.1.is_some() {
-                    (one, dot, name) = (fast.0, fast.1, "avx512vnni");
+                    (one, dot, name) = (fast.0, fast.1, v.name());
                 }
                 dot_rows = fast.2.or(dot_rows);
             }
@@ -127,9 +138,10 @@ pub struct Packed {
     t: GgmlType,
     /// Bytes of one packed block (private: `pack` and `gemm` trust it for the buffers' lengths).
     block_bytes: usize,
-    /// Whether `gemm` runs the AVX-512 VNNI kernel (Q4_0, Q5_0, Q8_0 where the CPU has it) rather
-    /// than the AVX2 one: the same packing, the same results bit for bit.
-    vnni: bool,
+    /// The VNNI form `gemm` runs (Q4_0, Q5_0, Q8_0 where the CPU has one), else the AVX2 kernel:
+    /// the same packing, the same results bit for bit.
+    #[cfg(target_arch = "x86_64")]
+    vnni: Option<Vnni>,
 }
 
 impl Packed {
@@ -139,14 +151,14 @@ impl Packed {
         self.block_bytes
     }
 
-    /// The packed GEMM for `t` on this CPU, if any (AVX2; Q4_0, Q5_0 and Q8_0 with VNNI where the CPU has
-    /// AVX-512 VNNI): every type whose single-row and
+    /// The packed GEMM for `t` on this CPU, if any (AVX2; Q4_0, Q5_0 and Q8_0 with VNNI where the
+    /// CPU has it): every type whose single-row and
     /// multi-row kernels sum in its order (see [`Kernels::dot_rows`]).
     fn for_type(t: GgmlType) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2() {
             let block_bytes = avx2::packed_block_bytes(t)?;
-            let vnni = x86::has_avx512vnni() && avx512::has_gemm(t);
+            let vnni = Vnni::detect().filter(|_| avx512::has_gemm(t));
             return Some(Packed {
                 t,
                 block_bytes,
@@ -221,13 +233,13 @@ impl Packed {
         let acc: [&mut [Acc; N]; PACK_PAIR] = acc.map(|c| c.try_into().unwrap());
         let p = packed.map(|p| p.as_ptr());
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: a `Packed` exists only where AVX2 was detected, and has `vnni` only where
-        // AVX-512 F/BW/VL/VNNI was (`for_type`); lengths checked by `gemm`.
+        // SAFETY: a `Packed` exists only where AVX2 was detected, and has a `vnni` form only
+        // where its features were (`for_type`); lengths checked by `gemm`.
         unsafe {
-            if self.vnni {
-                avx512::gemm::<N>(self.t, b0, nb, row_nb, p, rows, acc)
-            } else {
-                avx2::gemm::<N>(self.t, b0, nb, row_nb, p, rows, acc)
+            match self.vnni {
+                Some(Vnni::Avx512) => avx512::gemm::<N, true>(self.t, b0, nb, row_nb, p, rows, acc),
+                Some(Vnni::Avx) => avx512::gemm::<N, false>(self.t, b0, nb, row_nb, p, rows, acc),
+                None => avx2::gemm::<N>(self.t, b0, nb, row_nb, p, rows, acc),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]

@@ -1,6 +1,7 @@
-//! The AVX-512 VNNI kernels against the AVX2 kernels bit for bit (and against the scalar
+//! The VNNI kernels, both forms, against the AVX2 kernels bit for bit (and against the scalar
 //! reference and f64 math within rounding), over random and extreme blocks, with negative
-//! controls. Skipped, with the reason printed, where the CPU lacks AVX-512 F/BW/VL/VNNI.
+//! controls. A form the CPU lacks (AVX-512 F/BW/VL/VNNI, AVX-VNNI) is skipped with the reason
+//! printed.
 
 use super::{dequant_act, quantize_weights, rand_vec};
 use crate::gguf::GgmlType;
@@ -28,13 +29,29 @@ fn f16_fields(t: GgmlType) -> &'static [usize] {
     }
 }
 
-/// Whether this CPU runs the AVX-512 kernels; prints why not when it does not.
-fn available(test: &str) -> bool {
-    let ok = x86::has_avx512vnni();
-    if !ok {
-        eprintln!("{test}: skipped, this CPU lacks AVX-512 F/BW/VL/VNNI (or AVX2/FMA/F16C)");
+/// The VNNI forms this CPU runs (`true`: AVX-512, `false`: AVX-VNNI); prints why one is missing.
+fn forms(test: &str) -> Vec<bool> {
+    let mut f = Vec::new();
+    for (avx512, has, what) in [
+        (true, x86::has_avx512vnni(), "AVX-512 F/BW/VL/VNNI"),
+        (false, x86::has_avxvnni(), "AVX-VNNI"),
+    ] {
+        if has {
+            f.push(avx512);
+        } else {
+            eprintln!("{test}: {what} kernels skipped, this CPU lacks {what} (or AVX2/FMA/F16C)");
+        }
     }
-    ok
+    f
+}
+
+/// The types with kernels of a form: with AVX-512 all of [`TYPES`], with AVX-VNNI those with
+/// 32-value blocks.
+fn types(avx512: bool) -> impl Iterator<Item = (usize, GgmlType)> {
+    TYPES
+        .into_iter()
+        .enumerate()
+        .filter(move |(_, t)| avx512 || !t.name().ends_with("_K"))
 }
 
 /// Weight rows of `nb` blocks of `t` with arbitrary quant bytes (`extreme`: all 0xFF or all 0x80
@@ -90,29 +107,44 @@ struct Set {
     rows: Option<DotRowsFn>,
 }
 
-fn kernels(t: GgmlType) -> (Set, Set) {
-    // SAFETY: the callers checked `has_avx512vnni`, which implies `has_avx2`.
+/// The AVX2 kernels of `t` and those of the VNNI form `avx512`.
+fn kernels(t: GgmlType, avx512: bool) -> (Set, Set) {
+    // SAFETY: the callers run only the forms `forms` found, which imply AVX2.
     unsafe {
         let set = |one: Option<DotFn>, dot: Option<DotFn>, rows| Set {
             single: one.or(dot).expect("a single-row kernel"),
             with_scales: one.is_some(),
             rows,
         };
-        (
-            set(avx2::dot_with_scales(t), avx2::dot(t), avx2::dot_rows(t)),
+        let vnni = if avx512 {
             set(
-                avx512::dot_with_scales(t),
-                avx512::dot(t),
-                avx512::dot_rows(t),
-            ),
-        )
+                avx512::dot_with_scales::<true>(t),
+                avx512::dot::<true>(t),
+                avx512::dot_rows::<true>(t),
+            )
+        } else {
+            set(
+                avx512::dot_with_scales::<false>(t),
+                avx512::dot::<false>(t),
+                avx512::dot_rows::<false>(t),
+            )
+        };
+        let v2 = set(avx2::dot_with_scales(t), avx2::dot(t), avx2::dot_rows(t));
+        (v2, vnni)
     }
 }
 
-/// Every kernel of `t` on `w` and the activation rows: the AVX-512 results, after asserting
-/// that they equal the AVX2 ones bit for bit (single- and multi-row alike).
-fn same_bits(t: GgmlType, k: usize, w: &[u8], plain: &[Vec<u8>], scaled: &[Vec<u8>]) -> Vec<f32> {
-    let (v2, v512) = kernels(t);
+/// Every kernel of `t` on `w` and the activation rows: the results of the VNNI form `avx512`,
+/// after asserting that they equal the AVX2 ones bit for bit (single- and multi-row alike).
+fn same_bits(
+    t: GgmlType,
+    avx512: bool,
+    k: usize,
+    w: &[u8],
+    plain: &[Vec<u8>],
+    scaled: &[Vec<u8>],
+) -> Vec<f32> {
+    let (v2, v512) = kernels(t, avx512);
     assert_eq!(v2.with_scales, v512.with_scales, "{t}");
     assert_eq!(v2.rows.is_some(), v512.rows.is_some(), "{t}");
     let rows: &[Vec<u8>] = if v512.with_scales { scaled } else { plain };
@@ -152,11 +184,11 @@ fn lengths(t: GgmlType) -> Vec<usize> {
 }
 
 #[test]
-fn avx512_kernels_equal_the_avx2_kernels_bit_for_bit() {
-    if !available("avx512_kernels_equal_the_avx2_kernels_bit_for_bit") {
-        return;
-    }
-    for (i, t) in TYPES.into_iter().enumerate() {
+fn vnni_kernels_equal_the_avx2_kernels_bit_for_bit() {
+    for (avx512, (i, t)) in forms("vnni_kernels_equal_the_avx2_kernels_bit_for_bit")
+        .into_iter()
+        .flat_map(|f| types(f).map(move |it| (f, it)))
+    {
         for k in lengths(t) {
             let nb = k / t.block_size();
             for extreme in [false, true] {
@@ -165,7 +197,7 @@ fn avx512_kernels_equal_the_avx2_kernels_bit_for_bit() {
                 // random quant bytes, and the quantizer's own output
                 let quantized = quantize_weights(t, &rand_vec(k, seed + 7));
                 for w in [raw_weights(t, nb, seed, extreme), quantized] {
-                    let got = same_bits(t, k, &w, &plain, &scaled);
+                    let got = same_bits(t, avx512, k, &w, &plain, &scaled);
                     assert!(got.iter().all(|v| v.is_finite()), "{t}: {got:?}");
                 }
             }
@@ -174,16 +206,16 @@ fn avx512_kernels_equal_the_avx2_kernels_bit_for_bit() {
 }
 
 #[test]
-fn avx512_kernels_match_the_scalar_reference_and_f64_math() {
-    if !available("avx512_kernels_match_the_scalar_reference_and_f64_math") {
-        return;
-    }
-    for (i, t) in TYPES.into_iter().enumerate() {
+fn vnni_kernels_match_the_scalar_reference_and_f64_math() {
+    for (avx512, (i, t)) in forms("vnni_kernels_match_the_scalar_reference_and_f64_math")
+        .into_iter()
+        .flat_map(|f| types(f).map(move |it| (f, it)))
+    {
         let k = 1024;
         let kind = ActKind::of(t).unwrap();
         let w = quantize_weights(t, &rand_vec(k, 50 + i as u64));
         let (plain, scaled) = activations(t, k, 60 + i as u64, false);
-        let got = same_bits(t, k, &w, &plain, &scaled);
+        let got = same_bits(t, avx512, k, &w, &plain, &scaled);
         let mut wd = vec![0f32; k];
         assert!(dequantize_row(t, &w, &mut wd));
         for (r, &g) in got.iter().enumerate() {
@@ -214,15 +246,15 @@ fn a_perturbed_scale_or_quant_breaks_the_bit_equality() {
     // negative control: the comparison above notices a kernel that reads a scale, a quant or an
     // activation sum wrongly; changing one of them in the AVX-512 kernel's input only must change
     // its result against the AVX2 kernel on the unchanged input.
-    if !available("a_perturbed_scale_or_quant_breaks_the_bit_equality") {
-        return;
-    }
-    for (i, t) in TYPES.into_iter().enumerate() {
+    for (avx512, (i, t)) in forms("a_perturbed_scale_or_quant_breaks_the_bit_equality")
+        .into_iter()
+        .flat_map(|f| types(f).map(move |it| (f, it)))
+    {
         let k = 512;
         let nb = k / t.block_size();
         let w = raw_weights(t, nb, 70 + i as u64, false);
         let (plain, scaled) = activations(t, k, 80 + i as u64, false);
-        let (v2, v512) = kernels(t);
+        let (v2, v512) = kernels(t, avx512);
         let rows = if v512.with_scales { &scaled } else { &plain };
         let base = (v2.single)(k, &w, &rows[0]);
         assert_eq!(
@@ -275,12 +307,10 @@ fn a_perturbed_scale_or_quant_breaks_the_bit_equality() {
 #[test]
 fn vnni_packed_gemms_equal_the_avx2_ones_bit_for_bit() {
     use crate::kernels::layout::{Acc, PACK_GROUP, PACK_ROWS};
-    if !available("vnni_packed_gemms_equal_the_avx2_ones_bit_for_bit") {
-        return;
-    }
-    for (i, t) in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0]
+    let types = [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0];
+    for (avx512, (i, t)) in forms("vnni_packed_gemms_equal_the_avx2_ones_bit_for_bit")
         .into_iter()
-        .enumerate()
+        .flat_map(|f| types.into_iter().enumerate().map(move |it| (f, it)))
     {
         assert!(avx512::has_gemm(t));
         let bb = avx2::packed_block_bytes(t).unwrap();
@@ -305,7 +335,7 @@ fn vnni_packed_gemms_equal_the_avx2_ones_bit_for_bit() {
                     std::array::from_fn(|_| std::array::from_fn(|_| rng.next_f64() as f32))
                 })
             });
-            let run = |vnni: bool, packed: &[Vec<u8>]| {
+            let run = |vnni: Option<bool>, packed: &[Vec<u8>]| {
                 let mut acc = init;
                 let [a0, a1] = &mut acc;
                 let p = [packed[0].as_ptr(), packed[1].as_ptr()];
@@ -313,10 +343,14 @@ fn vnni_packed_gemms_equal_the_avx2_ones_bit_for_bit() {
                 // SAFETY: the features were detected; `packed` holds nb packed blocks per group,
                 // every activation row row_nb blocks with its scales and sums.
                 unsafe {
-                    if vnni {
-                        avx512::gemm::<PACK_ROWS>(t, b0, nb, row_nb, p, rows, [a0, a1]);
-                    } else {
-                        avx2::gemm::<PACK_ROWS>(t, b0, nb, row_nb, p, rows, [a0, a1]);
+                    match vnni {
+                        Some(true) => {
+                            avx512::gemm::<PACK_ROWS, true>(t, b0, nb, row_nb, p, rows, [a0, a1])
+                        }
+                        Some(false) => {
+                            avx512::gemm::<PACK_ROWS, false>(t, b0, nb, row_nb, p, rows, [a0, a1])
+                        }
+                        None => avx2::gemm::<PACK_ROWS>(t, b0, nb, row_nb, p, rows, [a0, a1]),
                     }
                 }
                 acc
@@ -329,15 +363,19 @@ fn vnni_packed_gemms_equal_the_avx2_ones_bit_for_bit() {
                     .map(|v| v.to_bits())
                     .collect()
             };
-            let want = bits(run(false, &packed));
-            assert_eq!(want, bits(run(true, &packed)), "{t} extreme={extreme}");
+            let want = bits(run(None, &packed));
+            assert_eq!(
+                want,
+                bits(run(Some(avx512), &packed)),
+                "{t} {avx512} {extreme}"
+            );
             assert_ne!(want, bits(init), "{t}: the GEMM added nothing");
             // negative control: a changed quant piece of group 1's last block shows
             let mut changed = packed.clone();
             changed[1][(nb - 1) * bb + 5] ^= 0x03;
             assert_ne!(
                 want,
-                bits(run(true, &changed)),
+                bits(run(Some(avx512), &changed)),
                 "{t}: a changed quant went unnoticed"
             );
         }
