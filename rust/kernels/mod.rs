@@ -18,9 +18,10 @@
 //! rows per register. For each of these types all three kernels add exact per-block integer dot
 //! products in one f32 order, so results do not depend on batching, bit for bit. Where the CPU
 //! also has AVX-512 F/BW/VL/VNNI, the decode and multi-row kernels of these types (and Q4_1's
-//! decode kernel) are the AVX-512 VNNI ones, which compute the same integers with fewer
+//! decode kernel) and the packed GEMMs of Q4_0, Q5_0 and Q8_0 are VNNI ones (with AVX-VNNI
+//! alone, those of the 32-value-block types), which compute the same integers with fewer
 //! instructions and give the AVX2 kernels' results bit for bit, so batching still changes
-//! nothing and both machine kinds give the same logits.
+//! nothing and every x86 machine gives the same logits.
 //!
 //! Every safe function here is sound for any input: the kernels behind [`Kernels`] and
 //! [`matmul`](fn@matmul) check the lengths of the rows they are given (once per row, not per
