@@ -9,6 +9,7 @@ use super::reference::{cast, with_candle_block};
 use super::ActKind;
 use crate::gguf::GgmlType;
 
+mod attn;
 mod bounds;
 mod dots;
 mod matmul;
