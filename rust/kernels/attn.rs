@@ -40,6 +40,8 @@ pub const TILE: usize = 32;
 const QCHUNK: usize = 16;
 /// Positions per score kernel call (one horizontal-sum tree).
 const GROUP: usize = 4;
+// whole SIMD vectors of scores and whole score groups per tile
+const _: () = assert!(TILE.is_multiple_of(8) && TILE.is_multiple_of(GROUP));
 
 /// The element type K and V are stored in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -461,8 +463,8 @@ fn run_chunk(
                 let qb = &q[row(qs.start + a + 1)..][..d];
                 let (sb, ob) = (&mut rest[..TILE], &mut orest[..d]);
                 scores(isa, d, [qa, qb], &s.k, na.max(nb), [&mut *sa, &mut *sb]);
-                online_softmax(&mut sa[..na], scale, &mut s.m[a], &mut s.sum[a], oa);
-                online_softmax(&mut sb[..nb], scale, &mut s.m[a + 1], &mut s.sum[a + 1], ob);
+                online_softmax(isa, sa, na, scale, &mut s.m[a], &mut s.sum[a], oa);
+                online_softmax(isa, sb, nb, scale, &mut s.m[a + 1], &mut s.sum[a + 1], ob);
                 let common = na.min(nb);
                 accumulate(
                     isa,
@@ -480,7 +482,7 @@ fn run_chunk(
                 accumulate(isa, d, [&p[common..nl]], &s.v[common * d..], [o]);
             } else {
                 scores(isa, d, [qa], &s.k, na, [&mut *sa]);
-                online_softmax(&mut sa[..na], scale, &mut s.m[a], &mut s.sum[a], oa);
+                online_softmax(isa, sa, na, scale, &mut s.m[a], &mut s.sum[a], oa);
                 accumulate(isa, d, [&sa[..na]], &s.v, [oa]);
             }
             a += if pair { 2 } else { 1 };
@@ -497,11 +499,21 @@ fn run_chunk(
     }
 }
 
-/// Scale a tile's dot products `s` into scores, fold them into the running maximum `m` (rescaling
-/// the running `sum` and output `o` when it grows) and turn them into weights `exp(s - m)`.
-fn online_softmax(s: &mut [f32], scale: f32, m: &mut f32, sum: &mut f64, o: &mut [f32]) {
+/// Scale a tile's dot products `s[..n]` into scores, fold them into the running maximum `m`
+/// (rescaling the running `sum` and output `o` when it grows) and turn them into weights
+/// `exp(score - m)`. `s` has room for [`TILE`] values.
+fn online_softmax(
+    isa: Isa,
+    s: &mut [f32],
+    n: usize,
+    scale: f32,
+    m: &mut f32,
+    sum: &mut f64,
+    o: &mut [f32],
+) {
+    assert!(n <= TILE && s.len() >= TILE);
     let mut mt = f32::NEG_INFINITY;
-    for x in s.iter_mut() {
+    for x in s[..n].iter_mut() {
         *x *= scale;
         mt = mt.max(*x);
     }
@@ -513,11 +525,15 @@ fn online_softmax(s: &mut [f32], scale: f32, m: &mut f32, sum: &mut f64, o: &mut
         }
         *m = mt;
     }
-    let mut ts = 0f64;
-    for x in s.iter_mut() {
-        *x = (*x - *m).exp();
-        ts += *x as f64;
-    }
+    let ts = match isa {
+        // SAFETY: Avx2 only after detection; `s` holds TILE >= n rounded up to 8 values.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::attn::exp_sum(n, s.as_mut_ptr(), *m) as f64 },
+        Isa::Scalar => s[..n].iter_mut().fold(0f64, |acc, x| {
+            *x = (*x - *m).exp();
+            acc + *x as f64
+        }),
+    };
     *sum += ts;
 }
 

@@ -353,3 +353,49 @@ fn attention_past_n_ctx_panics() {
     let mut out = [0f32; 64];
     attention_with(Isa::Scalar, &kv, &[0.0; 64], 1, 3, 2, &mut out, 1);
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx2_exp_within_two_ulp() {
+    use crate::kernels::x86::{avx2::attn::exp_sum, has_avx2};
+    if !has_avx2() {
+        return;
+    }
+    // scores minus their maximum: 0 down to far below f32's smallest normal exp
+    let xs: Vec<f32> = (0..20_000).map(|i| -(i as f32) * 0.0047).collect();
+    for (ci, chunk) in xs.chunks(13).enumerate() {
+        let n = chunk.len();
+        let mut s = chunk.to_vec();
+        s.resize(n.next_multiple_of(8), f32::NAN); // lanes past n are masked out
+                                                   // SAFETY: AVX2 detected; `s` holds n rounded up to 8 values.
+        let sum = unsafe { exp_sum(n, s.as_mut_ptr(), 0.0) };
+        let mut want_sum = 0f64;
+        for (&x, &e) in chunk.iter().zip(&s) {
+            let want = (x as f64).exp();
+            want_sum += want;
+            if want > 1.2e-38 {
+                let ulp = f32::EPSILON as f64 * want;
+                assert!(
+                    (e as f64 - want).abs() <= 2.0 * ulp,
+                    "exp({x}) = {e}, want {want}"
+                );
+            } else {
+                assert!(e < 1.2e-38, "exp({x}) = {e}");
+            }
+        }
+        assert!(
+            s[n..].iter().all(|&e| e == 0.0),
+            "chunk {ci}: {:?}",
+            &s[n..]
+        );
+        assert!(
+            (sum as f64 - want_sum).abs() <= 1e-6 * want_sum.max(1e-30),
+            "chunk {ci}"
+        );
+    }
+    // the max-subtraction: -inf and huge negative differences give (almost) zero, never NaN
+    let mut s = vec![0.0, f32::NEG_INFINITY, -1e30, 3.0, 0.0, 0.0, 0.0, 0.0];
+    // SAFETY: as above.
+    let sum = unsafe { exp_sum(4, s.as_mut_ptr(), 3.0) };
+    assert!(s.iter().all(|e| e.is_finite()) && (sum - (1.0 + (-3f32).exp())).abs() < 1e-6);
+}

@@ -155,3 +155,57 @@ pub unsafe fn accumulate<const N: usize>(
         c += 8;
     }
 }
+
+/// `exp(x)` per lane for `x <= 0` (Cephes' single-precision polynomial: within 2 ulp of the true
+/// value; inputs below -87.3, `-inf` included, give about 1.2e-38 instead of 0).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp_nonpositive(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(x, _mm256_set1_ps(-87.336_54));
+    let n = _mm256_round_ps(
+        _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+    );
+    // r = x - n * ln 2, with ln 2 split in two for precision
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut y = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+    }
+    let y = _mm256_fmadd_ps(
+        y,
+        _mm256_mul_ps(r, r),
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    );
+    let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)))
+}
+
+/// `s[j] = exp(s[j] - m)` for `j < n` and the sum of these (8 lanes in `j` order, then one fixed
+/// tree); the entries `n..` up to the next multiple of 8 are set to 0.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `s` holds `n` rounded up to a multiple of 8 values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn exp_sum(n: usize, s: *mut f32, m: f32) -> f32 {
+    let mv = _mm256_set1_ps(m);
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mut acc = _mm256_setzero_ps();
+    let mut j = 0;
+    while j < n {
+        let e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(s.add(j)), mv));
+        let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32((n - j).min(8) as i32), lane);
+        let e = _mm256_and_ps(e, _mm256_castsi256_ps(valid));
+        _mm256_storeu_ps(s.add(j), e);
+        acc = _mm256_add_ps(acc, e);
+        j += 8;
+    }
+    crate::kernels::x86::hsum(acc)
+}
