@@ -22,4 +22,4 @@ mod python;
 
 pub use error::{Error, Result};
 pub use gguf::{GgmlType, GgufFile, LlamaConfig};
-pub use model::{Backend, KvCache, Llama, LoadOptions, Logits};
+pub use model::{Backend, BatchItem, BatchScratch, KvCache, Llama, LoadOptions, Logits};

@@ -474,6 +474,86 @@ impl Llama {
     }
 }
 
+/// One sequence of [`Llama::forward_batch`]: new tokens appended after its cached positions.
+pub struct BatchItem<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub which: Logits,
+}
+
+/// Activation buffers of batched forward passes (the CPU path); one per scheduler, reused.
+#[derive(Default)]
+pub struct BatchScratch(cpu::Scratch);
+
+impl Llama {
+    /// One forward pass over several sequences, each with its own cache and positions: every
+    /// weight matrix is read once for all of them (on the CPU path; the candle path runs them one
+    /// after the other). Returns each sequence's logits as [`Self::forward`] would.
+    ///
+    /// Every item is checked before anything runs. On an error or cancellation (`cancelled` is
+    /// polled before every block) no cache has changed.
+    pub fn forward_batch(
+        &self,
+        items: &mut [BatchItem<'_>],
+        scratch: &mut BatchScratch,
+        cancelled: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<Vec<f32>>> {
+        for it in items.iter() {
+            if it.tokens.is_empty() {
+                return Err(Error::arg("tokens", "at least one token is required"));
+            }
+            let needed = it.cache.len + it.tokens.len();
+            if needed > it.cache.n_ctx {
+                return Err(Error::ContextOverflow {
+                    needed,
+                    n_ctx: it.cache.n_ctx,
+                });
+            }
+            self.check_tokens("tokens", it.tokens)?;
+        }
+        let all_native = items
+            .iter()
+            .all(|it| matches!(it.cache.store, KvStore::Native(_)));
+        if all_native {
+            let mut seqs: Vec<cpu::SeqIn<'_>> = items
+                .iter_mut()
+                .map(|it| {
+                    let pos = it.cache.len;
+                    let KvStore::Native(c) = &mut it.cache.store else {
+                        unreachable!("checked above")
+                    };
+                    cpu::SeqIn {
+                        tokens: it.tokens,
+                        pos,
+                        kv: &mut c.kv,
+                        which: it.which,
+                    }
+                })
+                .collect();
+            let out = cpu::forward_multi(self, &mut seqs, &mut scratch.0, cancelled)?;
+            drop(seqs);
+            for it in items.iter_mut() {
+                it.cache.len += it.tokens.len();
+            }
+            return Ok(out);
+        }
+        let lens: Vec<usize> = items.iter().map(|it| it.cache.len).collect();
+        let mut out = Vec::with_capacity(items.len());
+        for it in items.iter_mut() {
+            match self.forward_cancellable(it.tokens, it.cache, it.which, cancelled) {
+                Ok(l) => out.push(l),
+                Err(e) => {
+                    for (it, &len) in items.iter_mut().zip(&lens) {
+                        it.cache.len = len;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// cos/sin tables `(n_ctx, n_rot/2)` computed as ggml's rope cache does for `llama`: in f32,
 /// `theta_0 = p`, `theta_{i+1} = theta_i * base^(-2/n_rot)`, angle `freq_scale * theta_i /
 /// factor_i`.
