@@ -278,6 +278,46 @@ impl KvLayer {
         self.v.bytes_mut()
     }
 
+    /// Bytes [`KvLayer::save`] writes for positions `0..len`.
+    pub fn saved_bytes(&self, len: usize) -> usize {
+        len * self.ty.bytes_per_position(self.n_head_kv, self.head_dim)
+    }
+
+    /// Append the stored K then V rows of positions `0..len`, head by head, to `out` (the bytes of
+    /// a saved session: they restore only into a cache of the same type and shape).
+    pub fn save(&self, len: usize, out: &mut Vec<u8>) {
+        assert!(len <= self.n_ctx);
+        let rb = self.ty.row_bytes(self.head_dim);
+        for st in [&self.k, &self.v] {
+            for g in 0..self.n_head_kv {
+                let r0 = g * self.n_ctx;
+                out.extend_from_slice(&st.bytes()[r0 * rb..(r0 + len) * rb]);
+            }
+        }
+    }
+
+    /// Read positions `0..len` back from `src` as [`KvLayer::save`] wrote them; returns the bytes
+    /// consumed. Panics if `src` is short or `len` exceeds `n_ctx` (callers check both first).
+    pub fn restore(&mut self, len: usize, src: &[u8]) -> usize {
+        let n = self.saved_bytes(len);
+        assert!(
+            len <= self.n_ctx && src.len() >= n,
+            "KV restore of {len} positions"
+        );
+        let rb = self.ty.row_bytes(self.head_dim);
+        let (g_n, n_ctx) = (self.n_head_kv, self.n_ctx);
+        let mut at = 0;
+        for st in [&mut self.k, &mut self.v] {
+            let b = st.bytes_mut();
+            for g in 0..g_n {
+                let r0 = g * n_ctx;
+                b[r0 * rb..(r0 + len) * rb].copy_from_slice(&src[at..at + len * rb]);
+                at += len * rb;
+            }
+        }
+        n
+    }
+
     /// Store `t` positions `pos..pos + t` from `k` and `v`, each `(t, G*D)` rows as the K and V
     /// projections produce them (`t` is `k.len() / (G*D)`). Panics past `n_ctx`.
     pub fn write(&mut self, pos: usize, k: &[f32], v: &[f32]) {

@@ -5,12 +5,12 @@
 //! session and grows to the largest batch seen; nothing is allocated per token except the returned
 //! logits.
 //!
-//! K cache per layer: `[G][n_ctx][D]` (a head's keys contiguous per position). V cache per layer:
-//! `[G][D][n_ctx]` (transposed, so the weighted sum over positions is a contiguous dot product).
+//! K/V cache per layer: a [`KvLayer`] in the model's [`KvType`] (F16, Q8_0 or F32), which
+//! [`kernels::attention`] reads in that type, tile by tile (see `kernels::attn`).
 
 use crate::error::Result;
 use crate::gguf::LlamaConfig;
-use crate::kernels::{self, pool::pool, ActKind, QActs, SendPtr};
+use crate::kernels::{self, ActKind, KvLayer, KvType, QActs};
 use crate::weights::QWeight;
 
 use super::{Llama, Logits};
@@ -42,16 +42,15 @@ impl ActCache {
 /// Activation buffers of one forward pass; they grow to the largest batch seen.
 #[derive(Default)]
 pub(crate) struct Scratch {
-    x: Vec<f32>,      // (T, E) residual stream
-    xb: Vec<f32>,     // (T, E) normed input / projection output
-    q: Vec<f32>,      // (T, H*D)
-    k: Vec<f32>,      // (T, G*D)
-    v: Vec<f32>,      // (T, G*D)
-    att: Vec<f32>,    // (T, H*D) attention output
-    hb: Vec<f32>,     // (T, n_ff) gate, then silu(gate) * up
-    hb2: Vec<f32>,    // (T, n_ff) up
-    xq: Vec<f32>,     // (R, E) the normed rows whose queries the last block computes
-    scores: Vec<f32>, // (H, L) softmax rows, one per head
+    x: Vec<f32>,   // (T, E) residual stream
+    xb: Vec<f32>,  // (T, E) normed input / projection output
+    q: Vec<f32>,   // (T, H*D)
+    k: Vec<f32>,   // (T, G*D)
+    v: Vec<f32>,   // (T, G*D)
+    att: Vec<f32>, // (T, H*D) attention output
+    hb: Vec<f32>,  // (T, n_ff) gate, then silu(gate) * up
+    hb2: Vec<f32>, // (T, n_ff) up
+    xq: Vec<f32>,  // (R, E) the normed rows whose queries the last block computes
     acts: ActCache,
 }
 
@@ -61,22 +60,18 @@ fn grow(v: &mut Vec<f32>, n: usize) {
     }
 }
 
-/// The K/V of one sequence on the CPU path.
+/// The K/V of one sequence on the CPU path: one [`KvLayer`] per block.
 pub(crate) struct NativeKv {
-    n_ctx: usize,
-    pub(crate) k: Vec<Vec<f32>>,
-    pub(crate) v: Vec<Vec<f32>>,
+    pub(crate) layers: Vec<KvLayer>,
 }
 
 impl NativeKv {
-    pub fn new(cfg: &LlamaConfig, n_ctx: usize) -> Self {
-        let per_layer = cfg.n_head_kv * n_ctx * cfg.head_dim;
-        // vec![0.0; n] is a zeroed allocation: pages are committed only when written.
-        NativeKv {
-            n_ctx,
-            k: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
-            v: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
-        }
+    /// Zeroed allocations: pages are committed only when positions are written.
+    pub fn new(cfg: &LlamaConfig, n_ctx: usize, kv_type: KvType) -> Result<Self> {
+        let layers = (0..cfg.n_layer)
+            .map(|_| KvLayer::new(kv_type, cfg.n_head_kv, n_ctx, cfg.head_dim))
+            .collect::<Result<_>>()?;
+        Ok(NativeKv { layers })
     }
 }
 
@@ -88,11 +83,11 @@ pub(crate) struct NativeCache {
 }
 
 impl NativeCache {
-    pub fn new(cfg: &LlamaConfig, n_ctx: usize) -> Self {
-        NativeCache {
-            kv: NativeKv::new(cfg, n_ctx),
+    pub fn new(cfg: &LlamaConfig, n_ctx: usize, kv_type: KvType) -> Result<Self> {
+        Ok(NativeCache {
+            kv: NativeKv::new(cfg, n_ctx, kv_type)?,
             s: Scratch::default(),
-        }
+        })
     }
 }
 
@@ -141,59 +136,6 @@ fn rope(
 fn project(w: &QWeight, input: &[f32], t: usize, acts: &mut ActCache, out: &mut [f32], nt: usize) {
     let a = acts.get(w.act_kind(), &input[..t * w.n_in], t, w.n_in, nt);
     kernels::matmul(&w.view(), a, &mut out[..t * w.n_out], nt);
-}
-
-/// Causal grouped-query attention of `t` new queries over `l` cached positions.
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    cfg: &LlamaConfig,
-    q: &[f32],
-    kc: &[f32],
-    vt: &[f32],
-    n_ctx: usize,
-    pos: usize,
-    t: usize,
-    scores: &mut [f32],
-    att: &mut [f32],
-    nt: usize,
-) {
-    let (h_n, d, rep) = (cfg.n_head, cfg.head_dim, cfg.n_rep());
-    let qd = h_n * d;
-    let l = pos + t;
-    let scale = 1.0 / (d as f32).sqrt();
-    let sc = SendPtr(scores.as_mut_ptr());
-    let out = SendPtr(att.as_mut_ptr());
-    pool().for_chunks(nt, h_n, 1, &|heads| {
-        for h in heads {
-            let g = h / rep; // query head h reads KV head g (no K/V repetition)
-            let kg = &kc[g * n_ctx * d..];
-            let vg = &vt[g * d * n_ctx..];
-            // SAFETY: head h owns scores[h*l..(h+1)*l] and the columns h*d..(h+1)*d of `att`.
-            let p = unsafe { std::slice::from_raw_parts_mut(sc.get().add(h * l), l) };
-            for ti in 0..t {
-                let lt = pos + ti + 1; // positions this query may see
-                let qh = &q[ti * qd + h * d..ti * qd + (h + 1) * d];
-                let mut max = f32::NEG_INFINITY;
-                for (j, pj) in p[..lt].iter_mut().enumerate() {
-                    *pj = kernels::dot_f32(qh, &kg[j * d..(j + 1) * d]) * scale;
-                    max = max.max(*pj);
-                }
-                let mut sum = 0f64;
-                for pj in p[..lt].iter_mut() {
-                    *pj = (*pj - max).exp();
-                    sum += *pj as f64;
-                }
-                let inv = (1.0 / sum) as f32;
-                for pj in p[..lt].iter_mut() {
-                    *pj *= inv;
-                }
-                for di in 0..d {
-                    let o = kernels::dot_f32(&vg[di * n_ctx..di * n_ctx + lt], &p[..lt]);
-                    unsafe { *out.get().add(ti * qd + h * d + di) = o };
-                }
-            }
-        }
-    });
 }
 
 /// One sequence of a batched forward pass: `tokens` at positions `pos..pos+T` over its own K/V.
@@ -264,11 +206,6 @@ pub(crate) fn forward_multi(
         qoff.push(qoff[qoff.len() - 1] + k.1);
     }
     let r = qoff[n];
-    let l_max = seqs
-        .iter()
-        .map(|sq| sq.pos + sq.tokens.len())
-        .max()
-        .unwrap_or(0);
     for (buf, len) in [
         (&mut s.x, t * e),
         (&mut s.xb, t * e),
@@ -279,7 +216,6 @@ pub(crate) fn forward_multi(
         (&mut s.att, t * qd),
         (&mut s.hb, t * cfg.n_ff),
         (&mut s.hb2, t * cfg.n_ff),
-        (&mut s.scores, cfg.n_head * l_max),
     ] {
         grow(buf, len);
     }
@@ -347,27 +283,14 @@ pub(crate) fn forward_multi(
                 &m.rope_sin,
             );
             let v_rows = &s.v[off[i] * kvd..off[i + 1] * kvd]; // (T_i, G*D)
-            let n_ctx = sq.kv.n_ctx;
-            let (kc, vt) = (&mut sq.kv.k[li], &mut sq.kv.v[li]);
-            for r_i in 0..ti {
-                let p = sq.pos + r_i;
-                for g in 0..cfg.n_head_kv {
-                    let src = &k_rows[r_i * kvd + g * d..r_i * kvd + (g + 1) * d];
-                    kc[(g * n_ctx + p) * d..(g * n_ctx + p + 1) * d].copy_from_slice(src);
-                    for di in 0..d {
-                        vt[(g * d + di) * n_ctx + p] = v_rows[r_i * kvd + g * d + di];
-                    }
-                }
-            }
-            attention(
-                cfg,
+            let kv = &mut sq.kv.layers[li];
+            kv.write(sq.pos, k_rows, v_rows); // rounded to the cache type as written
+            kernels::attention(
+                kv,
                 &s.q[qrow[i] * qd..],
-                kc,
-                vt,
-                n_ctx,
+                cfg.n_head,
                 sq.pos + q0,
                 tqi,
-                &mut s.scores,
                 &mut s.att[qrow[i] * qd..],
                 nt,
             ); // (Tq_i, H*D)

@@ -17,7 +17,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, LlamaConfig, TensorInfo};
-use crate::kernels::pool;
+use crate::kernels::{pool, KvType};
 use crate::weights::{load_vector, QWeight};
 
 /// Which positions to return logits for.
@@ -52,6 +52,9 @@ pub struct LoadOptions {
     /// Refuse to load when weights + KV cache + scratch exceed the memory available (see
     /// [`crate::memory`]); default on.
     pub check_memory: bool,
+    /// The element type of every session's K/V cache: F16 (default, as llama.cpp), Q8_0 (half
+    /// that again; the native CPU backend only) or F32.
+    pub kv_type: KvType,
 }
 
 impl Default for LoadOptions {
@@ -62,6 +65,7 @@ impl Default for LoadOptions {
             n_threads: None,
             backend: None,
             check_memory: true,
+            kv_type: KvType::default(),
         }
     }
 }
@@ -144,6 +148,8 @@ pub struct Llama {
     pub n_ctx: usize,
     /// Threads the CPU forward pass uses.
     pub n_threads: usize,
+    /// The element type of the sessions' K/V caches.
+    pub kv_type: KvType,
     pub file: Arc<GgufFile>,
     pub(crate) tok_embd: Arc<QWeight>,
     pub(crate) output: Arc<QWeight>,
@@ -313,8 +319,17 @@ impl Llama {
                 format!("belongs to a block beyond `block_count` = {}", cfg.n_layer),
             ));
         }
+        opts.kv_type.check_head_dim(cfg.head_dim)?;
+        if opts.kv_type == KvType::Q8_0 && backend == Backend::Candle {
+            return Err(Error::arg(
+                "kv_type",
+                "a q8_0 KV cache is read by the native CPU backend only; use \"f16\" or \"f32\" \
+                 with the candle backend",
+            ));
+        }
         if opts.check_memory && device.is_cpu() {
-            crate::memory::check(&crate::memory::Estimate::new(&file, &cfg, n_ctx), n_ctx)?;
+            let est = crate::memory::Estimate::new(&file, &cfg, n_ctx, opts.kv_type);
+            crate::memory::check(&est, n_ctx)?;
         }
 
         let w = |name: &str, n_in: usize, n_out: usize| -> Result<Arc<QWeight>> {
@@ -366,6 +381,7 @@ impl Llama {
             backend,
             n_ctx,
             n_threads,
+            kv_type: opts.kv_type,
             file,
             tok_embd,
             output,
@@ -389,9 +405,11 @@ impl Llama {
             ));
         }
         let store = match self.backend {
-            Backend::Native => {
-                KvStore::Native(Box::new(cpu::NativeCache::new(&self.config, n_ctx)))
-            }
+            Backend::Native => KvStore::Native(Box::new(cpu::NativeCache::new(
+                &self.config,
+                n_ctx,
+                self.kv_type,
+            )?)),
             Backend::Candle => KvStore::Candle(candle::CandleCache::new(self, n_ctx)?),
         };
         Ok(KvCache {

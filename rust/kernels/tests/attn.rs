@@ -399,3 +399,30 @@ fn avx2_exp_within_two_ulp() {
     let sum = unsafe { exp_sum(4, s.as_mut_ptr(), 3.0) };
     assert!(s.iter().all(|e| e.is_finite()) && (sum - (1.0 + (-3f32).exp())).abs() < 1e-6);
 }
+
+#[test]
+fn save_restore_round_trip() {
+    for ty in KvType::ALL {
+        let c = Case::new(2, 3, 64, 90, 81);
+        let kv = c.layer(ty);
+        let mut saved = Vec::new();
+        kv.save(50, &mut saved);
+        assert_eq!(saved.len(), kv.saved_bytes(50));
+        assert_eq!(saved.len(), 50 * ty.bytes_per_position(2, 64));
+        let mut back = KvLayer::new(ty, 2, 90, 64).unwrap();
+        assert_eq!(back.restore(50, &saved), saved.len());
+        // positions 0..50 attend identically; a fresh cache (negative control) does not
+        let q = c.queries(3, 83);
+        let want = c.run(Isa::best(64), &kv, &q, 47, 3, 2);
+        assert_eq!(
+            bits(&c.run(Isa::best(64), &back, &q, 47, 3, 2)),
+            bits(&want),
+            "{ty}"
+        );
+        let fresh = KvLayer::new(ty, 2, 90, 64).unwrap();
+        assert_ne!(
+            bits(&c.run(Isa::best(64), &fresh, &q, 47, 3, 2)),
+            bits(&want)
+        );
+    }
+}
