@@ -12,6 +12,7 @@ use super::tokenizer::NativeTokenizer;
 use super::value_to_py;
 use crate::error::Error;
 use crate::generate::{Generation, Session};
+use crate::kernels::KvType;
 use crate::model::{Backend, Llama, LoadOptions};
 use crate::tokenizer::Tokenizer;
 
@@ -38,7 +39,8 @@ impl NativeModel {
 #[pymethods]
 impl NativeModel {
     #[staticmethod]
-    #[pyo3(signature = (paths, device="cpu", n_ctx=None, n_threads=None, backend=None, check_memory=true))]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (paths, device="cpu", n_ctx=None, n_threads=None, backend=None, check_memory=true, kv_type="f16"))]
     fn load(
         py: Python<'_>,
         paths: &Bound<'_, PyAny>,
@@ -47,7 +49,9 @@ impl NativeModel {
         n_threads: Option<&Bound<'_, PyAny>>,
         backend: Option<&str>,
         check_memory: bool,
+        kv_type: &str,
     ) -> PyResult<Self> {
+        let kv_type = KvType::from_name(kv_type).map_err(|e| to_py(py, e))?;
         let paths = args::paths(paths)?;
         let n_ctx = n_ctx.map(|v| args::count(v, "n_ctx")).transpose()?;
         let n_threads = n_threads.map(|v| args::count(v, "n_threads")).transpose()?;
@@ -69,6 +73,7 @@ impl NativeModel {
             n_threads,
             backend,
             check_memory,
+            kv_type,
         };
         let model = detached(py, move || Llama::load(&paths, &opts))?;
         Ok(NativeModel {
@@ -86,6 +91,12 @@ impl NativeModel {
     #[getter]
     fn n_threads(&self) -> usize {
         self.model.n_threads
+    }
+
+    /// The KV cache type: `f16`, `q8_0` or `f32`.
+    #[getter]
+    fn kv_type(&self) -> &'static str {
+        self.model.kv_type.name()
     }
 
     /// `native` or `candle`.
