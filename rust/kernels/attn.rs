@@ -433,15 +433,19 @@ pub fn attention_with(
     #[cfg(target_arch = "x86_64")]
     assert!(isa != Isa::Avx2 || (x86::has_avx2() && d.is_multiple_of(8)));
     let rep = n_head / g_n;
-    let chunks = (t * rep).div_ceil(QCHUNK);
+    // up to QCHUNK queries per item; fewer when there are fewer KV heads than threads (decode), so
+    // that every thread has work (a query's result does not depend on its chunk)
+    let per_head = nt.div_ceil(g_n).max(1);
+    let qc = (t * rep).div_ceil(per_head).clamp(1, QCHUNK);
+    let chunks = (t * rep).div_ceil(qc);
     let o = SendPtr(out.as_mut_ptr());
     pool().for_chunks(nt, g_n * chunks, 1, &|items| {
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
             for item in items {
                 let (g, c) = (item / chunks, item % chunks);
-                let i1 = ((c + 1) * QCHUNK).min(t * rep);
-                run_chunk(isa, kv, q, n_head, pos, g, c * QCHUNK..i1, o, s);
+                let i1 = ((c + 1) * qc).min(t * rep);
+                run_chunk(isa, kv, q, n_head, pos, g, c * qc..i1, o, s);
             }
         })
     });

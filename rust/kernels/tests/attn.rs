@@ -280,7 +280,14 @@ fn batch_invariant_bit_for_bit() {
             let qd = g * rep * d;
             for isa in isas(d) {
                 let all = c.run(isa, &kv, &q, pos, t, 2);
-                assert_eq!(bits(&all), bits(&c.run(isa, &kv, &q, pos, t, 1)), "threads");
+                // thread counts (7 also splits each KV head's queries into smaller chunks)
+                for nt in [1, 7] {
+                    assert_eq!(
+                        bits(&all),
+                        bits(&c.run(isa, &kv, &q, pos, t, nt)),
+                        "nt {nt}"
+                    );
+                }
                 let mut one = Vec::new();
                 for i in 0..t {
                     one.extend(c.run(isa, &kv, &q[i * qd..(i + 1) * qd], pos + i, 1, 2));
