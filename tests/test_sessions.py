@@ -109,7 +109,7 @@ def test_session_generate_on_token_ids_and_streaming(tiny_m: Model) -> None:
         s.truncate(1)
 
 
-def test_save_and_restore_state(m: Model, tiny_m: Model, tmp_path: Path) -> None:
+def test_save_and_restore_state(m: Model, tiny_m: Model, tmp_path: Path, smollm2: Path) -> None:
     note = " ".join(["Patient: 54-year-old man, chest pain for two hours, history of hypertension."] * 6)
     s = m.session()
     r0 = s.generate(note, max_tokens=0)
@@ -119,7 +119,9 @@ def test_save_and_restore_state(m: Model, tiny_m: Model, tmp_path: Path) -> None
     state = s.save_state(path)
     assert path.read_bytes() == state
     cfg = m.config
-    assert len(state) > cfg["n_layer"] * 2 * cfg["n_head_kv"] * cfg["head_dim"] * 4 * n_note
+    # the K/V in the cache's own type (F16 by default: 2 bytes per value), plus the tokens
+    kv_bytes = cfg["n_layer"] * 2 * cfg["n_head_kv"] * cfg["head_dim"] * 2 * n_note
+    assert kv_bytes < len(state) < kv_bytes + 4 * n_note + 256
 
     question = note + " Question: what is the first test to order?"
     assert _lcp(s.tokens, m.tokenizer.encode(question)) == n_note
@@ -154,6 +156,8 @@ def test_save_and_restore_state(m: Model, tiny_m: Model, tmp_path: Path) -> None
         assert s4.tokens == kept
     with pytest.raises(med42_rs.SessionStateError, match="another model"):
         tiny_m.session().load_state(state)
+    with pytest.raises(med42_rs.SessionStateError, match=r"f16 KV cache.*q8_0"):
+        Model.load(smollm2, n_ctx=512, kv_type="q8_0").session().load_state(state)
     with pytest.raises(med42_rs.SessionStateError, match="context"):
         m.session(n_ctx=n_note - 1).load_state(state)
     with pytest.raises(med42_rs.InvalidParameterError, match="state"):

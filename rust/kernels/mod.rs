@@ -8,6 +8,8 @@
 //!   GEMM's accumulators and summation order);
 //! - [`dispatch`]: the one [`Kernels`] choice per weight type, made at run time ([`isa`]);
 //! - [`matmul`](mod@matmul): the drivers (decode, tiled prompts, packed prompts) over [`pool`];
+//! - [`attn`]: the KV cache of a layer in its stored type (F16, Q8_0, F32) and the causal GQA
+//!   attention that reads it tile by tile;
 //! - [`reference`]: candle's block types, its scalar dots (the reference every SIMD kernel is
 //!   tested against) and its compile-time-SIMD dots (the fallback);
 //! - per instruction set, the kernels: `x86` (`x86::avx2`, `x86::avx512`), later `arm` (NEON).
@@ -28,6 +30,7 @@
 //! block) and panic on a short one.
 
 pub mod acts;
+pub mod attn;
 pub mod dispatch;
 pub mod layout;
 pub mod matmul;
@@ -39,6 +42,7 @@ mod send_ptr;
 pub mod x86;
 
 pub use acts::{ActKind, QActs};
+pub use attn::{attention, KvLayer, KvType};
 pub use dispatch::{axpy, dot_f32, isa, Kernels, Packed};
 pub use layout::{DotFn, DotRowsFn, ROWS};
 pub use matmul::{matmul, WeightView, PACKED_MIN_ROWS};
