@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod memory;
 pub mod model;
 pub mod sampling;
+pub mod score;
 pub mod tokenizer;
 pub mod weights;
 

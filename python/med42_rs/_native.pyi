@@ -100,6 +100,9 @@ class NativeModel:
         self, ids: Sequence[int], params: SamplingParams, stop_ids: Sequence[int]
     ) -> NativeGeneration: ...
     def score(self, context: Sequence[int], continuation: Sequence[int]) -> tuple[float, bool]: ...
+    def score_many(
+        self, context: Sequence[int], continuations: Sequence[Sequence[int]]
+    ) -> list[tuple[float, bool]]: ...
 
 @final
 class NativeGeneration:
