@@ -15,10 +15,10 @@ import pytest
 from conftest import tiny_path
 
 pytest.importorskip("langchain_core")
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage  # noqa: E402
-from langchain_core.output_parsers import StrOutputParser  # noqa: E402
-from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
-from med42_rs.integrations.langchain import ChatMed42  # noqa: E402
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from med42_rs.integrations.langchain import ChatMed42
 
 SYSTEM = "You are a concise medical assistant."
 PROMPT = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", "{question}")])
@@ -69,7 +69,9 @@ def test_stop_usage_and_finish_reason(smol: med42_rs.Model) -> None:
     assert total.content == ref.text
     assert total.usage_metadata == out.usage_metadata
     # a stop given at construction joins the call's
-    assert ChatMed42(model=smol, max_tokens=40, temperature=0, stop=[","]).invoke(messages).content == ref.text
+    assert (
+        ChatMed42(model=smol, max_tokens=40, temperature=0, stop=[","]).invoke(messages).content == ref.text
+    )
 
 
 def test_sampling_params_fields_and_call_keywords() -> None:
@@ -79,7 +81,10 @@ def test_sampling_params_fields_and_call_keywords() -> None:
     llm = ChatMed42(model=m, sampling=base)
     assert llm.invoke("hello there").content == m.chat(conv, base).text
     # fields override `sampling`, call keywords override both
-    assert ChatMed42(model=m, sampling=base, seed=4).invoke("hello there").content == m.chat(conv, base, seed=4).text
+    assert (
+        ChatMed42(model=m, sampling=base, seed=4).invoke("hello there").content
+        == m.chat(conv, base, seed=4).text
+    )
     assert llm.invoke("hello there", temperature=0).content == m.chat(conv, base, temperature=0).text
     assert m.chat(conv, base).text != m.chat(conv, base, temperature=0).text  # the overrides matter
     with pytest.raises(med42_rs.InvalidParameterError, match="unsupported argument"):
@@ -169,6 +174,7 @@ def test_cancelled_async_stream_stops_and_the_model_stays_usable(smol: med42_rs.
         return n
 
     assert asyncio.run(main()) == 3
-    assert llm.invoke("Hello", max_tokens=4).content == smol.chat(
-        [{"role": "user", "content": "Hello"}], max_tokens=4, temperature=0
-    ).text
+    assert (
+        llm.invoke("Hello", max_tokens=4).content
+        == smol.chat([{"role": "user", "content": "Hello"}], max_tokens=4, temperature=0).text
+    )

@@ -160,7 +160,9 @@ def test_loglikelihood_rolling_equals_llama_cpp_over_windows() -> None:
     m = med42_rs.Model.load(path, n_ctx=n_ctx)
     lm = med42_eval.Med42LM(model=m)
     texts = ["Aspirin irreversibly inhibits cyclooxygenase. " * 6, "short text", ""]
-    got = lm.loglikelihood_rolling(instances("loglikelihood_rolling", [(t,) for t in texts]), disable_tqdm=True)
+    got = lm.loglikelihood_rolling(
+        instances("loglikelihood_rolling", [(t,) for t in texts]), disable_tqdm=True
+    )
     L = llama(path, n_ctx=64)
     for text, total in zip(texts, got):
         ids = m.tokenizer.encode(text, add_bos=False)

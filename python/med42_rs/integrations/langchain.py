@@ -120,7 +120,9 @@ class ChatMed42(BaseChatModel):
             opts = {k: kwargs[k] for k in ("n_ctx", "n_threads", "device", "accept_license") if k in kwargs}
             kwargs["model"] = _load_shared(str(path), **opts)
         elif not isinstance(model, Model):
-            raise InvalidParameterError(f"ChatMed42: `model` must be a med42_rs.Model, got {type(model).__name__}")
+            raise InvalidParameterError(
+                f"ChatMed42: `model` must be a med42_rs.Model, got {type(model).__name__}"
+            )
         super().__init__(**kwargs)
 
     @property
@@ -129,13 +131,18 @@ class ChatMed42(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"path": self.path, **{k: getattr(self, k) for k in _SAMPLING_FIELDS if getattr(self, k) is not None}}
+        return {
+            "path": self.path,
+            **{k: getattr(self, k) for k in _SAMPLING_FIELDS if getattr(self, k) is not None},
+        }
 
     # ------------------------------------------------------------------------------------------
 
     def _params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> SamplingParams:
         """The one SamplingParams of a call: ``sampling``, then the fields, then call keywords."""
-        overrides: dict[str, Any] = {k: getattr(self, k) for k in _SAMPLING_FIELDS if getattr(self, k) is not None}
+        overrides: dict[str, Any] = {
+            k: getattr(self, k) for k in _SAMPLING_FIELDS if getattr(self, k) is not None
+        }
         for k in list(kwargs):
             if k in _SAMPLING_FIELDS:
                 overrides[k] = kwargs.pop(k)

@@ -54,7 +54,13 @@ def task_manager(include_path: str | Path | Sequence[str | Path] | None = None) 
     (and the task folders in ``include_path``, for configurations pointing at your own files)."""
     from lm_eval.tasks import TaskManager
 
-    extra = [] if include_path is None else [include_path] if isinstance(include_path, (str, Path)) else list(include_path)
+    extra = (
+        []
+        if include_path is None
+        else [include_path]
+        if isinstance(include_path, (str, Path))
+        else list(include_path)
+    )
     return TaskManager(include_path=[str(TASKS_DIR), *map(str, extra)])
 
 
@@ -70,7 +76,9 @@ class Med42LM(LM):
     """
 
     @classmethod
-    def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> Med42LM:
+    def create_from_arg_string(
+        cls, arg_string: str, additional_config: dict[str, Any] | None = None
+    ) -> Med42LM:
         """The model from lm-eval's ``--model_args`` string (``key=value,...``)."""
         from lm_eval.utils import simple_parse_args_string
 
@@ -124,7 +132,9 @@ class Med42LM(LM):
         tok = model.tokenizer
         prefix = tok.bos_id if tok.bos_id is not None else tok.eos_id
         if prefix is None:
-            raise InvalidParameterError("med42-rs: the vocabulary has neither BOS nor EOS to start a context with")
+            raise InvalidParameterError(
+                "med42-rs: the vocabulary has neither BOS nor EOS to start a context with"
+            )
         self.prefix_token_id: int = prefix
 
     @property
@@ -247,7 +257,9 @@ class Med42LM(LM):
             if name in kw:
                 fields[name] = kw.pop(name)
         if kw:
-            raise InvalidParameterError(f"med42-rs: unsupported generation argument(s): {', '.join(sorted(kw))}")
+            raise InvalidParameterError(
+                f"med42-rs: unsupported generation argument(s): {', '.join(sorted(kw))}"
+            )
         return SamplingParams(
             max_tokens=max_tokens, temperature=temperature if do_sample else 0.0, stop=stop, **fields
         )
