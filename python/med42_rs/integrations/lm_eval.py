@@ -49,19 +49,16 @@ TASKS_DIR = Path(__file__).with_name("lm_eval_tasks")
 """The offline task configurations (YAML) and their sample data (see its README.md)."""
 
 
-def task_manager(include_path: str | Path | Sequence[str | Path] | None = None) -> Any:
+def task_manager(
+    include_path: str | Path | Sequence[str | Path] | None = None, *, include_defaults: bool = False
+) -> Any:
     """An ``lm_eval.tasks.TaskManager`` that knows the offline medical tasks of :data:`TASKS_DIR`
-    (and the task folders in ``include_path``, for configurations pointing at your own files)."""
+    and the task folders in ``include_path`` (for configurations pointing at your own files).
+    ``include_defaults=True`` adds lm-eval's own tasks (indexing them takes seconds)."""
     from lm_eval.tasks import TaskManager
 
-    extra = (
-        []
-        if include_path is None
-        else [include_path]
-        if isinstance(include_path, (str, Path))
-        else list(include_path)
-    )
-    return TaskManager(include_path=[str(TASKS_DIR), *map(str, extra)])
+    extra = [include_path] if isinstance(include_path, (str, Path)) else list(include_path or [])
+    return TaskManager(include_path=[str(TASKS_DIR), *map(str, extra)], include_defaults=include_defaults)
 
 
 class Med42LM(LM):
@@ -156,21 +153,26 @@ class Med42LM(LM):
         n_spaces = len(context) - len(context.rstrip())
         if n_spaces:
             context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        tok = self.model.tokenizer
+        if not context:  # the prefix token (BOS, else EOS) stands for the empty context
+            return [self.prefix_token_id], self._nonempty(
+                tok.encode(continuation, add_bos=False), continuation
+            )
         whole = self.tok_encode(context + continuation)
-        ctx = self.tok_encode(context) if context else []
-        if ctx and ctx == [self.model.tokenizer.bos_id]:
-            ctx = []  # encode("") may be just BOS
+        ctx = self.tok_encode(context)
         n = len(ctx)
         if whole[:n] != ctx:  # the boundary merged into a context token: keep the common prefix
             n = next(i for i, (a, b) in enumerate(zip(whole, ctx)) if a != b)
         ctx, cont = whole[:n], whole[n:]
-        if not ctx:
-            ctx = [self.prefix_token_id]
+        return (ctx or [self.prefix_token_id]), self._nonempty(cont, continuation)
+
+    @staticmethod
+    def _nonempty(cont: list[int], continuation: str) -> list[int]:
         if not cont:
             raise InvalidParameterError(
-                f"med42-rs: the continuation {continuation!r} has no tokens after context {context[-40:]!r}"
+                f"med42-rs: the continuation {continuation!r} has no tokens: nothing to score"
             )
-        return ctx, cont
+        return cont
 
     def _fit(self, ctx: list[int], cont: list[int]) -> list[int]:
         """``ctx`` cut from the left so that context and continuation fit the context window
