@@ -269,6 +269,32 @@ def test_command_line_runs_a_task(tmp_path: Path) -> None:
     assert "med42_medmcqa" in p.stdout
 
 
+def test_a_task_of_ours_pointed_at_another_file(tmp_path: Path) -> None:
+    """The documented way to evaluate real data: a task file elsewhere that includes ours and names
+    a data file by absolute path. Here the file holds two MedQA rows, one of them ours changed, and
+    lm-eval reads exactly those."""
+    rows = (med42_eval.TASKS_DIR / "data" / "medqa_sample.jsonl").read_text().splitlines()[:2]
+    changed = json.loads(rows[1])
+    changed["question"] = "Which of the following is a made-up question for this test?"
+    data = tmp_path / "data" / "medqa_test.jsonl"
+    data.parent.mkdir()
+    data.write_text(rows[0] + "\n" + json.dumps(changed) + "\n")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "medqa_test.yaml").write_text(
+        f"include: {med42_eval.TASKS_DIR / 'medqa_4options.yaml'}\ntask: medqa_test\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+    )
+    res = lm_eval.simple_evaluate(
+        model=med42_eval.Med42LM(path=str(tiny_path("Q8_0"))), tasks=["medqa_test"],
+        task_manager=med42_eval.task_manager(tasks), log_samples=True, verbosity="WARNING",
+    )  # fmt: skip
+    assert res is not None
+    docs = res["samples"]["medqa_test"]
+    assert [d["doc"]["question"] for d in docs] == [json.loads(rows[0])["question"], changed["question"]]
+    assert docs[1]["arguments"][0][0].startswith(f"Question: {changed['question']}\nA. ")
+
+
 def test_sample_data_sets_are_complete() -> None:
     """A few dozen questions of our own, every answer among the choices, every format's fields."""
     data = med42_eval.TASKS_DIR / "data"
