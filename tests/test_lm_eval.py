@@ -154,6 +154,31 @@ def test_choices_run_their_shared_context_once() -> None:
         assert res == m.score(ctx, cont)
 
 
+def test_score_many_edges() -> None:
+    """Model.score_many: each result is Model.score's, bit for bit, whatever the lengths and order;
+    the last continuation token takes no cache position; bad input is a typed error raised before
+    anything runs, and the model stays usable."""
+    m = med42_rs.Model.load(tiny_path("Q4_K_M"), n_ctx=64)
+    ctx = [1, 17, 300, 42, 9]
+    conts = [[5], [7, 8, 9, 10, 11, 12], [5], [383, 3], list(range(3, 62))]
+    got = m.score_many(ctx, conts)
+    assert got == [m.score(ctx, c) for c in conts[:4]] + [got[4]]
+    assert len(ctx) + len(conts[4]) - 1 == 63 and got[4][0] < 0  # 64 tokens, one never run
+    assert m.score_many([1], [[5], [6]]) == [m.score([1], [5]), m.score([1], [6])]
+    assert m.score_many(ctx, []) == []
+    with pytest.raises(med42_rs.ContextLengthExceededError):
+        m.score_many(ctx, [[5], list(range(3, 64))])
+    with pytest.raises(med42_rs.InvalidParameterError, match="continuation 1 has no tokens"):
+        m.score_many(ctx, [[5], []])
+    with pytest.raises(med42_rs.InvalidParameterError, match="context"):
+        m.score_many([], [[5]])
+    with pytest.raises(med42_rs.InvalidParameterError):
+        m.score_many(ctx, [[5], [10**6]])  # not in the vocabulary
+    with pytest.raises(med42_rs.InvalidParameterError, match="list of token-id lists"):
+        m.score_many(ctx, "abc")  # type: ignore[arg-type]
+    assert m.score_many(ctx, conts[:1]) == got[:1]
+
+
 @pytest.mark.oracle
 def test_loglikelihood_rolling_equals_llama_cpp_over_windows() -> None:
     """With a context of 32 tokens, a long text is scored in lm-eval's rolling windows; each
@@ -249,6 +274,28 @@ def test_simple_evaluate_offline_on_smollm2(smollm2: Path, monkeypatch: pytest.M
     refs = oracle_scores(llama(smollm2, n_ctx=1024), pairs)
     for (_, cont), r, (ref, _) in zip(pairs, doc["resps"], refs):
         assert abs(r[0][0] - ref) <= tolerance(False, ref, len(cont))
+
+
+def test_chat_template_prompts_are_model_chat_prompts(smollm2: Path) -> None:
+    """With lm-eval's --apply_chat_template the question is wrapped in the file's chat template, as
+    Model.chat would send it: the scored context is exactly Model.chat_ids of that user message."""
+    m = med42_rs.Model.load(smollm2, n_ctx=1024)
+    lm = med42_eval.Med42LM(model=m)
+    res = lm_eval.simple_evaluate(
+        model=lm, tasks=["med42_medmcqa"], task_manager=med42_eval.task_manager(), limit=1,
+        apply_chat_template=True, log_samples=True, verbosity="WARNING",
+    )  # fmt: skip
+    assert res is not None
+    doc = res["samples"]["med42_medmcqa"][0]
+    context, continuation = doc["arguments"][0]
+    assert context.startswith("<|im_start|>") and continuation == "A"  # no delimiter after a chat prompt
+    question = context.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+    assert question.startswith("Question: ") and question.endswith("Answer:")
+    ctx, cont = lm._encode_pair(context, continuation)
+    # lm-eval's rule moves the prompt's final newline into the continuation
+    ids = m.chat_ids([{"role": "user", "content": question}])
+    assert ctx == ids[:-1] and (ctx + cont)[: len(ids)] == ids and len(cont) == 2
+    assert doc["resps"][0][0][0] == m.score(ctx, cont)[0]
 
 
 def test_command_line_runs_a_task(tmp_path: Path) -> None:

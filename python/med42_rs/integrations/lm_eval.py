@@ -125,6 +125,8 @@ class Med42LM(LM):
                 accept_license=accept_license,
             )  # fmt: skip
         self.model = model
+        self._name = Path(path).name if path is not None else "model"
+        self._special = False
         self.max_gen_toks = int(max_gen_toks)
         tok = model.tokenizer
         prefix = tok.bos_id if tok.bos_id is not None else tok.eos_id
@@ -133,6 +135,30 @@ class Med42LM(LM):
                 "med42-rs: the vocabulary has neither BOS nor EOS to start a context with"
             )
         self.prefix_token_id: int = prefix
+
+    # ------------------------------------------------------------------------------------------
+    # chat templates (lm-eval's --apply_chat_template): the model's own, as Model.chat uses it
+
+    @property
+    def tokenizer_name(self) -> str:
+        """A name for lm-eval's cache keys."""
+        return f"med42-rs:{self._name}"
+
+    def chat_template(self, chat_template: bool | str = False) -> str:
+        """The template :meth:`apply_chat_template` renders with: the file's Jinja chat template,
+        or ``"med42"`` (the Med42 format) when it has none. lm-eval's argument is ignored."""
+        return self.model._template(None)
+
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        """The prompt text of ``chat_history`` (:meth:`Model.chat_prompt`). Without
+        ``add_generation_prompt`` the last message, the assistant's, is continued as written.
+        Contexts become token ids with control-token text parsed from then on."""
+        self._special = True
+        if add_generation_prompt or not chat_history or chat_history[-1].get("role") != "assistant":
+            return self.model.chat_prompt(chat_history)
+        return self.model.chat_prompt(chat_history[:-1]) + chat_history[-1]["content"]
 
     @property
     def max_length(self) -> int:
@@ -143,8 +169,9 @@ class Med42LM(LM):
     # tokenization, as lm-eval's own models do it
 
     def tok_encode(self, text: str) -> list[int]:
-        """``text`` to ids, with BOS when the vocabulary asks for it."""
-        return self.model.tokenizer.encode(text)
+        """``text`` to ids, with BOS when the vocabulary asks for it (and the chat template's
+        control tokens parsed once :meth:`apply_chat_template` made the prompts)."""
+        return self.model.tokenizer.encode(text, special=self._special)
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Context and continuation ids, split where the joined text's tokens cross into the
