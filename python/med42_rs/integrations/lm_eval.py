@@ -22,8 +22,8 @@ discovery for models, so plain ``lm_eval --model med42-rs`` cannot find it)::
 
 Requests that share a context (the choices of one question) are scored together: the context
 runs through the model once and each choice continues it from the KV cache
-(:meth:`~med42_rs.Model.score_many`). Log-likelihoods are those of ``Model.score``, which are
-llama.cpp's ``logits_all`` scores of the same file.
+(:meth:`~med42_rs.Model.score_many`). Each log-likelihood is ``Model.score``'s, bit for bit, and
+llama.cpp's ``logits_all`` score of the same file up to the rounding noise of quantized activations.
 """
 
 from __future__ import annotations
