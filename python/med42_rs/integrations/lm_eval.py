@@ -300,11 +300,14 @@ if "med42-rs" not in model_registry:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """lm-eval's command line with ``med42-rs`` registered and the offline tasks included."""
+    """lm-eval's command line (``run``, ``ls``, ``validate``) with ``med42-rs`` registered and the
+    offline tasks included."""
     from lm_eval.__main__ import cli_evaluate
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and "--include_path" not in args and args[0] not in ("ls", "validate", "-h", "--help"):
+    # lm-eval takes one include path: a folder of your own replaces ours (your task files can still
+    # include ours by path, see lm_eval_tasks/README.md)
+    if args and args[0] not in ("-h", "--help") and "--include_path" not in args:
         args += ["--include_path", str(TASKS_DIR)]
     sys.argv = [sys.argv[0], *args]
     cli_evaluate()
