@@ -28,16 +28,19 @@ from .errors import (
     ModelFileError,
     ModelFileNotFoundError,
     NotGGUFError,
+    QueueFullError,
     RemoteFileNotFoundError,
     RepositoryNotFoundError,
+    SessionStateError,
     SplitFilesError,
     TokenizerError,
     TruncatedFileError,
     UnsupportedModelError,
 )
-from .generation import Chunk, Completion, Stream, Usage
+from .generation import Chunk, Completion, Stream, TokenLogprob, Usage
 from .model import Model
 from .sampling import SamplingParams
+from .session import Chat, Session
 from .tokenizer import StreamDecoder, Tokenizer
 
 __version__: str = _native.build_info()["version"]
@@ -45,6 +48,7 @@ __version__: str = _native.build_info()["version"]
 __all__ = [
     "AccessDeniedError",
     "AuthenticationRequiredError",
+    "Chat",
     "ChatTemplateError",
     "Chunk",
     "Completion",
@@ -64,12 +68,16 @@ __all__ = [
     "ModelFileError",
     "ModelFileNotFoundError",
     "NotGGUFError",
+    "QueueFullError",
     "RemoteFileNotFoundError",
     "RepositoryNotFoundError",
     "SamplingParams",
+    "Session",
+    "SessionStateError",
     "SplitFilesError",
     "Stream",
     "StreamDecoder",
+    "TokenLogprob",
     "Tokenizer",
     "TokenizerError",
     "TruncatedFileError",

@@ -231,8 +231,11 @@ def _print_stream(chunks: Any) -> str:
     sys.stdout.write("\n")
     if last is not None and last.usage is not None:
         u = last.usage
+        cached = f" ({u.prompt_tokens_cached} cached)" if u.prompt_tokens_cached else ""
+        computed = u.prompt_tokens_computed
+        rate = computed / u.prompt_seconds if u.prompt_seconds > 0 else 0.0
         sys.stderr.write(
-            f"[{last.finish_reason}] prompt {u.prompt_tokens} tok at {u.prompt_tokens_per_second:.1f} tok/s, "
+            f"[{last.finish_reason}] prompt {u.prompt_tokens} tok{cached} at {rate:.1f} tok/s, "
             f"{u.completion_tokens} tok at {u.decode_tokens_per_second:.1f} tok/s\n"
         )
     return "".join(text)
@@ -258,7 +261,8 @@ def cmd_generate(a: argparse.Namespace) -> int:
 def cmd_chat(a: argparse.Namespace) -> int:
     """`med42 chat`: the multi-turn REPL (Ctrl-C cancels an answer, Ctrl-D exits)."""
     model = _load(_model_files(a.model, a.accept_license), a.n_ctx, a.threads, a.accept_license)
-    history: list[dict[str, str]] = []
+    # Each turn reuses the KV cache of the conversation before it: only the new message is computed.
+    chat = model.start_chat(system=a.system)
     sys.stderr.write("Ctrl-C cancels an answer, Ctrl-D exits.\n")
     while True:
         try:
@@ -271,14 +275,15 @@ def cmd_chat(a: argparse.Namespace) -> int:
             continue
         if not line.strip():
             continue
-        history.append({"role": "user", "content": line})
+        n = len(chat.messages)
+        stream = chat.send(line, _sampling(a), stream=True)
         try:
-            answer = _print_stream(model.chat(history, _sampling(a), system=a.system, stream=True))
+            _print_stream(stream)
         except KeyboardInterrupt:
+            stream.cancel()
+            del chat.messages[n:]  # the cancelled turn is forgotten
             sys.stdout.write("\n[cancelled]\n")
-            history.pop()
             continue
-        history.append({"role": "assistant", "content": answer.strip()})
 
 
 def cmd_info(a: argparse.Namespace) -> int:

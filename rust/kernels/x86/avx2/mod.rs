@@ -11,7 +11,7 @@ pub mod dots;
 pub mod multi;
 pub mod packed_k;
 pub mod packed_q;
-mod unpack;
+pub(crate) mod unpack;
 
 use crate::gguf::GgmlType;
 use crate::kernels::acts::ActKind;
