@@ -15,6 +15,7 @@ pub mod memory;
 pub mod model;
 pub mod sampling;
 pub mod scheduler;
+pub mod score;
 pub mod tokenizer;
 pub mod weights;
 

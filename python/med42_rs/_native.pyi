@@ -118,6 +118,9 @@ class NativeModel:
         logprobs: int | None = None,
     ) -> NativeGeneration: ...
     def score(self, context: Sequence[int], continuation: Sequence[int]) -> tuple[float, bool]: ...
+    def score_many(
+        self, context: Sequence[int], continuations: Sequence[Sequence[int]]
+    ) -> list[tuple[float, bool]]: ...
 
 @final
 class NativeGeneration:

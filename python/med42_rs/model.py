@@ -497,3 +497,11 @@ class Model:
         lm-evaluation-harness ``loglikelihood`` primitive. Both are token-id lists; ``context``
         usually starts with BOS."""
         return self._native.score(context, continuation)
+
+    def score_many(
+        self, context: Sequence[int], continuations: Sequence[Sequence[int]]
+    ) -> list[tuple[float, bool]]:
+        """:meth:`score` of each continuation after the one ``context``: the context runs through
+        the model once and every continuation continues it from the KV cache (the choices of a
+        multiple-choice question). Each result equals ``score(context, continuation)``."""
+        return self._native.score_many(context, continuations)

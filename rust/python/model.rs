@@ -346,4 +346,31 @@ impl NativeModel {
             crate::generate::greedy(&model, &ids, n, check)
         })
     }
+
+    /// `score` of each continuation after one shared context, which runs through the model once
+    /// (the KV cache is truncated back to it between continuations).
+    fn score_many(
+        &self,
+        py: Python<'_>,
+        context: &Bound<'_, PyAny>,
+        continuations: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<(f64, bool)>> {
+        let context = args::ids(context, "context")?;
+        if continuations.is_instance_of::<pyo3::types::PyString>() || continuations.is_none() {
+            return Err(invalid(
+                py,
+                "continuations",
+                "expected a list of token-id lists",
+            ));
+        }
+        let conts = continuations
+            .try_iter()
+            .map_err(|_| invalid(py, "continuations", "expected a list of token-id lists"))?
+            .map(|c| args::ids(&c?, "continuations"))
+            .collect::<PyResult<Vec<_>>>()?;
+        let model = Arc::clone(&self.model);
+        cancellable(py, None, move |check| {
+            crate::score::score_many(&model, &context, &conts, check)
+        })
+    }
 }
