@@ -108,7 +108,7 @@ def tolerance(exact: bool, ref: float, n: int) -> float:
 @pytest.mark.parametrize("which", ["F32", "Q4_K_M", "smollm2"])
 def test_loglikelihood_equals_llama_cpp(which: str, smollm2: Path) -> None:
     path = smollm2 if which == "smollm2" else tiny_path(which)
-    m = med42_rs.Model.load(path, n_ctx=512)
+    m = med42_rs.Model.load(path, n_ctx=512, kv_type="f32")  # llama.cpp's side: type_k/v F32
     lm = med42_eval.Med42LM(model=m)
     got = lm.loglikelihood(instances("loglikelihood", REQUESTS), disable_tqdm=True)
     pairs = [split_ids(m, c, x) for c, x in REQUESTS]
@@ -185,7 +185,7 @@ def test_loglikelihood_rolling_equals_llama_cpp_over_windows() -> None:
     window's log-likelihood is computed from llama.cpp's logits of that window's input."""
     path = tiny_path("F32")
     n_ctx = 32
-    m = med42_rs.Model.load(path, n_ctx=n_ctx)
+    m = med42_rs.Model.load(path, n_ctx=n_ctx, kv_type="f32")  # as llama.cpp's side
     lm = med42_eval.Med42LM(model=m)
     texts = ["Aspirin irreversibly inhibits cyclooxygenase. " * 6, "short text", ""]
     got = lm.loglikelihood_rolling(
