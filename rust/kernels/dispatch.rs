@@ -12,11 +12,11 @@ use super::x86::{self, avx2};
 use crate::gguf::GgmlType;
 
 /// The instruction set this crate's own kernels run with on this CPU, chosen at run time:
-/// `"avx512vnni"` (x86-64 with AVX-512 F/BW/VL/VNNI besides AVX2, FMA and F16C: the decode and
-/// multi-row kernels of the Med42 types and Q4_1 and the packed GEMMs of Q4_0, Q5_0 and Q8_0 use
-/// it, the rest AVX2), `"avxvnni"` (AVX-VNNI without AVX-512: the kernels of Q4_0, Q5_0, Q8_0 and
-/// Q4_1 use it, the rest AVX2), `"avx2"` (AVX2, FMA and F16C), else `"scalar"` (candle's kernels,
-/// with the SIMD candle was compiled for: see [`Kernels::name`] per type).
+/// `"avx512vnni"` (x86-64 with AVX-512 F/BW/VL/VNNI besides AVX2, FMA and F16C) or `"avxvnni"`
+/// (AVX-VNNI without AVX-512): the decode and multi-row kernels of the Med42 types and Q4_1 and
+/// the packed GEMMs of Q4_0, Q5_0 and Q8_0 use it, the rest AVX2; `"avx2"` (AVX2, FMA and F16C);
+/// else `"scalar"` (candle's kernels, with the SIMD candle was compiled for: see
+/// [`Kernels::name`] per type).
 pub fn isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
@@ -50,10 +50,9 @@ pub struct Kernels {
     /// The packed-tile GEMM for prompts of [`super::PACKED_MIN_ROWS`] rows or more, if any (on
     /// AVX2, Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0).
     pub packed: Option<Packed>,
-    /// Which implementation `single` is: `"avx512vnni"` or `"avx2"` (this crate's, chosen at run
-    /// time; `"avxvnni"` for the 32-value-block types where AVX-VNNI is there without AVX-512;
-    /// the multi-row kernel is of the same instruction set, the packed GEMM AVX2 or, for Q4_0,
-    /// Q5_0 and Q8_0, VNNI on the same packing),
+    /// Which implementation `single` is: `"avx512vnni"`, `"avxvnni"` or `"avx2"` (this crate's,
+    /// chosen at run time; the multi-row kernel is of the same instruction set, the packed GEMM
+    /// AVX2 or, for Q4_0, Q5_0 and Q8_0, VNNI on the same packing),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
     pub name: &'static str,
 }

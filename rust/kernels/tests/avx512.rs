@@ -11,7 +11,7 @@ use crate::kernels::x86::{self, avx2, avx512};
 use crate::kernels::{ActKind, QActs};
 use crate::sampling::Rng;
 
-/// The types with AVX-512 kernels: the Med42 table and Q4_1.
+/// The types with VNNI kernels (both forms): the Med42 table and Q4_1.
 const TYPES: [GgmlType; 9] = {
     use GgmlType::*;
     [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_0, Q5_0, Q8_0, Q4_1]
@@ -43,15 +43,6 @@ fn forms(test: &str) -> Vec<bool> {
         }
     }
     f
-}
-
-/// The types with kernels of a form: with AVX-512 all of [`TYPES`], with AVX-VNNI those with
-/// 32-value blocks.
-fn types(avx512: bool) -> impl Iterator<Item = (usize, GgmlType)> {
-    TYPES
-        .into_iter()
-        .enumerate()
-        .filter(move |(_, t)| avx512 || !t.name().ends_with("_K"))
 }
 
 /// Weight rows of `nb` blocks of `t` with arbitrary quant bytes (`extreme`: all 0xFF or all 0x80
@@ -187,7 +178,7 @@ fn lengths(t: GgmlType) -> Vec<usize> {
 fn vnni_kernels_equal_the_avx2_kernels_bit_for_bit() {
     for (avx512, (i, t)) in forms("vnni_kernels_equal_the_avx2_kernels_bit_for_bit")
         .into_iter()
-        .flat_map(|f| types(f).map(move |it| (f, it)))
+        .flat_map(|f| TYPES.into_iter().enumerate().map(move |it| (f, it)))
     {
         for k in lengths(t) {
             let nb = k / t.block_size();
@@ -209,7 +200,7 @@ fn vnni_kernels_equal_the_avx2_kernels_bit_for_bit() {
 fn vnni_kernels_match_the_scalar_reference_and_f64_math() {
     for (avx512, (i, t)) in forms("vnni_kernels_match_the_scalar_reference_and_f64_math")
         .into_iter()
-        .flat_map(|f| types(f).map(move |it| (f, it)))
+        .flat_map(|f| TYPES.into_iter().enumerate().map(move |it| (f, it)))
     {
         let k = 1024;
         let kind = ActKind::of(t).unwrap();
@@ -248,7 +239,7 @@ fn a_perturbed_scale_or_quant_breaks_the_bit_equality() {
     // its result against the AVX2 kernel on the unchanged input.
     for (avx512, (i, t)) in forms("a_perturbed_scale_or_quant_breaks_the_bit_equality")
         .into_iter()
-        .flat_map(|f| types(f).map(move |it| (f, it)))
+        .flat_map(|f| TYPES.into_iter().enumerate().map(move |it| (f, it)))
     {
         let k = 512;
         let nb = k / t.block_size();
