@@ -6,7 +6,7 @@ use super::acts::{q8_0_row_with_scales_bytes, ActKind, QActs};
 use super::layout::{Acc, DotFn, DotRowsFn, PACK_GROUP, PACK_PAIR, PACK_ROWS};
 use super::reference::{candle_dot_fn, candle_kernel_name};
 #[cfg(target_arch = "x86_64")]
-use super::x86::avx512::{self, Vnni};
+use super::x86::vnni::{self, Vnni};
 #[cfg(target_arch = "x86_64")]
 use super::x86::{self, avx2};
 use crate::gguf::GgmlType;
@@ -91,14 +91,14 @@ impl Kernels {
                 let fast = unsafe {
                     match v {
                         Vnni::Avx512 => (
-                            avx512::dot_with_scales::<true>(t),
-                            avx512::dot::<true>(t),
-                            avx512::dot_rows::<true>(t),
+                            vnni::dot_with_scales::<true>(t),
+                            vnni::dot::<true>(t),
+                            vnni::dot_rows::<true>(t),
                         ),
                         Vnni::Avx => (
-                            avx512::dot_with_scales::<false>(t),
-                            avx512::dot::<false>(t),
-                            avx512::dot_rows::<false>(t),
+                            vnni::dot_with_scales::<false>(t),
+                            vnni::dot::<false>(t),
+                            vnni::dot_rows::<false>(t),
                         ),
                     }
                 };
@@ -157,7 +157,7 @@ impl Packed {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2() {
             let block_bytes = avx2::packed_block_bytes(t)?;
-            let vnni = Vnni::detect().filter(|_| avx512::has_gemm(t));
+            let vnni = Vnni::detect().filter(|_| vnni::has_gemm(t));
             return Some(Packed {
                 t,
                 block_bytes,
@@ -236,8 +236,8 @@ impl Packed {
         // where its features were (`for_type`); lengths checked by `gemm`.
         unsafe {
             match self.vnni {
-                Some(Vnni::Avx512) => avx512::gemm::<N, true>(self.t, b0, nb, row_nb, p, rows, acc),
-                Some(Vnni::Avx) => avx512::gemm::<N, false>(self.t, b0, nb, row_nb, p, rows, acc),
+                Some(Vnni::Avx512) => vnni::gemm::<N, true>(self.t, b0, nb, row_nb, p, rows, acc),
+                Some(Vnni::Avx) => vnni::gemm::<N, false>(self.t, b0, nb, row_nb, p, rows, acc),
                 None => avx2::gemm::<N>(self.t, b0, nb, row_nb, p, rows, acc),
             }
         }

@@ -194,7 +194,7 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
                 );
             }
             // the VNNI kernels wherever the CPU has them, for every type but Q5_1, F16 and F32
-            let want = match x86::avx512::Vnni::detect() {
+            let want = match x86::vnni::Vnni::detect() {
                 Some(v) if !matches!(t, Q5_1 | F16 | F32) => v.name(),
                 _ => "avx2",
             };

@@ -9,11 +9,11 @@ use super::reference::{cast, with_candle_block};
 use super::ActKind;
 use crate::gguf::GgmlType;
 
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 mod bounds;
 mod dots;
 mod matmul;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 /// Every type with weight kernels (Q8_K exists only as an activation format).
 pub(super) fn types() -> impl Iterator<Item = GgmlType> {

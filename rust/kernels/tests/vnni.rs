@@ -7,7 +7,7 @@ use super::{dequant_act, quantize_weights, rand_vec};
 use crate::gguf::GgmlType;
 use crate::kernels::layout::{DotFn, DotRowsFn, ROWS};
 use crate::kernels::reference::{dequantize_row, dot_fn_reference};
-use crate::kernels::x86::{self, avx2, avx512};
+use crate::kernels::x86::{self, avx2, vnni};
 use crate::kernels::{ActKind, QActs};
 use crate::sampling::Rng;
 
@@ -107,21 +107,21 @@ fn kernels(t: GgmlType, avx512: bool) -> (Set, Set) {
             with_scales: one.is_some(),
             rows,
         };
-        let vnni = if avx512 {
+        let fast = if avx512 {
             set(
-                avx512::dot_with_scales::<true>(t),
-                avx512::dot::<true>(t),
-                avx512::dot_rows::<true>(t),
+                vnni::dot_with_scales::<true>(t),
+                vnni::dot::<true>(t),
+                vnni::dot_rows::<true>(t),
             )
         } else {
             set(
-                avx512::dot_with_scales::<false>(t),
-                avx512::dot::<false>(t),
-                avx512::dot_rows::<false>(t),
+                vnni::dot_with_scales::<false>(t),
+                vnni::dot::<false>(t),
+                vnni::dot_rows::<false>(t),
             )
         };
         let v2 = set(avx2::dot_with_scales(t), avx2::dot(t), avx2::dot_rows(t));
-        (v2, vnni)
+        (v2, fast)
     }
 }
 
@@ -303,7 +303,7 @@ fn vnni_packed_gemms_equal_the_avx2_ones_bit_for_bit() {
         .into_iter()
         .flat_map(|f| types.into_iter().enumerate().map(move |it| (f, it)))
     {
-        assert!(avx512::has_gemm(t));
+        assert!(vnni::has_gemm(t));
         let bb = avx2::packed_block_bytes(t).unwrap();
         // blocks 3..10 of rows of 12: the accumulator parts start mid-cycle
         let (row_nb, b0, nb) = (12, 3, 7);
@@ -336,10 +336,10 @@ fn vnni_packed_gemms_equal_the_avx2_ones_bit_for_bit() {
                 unsafe {
                     match vnni {
                         Some(true) => {
-                            avx512::gemm::<PACK_ROWS, true>(t, b0, nb, row_nb, p, rows, [a0, a1])
+                            vnni::gemm::<PACK_ROWS, true>(t, b0, nb, row_nb, p, rows, [a0, a1])
                         }
                         Some(false) => {
-                            avx512::gemm::<PACK_ROWS, false>(t, b0, nb, row_nb, p, rows, [a0, a1])
+                            vnni::gemm::<PACK_ROWS, false>(t, b0, nb, row_nb, p, rows, [a0, a1])
                         }
                         None => avx2::gemm::<PACK_ROWS>(t, b0, nb, row_nb, p, rows, [a0, a1]),
                     }
