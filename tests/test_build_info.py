@@ -18,18 +18,15 @@ def test_dot_kernels_name_every_type_and_the_fast_paths() -> None:
     cpu = set(info["cpu_simd"])
     if {"avx2", "fma", "f16c"} <= cpu:
         # run-time dispatch: these are ours whatever the build flags were. With AVX-512
-        # F/BW/VL/VNNI the decode and multi-row kernels of the Med42 types and Q4_1 are the
-        # AVX-512 VNNI ones; with AVX-VNNI alone those of the 32-value-block types (the packed
-        # GEMMs are VNNI or AVX2: they sum in the same order)
+        # F/BW/VL/VNNI or AVX-VNNI the decode and multi-row kernels of the Med42 types and Q4_1
+        # are the VNNI ones (the packed GEMMs are VNNI or AVX2: they sum in the same order)
         if {"avx512f", "avx512bw", "avx512vl", "avx512vnni"} <= cpu:
-            isa, vnni_types = (
-                "avx512vnni",
-                ["Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"],
-            )
+            isa = "avx512vnni"
         elif "avxvnni" in cpu:
-            isa, vnni_types = "avxvnni", ["Q4_0", "Q4_1", "Q5_0", "Q8_0"]
+            isa = "avxvnni"
         else:
-            isa, vnni_types = "avx2", []
+            isa = "avx2"
+        vnni_types = ["Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
         assert info["kernels"] == isa, (info["kernels"], sorted(cpu))
         for t in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]:
             assert kernels[t].startswith(isa if t in vnni_types else "avx2"), (t, kernels[t])

@@ -6,17 +6,17 @@ use super::acts::{q8_0_row_with_scales_bytes, ActKind, QActs};
 use super::layout::{Acc, DotFn, DotRowsFn, PACK_GROUP, PACK_PAIR, PACK_ROWS};
 use super::reference::{candle_dot_fn, candle_kernel_name};
 #[cfg(target_arch = "x86_64")]
-use super::x86::avx512::{self, Vnni};
+use super::x86::vnni::{self, Vnni};
 #[cfg(target_arch = "x86_64")]
 use super::x86::{self, avx2};
 use crate::gguf::GgmlType;
 
 /// The instruction set this crate's own kernels run with on this CPU, chosen at run time:
-/// `"avx512vnni"` (x86-64 with AVX-512 F/BW/VL/VNNI besides AVX2, FMA and F16C: the decode and
-/// multi-row kernels of the Med42 types and Q4_1 and the packed GEMMs of Q4_0, Q5_0 and Q8_0 use
-/// it, the rest AVX2), `"avxvnni"` (AVX-VNNI without AVX-512: the kernels of Q4_0, Q5_0, Q8_0 and
-/// Q4_1 use it, the rest AVX2), `"avx2"` (AVX2, FMA and F16C), else `"scalar"` (candle's kernels,
-/// with the SIMD candle was compiled for: see [`Kernels::name`] per type).
+/// `"avx512vnni"` (x86-64 with AVX-512 F/BW/VL/VNNI besides AVX2, FMA and F16C) or `"avxvnni"`
+/// (AVX-VNNI without AVX-512): the decode and multi-row kernels of the Med42 types and Q4_1 and
+/// the packed GEMMs of Q4_0, Q5_0 and Q8_0 use it, the rest AVX2; `"avx2"` (AVX2, FMA and F16C);
+/// else `"scalar"` (candle's kernels, with the SIMD candle was compiled for: see
+/// [`Kernels::name`] per type).
 pub fn isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
@@ -50,10 +50,9 @@ pub struct Kernels {
     /// The packed-tile GEMM for prompts of [`super::PACKED_MIN_ROWS`] rows or more, if any (on
     /// AVX2, Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0).
     pub packed: Option<Packed>,
-    /// Which implementation `single` is: `"avx512vnni"` or `"avx2"` (this crate's, chosen at run
-    /// time; `"avxvnni"` for the 32-value-block types where AVX-VNNI is there without AVX-512;
-    /// the multi-row kernel is of the same instruction set, the packed GEMM AVX2 or, for Q4_0,
-    /// Q5_0 and Q8_0, VNNI on the same packing),
+    /// Which implementation `single` is: `"avx512vnni"`, `"avxvnni"` or `"avx2"` (this crate's,
+    /// chosen at run time; the multi-row kernel is of the same instruction set, the packed GEMM
+    /// AVX2 or, for Q4_0, Q5_0 and Q8_0, VNNI on the same packing),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
     pub name: &'static str,
 }
@@ -92,14 +91,14 @@ impl Kernels {
                 let fast = unsafe {
                     match v {
                         Vnni::Avx512 => (
-                            avx512::dot_with_scales::<true>(t),
-                            avx512::dot::<true>(t),
-                            avx512::dot_rows::<true>(t),
+                            vnni::dot_with_scales::<true>(t),
+                            vnni::dot::<true>(t),
+                            vnni::dot_rows::<true>(t),
                         ),
                         Vnni::Avx => (
-                            avx512::dot_with_scales::<false>(t),
-                            avx512::dot::<false>(t),
-                            avx512::dot_rows::<false>(t),
+                            vnni::dot_with_scales::<false>(t),
+                            vnni::dot::<false>(t),
+                            vnni::dot_rows::<false>(t),
                         ),
                     }
                 };
@@ -158,7 +157,7 @@ impl Packed {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2() {
             let block_bytes = avx2::packed_block_bytes(t)?;
-            let vnni = Vnni::detect().filter(|_| avx512::has_gemm(t));
+            let vnni = Vnni::detect().filter(|_| vnni::has_gemm(t));
             return Some(Packed {
                 t,
                 block_bytes,
@@ -237,8 +236,8 @@ impl Packed {
         // where its features were (`for_type`); lengths checked by `gemm`.
         unsafe {
             match self.vnni {
-                Some(Vnni::Avx512) => avx512::gemm::<N, true>(self.t, b0, nb, row_nb, p, rows, acc),
-                Some(Vnni::Avx) => avx512::gemm::<N, false>(self.t, b0, nb, row_nb, p, rows, acc),
+                Some(Vnni::Avx512) => vnni::gemm::<N, true>(self.t, b0, nb, row_nb, p, rows, acc),
+                Some(Vnni::Avx) => vnni::gemm::<N, false>(self.t, b0, nb, row_nb, p, rows, acc),
                 None => avx2::gemm::<N>(self.t, b0, nb, row_nb, p, rows, acc),
             }
         }

@@ -12,7 +12,7 @@
 //!   attention that reads it tile by tile;
 //! - [`reference`]: candle's block types, its scalar dots (the reference every SIMD kernel is
 //!   tested against) and its compile-time-SIMD dots (the fallback);
-//! - per instruction set, the kernels: `x86` (`x86::avx2`, `x86::avx512`), later `arm` (NEON).
+//! - per instruction set, the kernels: `x86` (`x86::avx2`, `x86::vnni`), later `arm` (NEON).
 //!
 //! On x86-64 with AVX2 (detected at run time) every type of the Med42 quant table has this
 //! crate's decode kernel; prompt batches use the multi-row kernels for Q2_K..Q6_K, Q4_0, Q5_0 and

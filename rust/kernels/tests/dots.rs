@@ -193,14 +193,10 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
                     "{t}: a portable build must use the run-time kernels, not {k}"
                 );
             }
-            // the VNNI kernels wherever the CPU has them: with AVX-512 every type but Q5_1, F16
-            // and F32, with AVX-VNNI alone the 32-value-block types
-            let want = if x86::has_avx512vnni() && !matches!(t, Q5_1 | F16 | F32) {
-                "avx512vnni"
-            } else if x86::has_avxvnni() && matches!(t, Q4_0 | Q5_0 | Q8_0 | Q4_1) {
-                "avxvnni"
-            } else {
-                "avx2"
+            // the VNNI kernels wherever the CPU has them, for every type but Q5_1, F16 and F32
+            let want = match x86::vnni::Vnni::detect() {
+                Some(v) if !matches!(t, Q5_1 | F16 | F32) => v.name(),
+                _ => "avx2",
             };
             assert_eq!(k, want, "{t}");
             assert_eq!(crate::kernels::isa() == "avx512vnni", x86::has_avx512vnni());

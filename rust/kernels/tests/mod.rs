@@ -10,11 +10,11 @@ use super::ActKind;
 use crate::gguf::GgmlType;
 
 mod attn;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 mod bounds;
 mod dots;
 mod matmul;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 /// Every type with weight kernels (Q8_K exists only as an activation format).
 pub(super) fn types() -> impl Iterator<Item = GgmlType> {

@@ -151,7 +151,7 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
 }
 
 /// Byte shuffles that spread i16 element `e` of each 128-bit lane over that lane.
-const I16_SPREAD: [__m256i; 8] = {
+pub(crate) const I16_SPREAD: [__m256i; 8] = {
     const fn spread(e: u8) -> __m256i {
         let mut b = [0u8; 32];
         let mut i = 0;
@@ -175,7 +175,7 @@ const I16_SPREAD: [__m256i; 8] = {
 };
 
 /// Byte shuffles that spread i16 scale `2c` over the low 128-bit lane and `2c + 1` over the high.
-const SCALE_PAIRS: [__m256i; 4] = {
+pub(crate) const SCALE_PAIRS: [__m256i; 4] = {
     const fn pair(c: u8) -> __m256i {
         let (lo, hi) = (4 * c, 4 * c + 2);
         let mut b = [0u8; 32];

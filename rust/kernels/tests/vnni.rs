@@ -7,11 +7,11 @@ use super::{dequant_act, quantize_weights, rand_vec};
 use crate::gguf::GgmlType;
 use crate::kernels::layout::{DotFn, DotRowsFn, ROWS};
 use crate::kernels::reference::{dequantize_row, dot_fn_reference};
-use crate::kernels::x86::{self, avx2, avx512};
+use crate::kernels::x86::{self, avx2, vnni};
 use crate::kernels::{ActKind, QActs};
 use crate::sampling::Rng;
 
-/// The types with AVX-512 kernels: the Med42 table and Q4_1.
+/// The types with VNNI kernels (both forms): the Med42 table and Q4_1.
 const TYPES: [GgmlType; 9] = {
     use GgmlType::*;
     [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_0, Q5_0, Q8_0, Q4_1]
@@ -43,15 +43,6 @@ fn forms(test: &str) -> Vec<bool> {
         }
     }
     f
-}
-
-/// The types with kernels of a form: with AVX-512 all of [`TYPES`], with AVX-VNNI those with
-/// 32-value blocks.
-fn types(avx512: bool) -> impl Iterator<Item = (usize, GgmlType)> {
-    TYPES
-        .into_iter()
-        .enumerate()
-        .filter(move |(_, t)| avx512 || !t.name().ends_with("_K"))
 }
 
 /// Weight rows of `nb` blocks of `t` with arbitrary quant bytes (`extreme`: all 0xFF or all 0x80
@@ -116,21 +107,21 @@ fn kernels(t: GgmlType, avx512: bool) -> (Set, Set) {
             with_scales: one.is_some(),
             rows,
         };
-        let vnni = if avx512 {
+        let fast = if avx512 {
             set(
-                avx512::dot_with_scales::<true>(t),
-                avx512::dot::<true>(t),
-                avx512::dot_rows::<true>(t),
+                vnni::dot_with_scales::<true>(t),
+                vnni::dot::<true>(t),
+                vnni::dot_rows::<true>(t),
             )
         } else {
             set(
-                avx512::dot_with_scales::<false>(t),
-                avx512::dot::<false>(t),
-                avx512::dot_rows::<false>(t),
+                vnni::dot_with_scales::<false>(t),
+                vnni::dot::<false>(t),
+                vnni::dot_rows::<false>(t),
             )
         };
         let v2 = set(avx2::dot_with_scales(t), avx2::dot(t), avx2::dot_rows(t));
-        (v2, vnni)
+        (v2, fast)
     }
 }
 
@@ -187,7 +178,7 @@ fn lengths(t: GgmlType) -> Vec<usize> {
 fn vnni_kernels_equal_the_avx2_kernels_bit_for_bit() {
     for (avx512, (i, t)) in forms("vnni_kernels_equal_the_avx2_kernels_bit_for_bit")
         .into_iter()
-        .flat_map(|f| types(f).map(move |it| (f, it)))
+        .flat_map(|f| TYPES.into_iter().enumerate().map(move |it| (f, it)))
     {
         for k in lengths(t) {
             let nb = k / t.block_size();
@@ -209,7 +200,7 @@ fn vnni_kernels_equal_the_avx2_kernels_bit_for_bit() {
 fn vnni_kernels_match_the_scalar_reference_and_f64_math() {
     for (avx512, (i, t)) in forms("vnni_kernels_match_the_scalar_reference_and_f64_math")
         .into_iter()
-        .flat_map(|f| types(f).map(move |it| (f, it)))
+        .flat_map(|f| TYPES.into_iter().enumerate().map(move |it| (f, it)))
     {
         let k = 1024;
         let kind = ActKind::of(t).unwrap();
@@ -248,7 +239,7 @@ fn a_perturbed_scale_or_quant_breaks_the_bit_equality() {
     // its result against the AVX2 kernel on the unchanged input.
     for (avx512, (i, t)) in forms("a_perturbed_scale_or_quant_breaks_the_bit_equality")
         .into_iter()
-        .flat_map(|f| types(f).map(move |it| (f, it)))
+        .flat_map(|f| TYPES.into_iter().enumerate().map(move |it| (f, it)))
     {
         let k = 512;
         let nb = k / t.block_size();
@@ -312,7 +303,7 @@ fn vnni_packed_gemms_equal_the_avx2_ones_bit_for_bit() {
         .into_iter()
         .flat_map(|f| types.into_iter().enumerate().map(move |it| (f, it)))
     {
-        assert!(avx512::has_gemm(t));
+        assert!(vnni::has_gemm(t));
         let bb = avx2::packed_block_bytes(t).unwrap();
         // blocks 3..10 of rows of 12: the accumulator parts start mid-cycle
         let (row_nb, b0, nb) = (12, 3, 7);
@@ -345,10 +336,10 @@ fn vnni_packed_gemms_equal_the_avx2_ones_bit_for_bit() {
                 unsafe {
                     match vnni {
                         Some(true) => {
-                            avx512::gemm::<PACK_ROWS, true>(t, b0, nb, row_nb, p, rows, [a0, a1])
+                            vnni::gemm::<PACK_ROWS, true>(t, b0, nb, row_nb, p, rows, [a0, a1])
                         }
                         Some(false) => {
-                            avx512::gemm::<PACK_ROWS, false>(t, b0, nb, row_nb, p, rows, [a0, a1])
+                            vnni::gemm::<PACK_ROWS, false>(t, b0, nb, row_nb, p, rows, [a0, a1])
                         }
                         None => avx2::gemm::<PACK_ROWS>(t, b0, nb, row_nb, p, rows, [a0, a1]),
                     }

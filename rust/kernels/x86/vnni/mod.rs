@@ -1,16 +1,14 @@
-//! The VNNI kernels and their safe entry points, in two forms ([`Vnni`]): with AVX-512 (F, BW,
-//! VL and VNNI, besides AVX2, FMA and F16C) the single-row (decode) and multi-row (short
-//! prompts) dots of every type of the Med42 quant table, Q4_1's single-row dot, and the packed
-//! prompt GEMMs of Q4_0, Q5_0 and Q8_0 (on the AVX2 packing; the K-quants' packed GEMMs stay
-//! AVX2); with AVX-VNNI only (the 256-bit VEX form, on CPUs without AVX-512) those of the types
-//! with 32-value blocks (Q4_0, Q5_0, Q8_0, Q4_1), the K-quants staying AVX2.
+//! The VNNI kernels and their safe entry points, in two forms ([`Vnni`]): AVX-512 VNNI (with F,
+//! BW and VL, besides AVX2, FMA and F16C) and AVX-VNNI (the VEX form, on CPUs without AVX-512),
+//! both on 256-bit registers: the single-row (decode) and multi-row (short prompts) dots of
+//! every type of the Med42 quant table, Q4_1's single-row dot, and the packed prompt GEMMs of
+//! Q4_0, Q5_0 and Q8_0 (on the AVX2 packing; the K-quants' packed GEMMs stay AVX2).
 //!
 //! Each computes the exact per-block integers of its AVX2 counterpart ([`super::avx2`]) with
-//! fewer instructions (`vpdpbusd`, `vpdpwssd`, 512-bit registers for the K-quants) and combines
-//! them with the same f32 operations in the same order, so a weight row times an activation row
-//! gives the same f32 bit for bit on either instruction set; the packed prompt GEMMs (AVX2, or
-//! [`packed`]) sum in that order too, so batching does not change results on a VNNI machine
-//! either.
+//! fewer instructions (`vpdpbusd`, `vpdpwssd`) and combines them with the same f32 operations in
+//! the same order, so a weight row times an activation row gives the same f32 bit for bit on
+//! either instruction set; the packed prompt GEMMs (AVX2, or [`packed`]) sum in that order too,
+//! so batching does not change results on a VNNI machine either.
 //!
 //! As in [`super::avx2`], the functions handed out check every length once per call and panic on
 //! a short row; the tables are `unsafe fn`s that may only be asked for a form the CPU has
@@ -30,10 +28,9 @@ use crate::kernels::x86::avx2::multi::{Q4_0W, Q5_0W, Q8_0W};
 /// [`Vnni::Avx512`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Vnni {
-    /// AVX-512 F/BW/VL/VNNI with AVX2, FMA and F16C ([`super::has_avx512vnni`]): every kernel of
-    /// this module.
+    /// AVX-512 F/BW/VL/VNNI with AVX2, FMA and F16C ([`super::has_avx512vnni`]).
     Avx512,
-    /// AVX-VNNI with AVX2, FMA and F16C ([`super::has_avxvnni`]): the 32-value-block kernels.
+    /// AVX-VNNI with AVX2, FMA and F16C ([`super::has_avxvnni`]).
     Avx,
 }
 
@@ -58,8 +55,8 @@ impl Vnni {
     }
 }
 
-/// Run the `N`-row kernel for `t` (Q2_K..Q6_K with `AVX512` only, Q4_0, Q5_0 or Q8_0) of the
-/// form `AVX512` ([`Vnni`]) after checking lengths.
+/// Run the `N`-row kernel for `t` (Q2_K..Q6_K, Q4_0, Q5_0 or Q8_0) of the form `AVX512`
+/// ([`Vnni`]) after checking lengths.
 #[inline(always)]
 fn multi<const N: usize, const AVX512: bool>(
     t: GgmlType,
@@ -90,24 +87,29 @@ fn multi<const N: usize, const AVX512: bool>(
     let (w, ap) = (w.as_ptr(), a.map(|r| r.as_ptr()));
     let (so, mo) = (q8_0_scales_offset(nb), q8_0_sums_offset(nb));
     use blocks32::{avx512vnni as q, avxvnni as qv};
-    use kquants as kq;
+    use kquants::{avx512vnni as k, avxvnni as kv};
     use GgmlType::*;
     // SAFETY: the dispatcher that handed out this function detected the features of the form
     // `AVX512`; the lengths are checked above.
     unsafe {
         match (t, AVX512) {
-            (Q4_K, true) => kq::q45_k::<N, false>(nb, w, ap),
-            (Q5_K, true) => kq::q45_k::<N, true>(nb, w, ap),
-            (Q6_K, true) => kq::q6_k::<N>(nb, w, ap),
-            (Q2_K, true) => kq::q23_k::<N, false>(nb, w, ap),
-            (Q3_K, true) => kq::q23_k::<N, true>(nb, w, ap),
+            (Q4_K, true) => k::q45_k::<N, false>(nb, w, ap),
+            (Q5_K, true) => k::q45_k::<N, true>(nb, w, ap),
+            (Q6_K, true) => k::q6_k::<N>(nb, w, ap),
+            (Q2_K, true) => k::q23_k::<N, false>(nb, w, ap),
+            (Q3_K, true) => k::q23_k::<N, true>(nb, w, ap),
             (Q8_0, true) => q::q8_acts::<N, { Q8_0W }>(nb, w, ap, so, mo),
             (Q4_0, true) => q::q8_acts::<N, { Q4_0W }>(nb, w, ap, so, mo),
             (Q5_0, true) => q::q8_acts::<N, { Q5_0W }>(nb, w, ap, so, mo),
+            (Q4_K, false) => kv::q45_k::<N, false>(nb, w, ap),
+            (Q5_K, false) => kv::q45_k::<N, true>(nb, w, ap),
+            (Q6_K, false) => kv::q6_k::<N>(nb, w, ap),
+            (Q2_K, false) => kv::q23_k::<N, false>(nb, w, ap),
+            (Q3_K, false) => kv::q23_k::<N, true>(nb, w, ap),
             (Q8_0, false) => qv::q8_acts::<N, { Q8_0W }>(nb, w, ap, so, mo),
             (Q4_0, false) => qv::q8_acts::<N, { Q4_0W }>(nb, w, ap, so, mo),
             (Q5_0, false) => qv::q8_acts::<N, { Q5_0W }>(nb, w, ap, so, mo),
-            _ => unreachable!("no multi-row kernel for {t} (AVX-512: {AVX512})"),
+            _ => unreachable!("no multi-row kernel for {t}"),
         }
     }
 }
@@ -139,11 +141,11 @@ pub(crate) unsafe fn dot<const AVX512: bool>(t: GgmlType) -> Option<DotFn> {
                 }
             }
         },
-        Q4_K if AVX512 => |k, w, a| multi::<1, true>(Q4_K, k, w, [a])[0],
-        Q5_K if AVX512 => |k, w, a| multi::<1, true>(Q5_K, k, w, [a])[0],
-        Q6_K if AVX512 => |k, w, a| multi::<1, true>(Q6_K, k, w, [a])[0],
-        Q2_K if AVX512 => |k, w, a| multi::<1, true>(Q2_K, k, w, [a])[0],
-        Q3_K if AVX512 => |k, w, a| multi::<1, true>(Q3_K, k, w, [a])[0],
+        Q4_K => |k, w, a| multi::<1, AVX512>(Q4_K, k, w, [a])[0],
+        Q5_K => |k, w, a| multi::<1, AVX512>(Q5_K, k, w, [a])[0],
+        Q6_K => |k, w, a| multi::<1, AVX512>(Q6_K, k, w, [a])[0],
+        Q2_K => |k, w, a| multi::<1, AVX512>(Q2_K, k, w, [a])[0],
+        Q3_K => |k, w, a| multi::<1, AVX512>(Q3_K, k, w, [a])[0],
         _ => return None,
     })
 }
@@ -171,11 +173,11 @@ pub(crate) unsafe fn dot_with_scales<const AVX512: bool>(t: GgmlType) -> Option<
 pub(crate) unsafe fn dot_rows<const AVX512: bool>(t: GgmlType) -> Option<DotRowsFn> {
     use GgmlType::*;
     Some(match t {
-        Q4_K if AVX512 => |k, w, a| multi::<ROWS, true>(Q4_K, k, w, a),
-        Q5_K if AVX512 => |k, w, a| multi::<ROWS, true>(Q5_K, k, w, a),
-        Q6_K if AVX512 => |k, w, a| multi::<ROWS, true>(Q6_K, k, w, a),
-        Q2_K if AVX512 => |k, w, a| multi::<ROWS, true>(Q2_K, k, w, a),
-        Q3_K if AVX512 => |k, w, a| multi::<ROWS, true>(Q3_K, k, w, a),
+        Q4_K => |k, w, a| multi::<ROWS, AVX512>(Q4_K, k, w, a),
+        Q5_K => |k, w, a| multi::<ROWS, AVX512>(Q5_K, k, w, a),
+        Q6_K => |k, w, a| multi::<ROWS, AVX512>(Q6_K, k, w, a),
+        Q2_K => |k, w, a| multi::<ROWS, AVX512>(Q2_K, k, w, a),
+        Q3_K => |k, w, a| multi::<ROWS, AVX512>(Q3_K, k, w, a),
         Q8_0 => |k, w, a| multi::<ROWS, AVX512>(Q8_0, k, w, a),
         Q4_0 => |k, w, a| multi::<ROWS, AVX512>(Q4_0, k, w, a),
         Q5_0 => |k, w, a| multi::<ROWS, AVX512>(Q5_0, k, w, a),
