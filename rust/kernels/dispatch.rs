@@ -3,7 +3,7 @@
 //! the f32 vector operations of attention, chosen the same way.
 
 use super::acts::{q8_0_row_with_scales_bytes, ActKind, QActs};
-use super::layout::{Acc, DotFn, DotRowsFn, PACK_GROUP, PACK_PAIR, PACK_ROWS};
+use super::layout::{Acc, DotFn, DotRows4Fn, DotRowsFn, PACK_GROUP, PACK_PAIR, PACK_ROWS};
 use super::reference::{candle_dot_fn, candle_kernel_name};
 #[cfg(target_arch = "x86_64")]
 use super::x86::vnni::{self, Vnni};
@@ -47,6 +47,9 @@ pub struct Kernels {
     /// and `single` sum exact per-block integers in one f32 order, so a result does not depend on
     /// how the rows were batched, bit for bit (tested).
     pub dot_rows: Option<DotRowsFn>,
+    /// The same for [`ROWS4`] rows (what is left of a batch after its groups of 8: the few
+    /// sequences of a batched decode step), in the same order: the same bits.
+    pub dot_rows4: Option<DotRows4Fn>,
     /// The packed-tile GEMM for prompts of [`super::PACKED_MIN_ROWS`] rows or more, if any (on
     /// AVX2, Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0).
     pub packed: Option<Packed>,
@@ -81,8 +84,14 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2() {
             // SAFETY: AVX2/FMA/F16C detected just above.
-            let (mut one, mut dot, mut dot_rows) =
-                unsafe { (avx2::dot_with_scales(t), avx2::dot(t), avx2::dot_rows(t)) };
+            let (mut one, mut dot, mut dot_rows, mut dot_rows4) = unsafe {
+                (
+                    avx2::dot_with_scales(t),
+                    avx2::dot(t),
+                    avx2::dot_rows(t),
+                    avx2::dot_rows4(t),
+                )
+            };
             let mut name = "avx2";
             if let Some(v) = Vnni::detect() {
                 // the VNNI kernels give the AVX2 kernels' results bit for bit (tested), so the
@@ -94,11 +103,13 @@ impl Kernels {
                             vnni::dot_with_scales::<true>(t),
                             vnni::dot::<true>(t),
                             vnni::dot_rows::<true>(t),
+                            vnni::dot_rows4::<true>(t),
                         ),
                         Vnni::Avx => (
                             vnni::dot_with_scales::<false>(t),
                             vnni::dot::<false>(t),
                             vnni::dot_rows::<false>(t),
+                            vnni::dot_rows4::<false>(t),
                         ),
                     }
                 };
@@ -106,6 +117,7 @@ impl Kernels {
                     (one, dot, name) = (fast.0, fast.1, v.name());
                 }
                 dot_rows = fast.2.or(dot_rows);
+                dot_rows4 = fast.3.or(dot_rows4);
             }
             let (single, single_with_scales, name) = match (one, dot) {
                 (Some(one), _) => (one, true, name),
@@ -116,6 +128,7 @@ impl Kernels {
                 single,
                 single_with_scales,
                 dot_rows,
+                dot_rows4,
                 packed: Packed::for_type(t),
                 name,
             });
@@ -124,6 +137,7 @@ impl Kernels {
             single: candle_dot_fn(t)?,
             single_with_scales: false,
             dot_rows: None,
+            dot_rows4: None,
             packed: None,
             name: candle_kernel_name(t),
         })

@@ -16,6 +16,13 @@ pub const ROWS: usize = 8;
 /// [`super::QActs::row_with_scales`]. Checks lengths like [`DotFn`].
 pub type DotRowsFn = fn(k: usize, w: &[u8], a: [&[u8]; ROWS]) -> [f32; ROWS];
 
+/// Activation rows of the half-height multi-row kernel: the few sequences of a batched decode
+/// step share one unpacking of each weight block.
+pub const ROWS4: usize = 4;
+
+/// [`DotRowsFn`] for [`ROWS4`] activation rows.
+pub type DotRows4Fn = fn(k: usize, w: &[u8], a: [&[u8]; ROWS4]) -> [f32; ROWS4];
+
 /// Weight rows per packed group (one per 32-bit lane of a 256-bit register).
 pub const PACK_GROUP: usize = 8;
 /// Activation rows per call of a packed GEMM kernel.

@@ -5,7 +5,7 @@
 
 use super::acts::QActs;
 use super::dispatch::{Kernels, Packed};
-use super::layout::{combine, PACK_GROUP, PACK_PAIR, PACK_ROWS, PARTS, ROWS};
+use super::layout::{combine, PACK_GROUP, PACK_PAIR, PACK_ROWS, PARTS, ROWS, ROWS4};
 use super::pool;
 use super::send_ptr::SendPtr;
 use crate::gguf::GgmlType;
@@ -96,6 +96,20 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
                         }
                     }
                     tail += ROWS;
+                }
+            }
+            if let Some(dot_rows4) = w.kernels.dot_rows4 {
+                while tail + ROWS4 <= t1 {
+                    let t = tail;
+                    let a: [&[u8]; ROWS4] = std::array::from_fn(|i| acts.row_with_scales(t + i));
+                    for j in j0..j1 {
+                        let r = dot_rows4(w.k, w.row(j), a);
+                        for (i, v) in r.into_iter().enumerate() {
+                            // SAFETY: (t, j) pairs of different tasks are disjoint.
+                            unsafe { *dst.get().add((t + i) * n + j) = v };
+                        }
+                    }
+                    tail += ROWS4;
                 }
             }
             for j in j0..j1 {

@@ -222,3 +222,39 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
     }
     assert!(Kernels::for_type(GgmlType::IQ4_XS).is_none());
 }
+
+/// The 4-row kernel (a batched decode step of a few sequences) gives every row the single-row
+/// kernel's bits, for every type that has one; rows are not mixed up.
+#[test]
+fn four_row_kernels_equal_the_single_row_kernel_bit_for_bit() {
+    let mut checked = 0;
+    for (i, t) in super::types().enumerate() {
+        let Some(kern) = Kernels::for_type(t) else {
+            continue;
+        };
+        let Some(dot_rows4) = kern.dot_rows4 else {
+            continue;
+        };
+        let Some(kind) = ActKind::of(t) else { continue };
+        for k in [768usize, if t.name().ends_with("_K") { 256 } else { 32 }] {
+            let wb = quantize_weights(t, &rand_vec(k, 500 + i as u64));
+            let xf = rand_vec(4 * k, 600 + i as u64);
+            let mut acts = QActs::default();
+            acts.convert(kind, &xf, 4, k, 1);
+            let rows: [&[u8]; 4] = std::array::from_fn(|r| acts.row_with_scales(r));
+            let got = dot_rows4(k, &wb, rows);
+            for (r, &g) in got.iter().enumerate() {
+                assert_eq!(g, kern.dot_single(k, &wb, &acts, r), "{t} k={k} row {r}");
+            }
+            let mut swapped = rows;
+            swapped.swap(0, 3);
+            let s = dot_rows4(k, &wb, swapped);
+            assert_eq!((s[0], s[3]), (got[3], got[0]), "{t}");
+            assert_ne!(got[0], got[3], "{t}: distinct rows gave equal dots");
+        }
+        checked += 1;
+    }
+    if std::arch::is_x86_feature_detected!("avx2") {
+        assert!(checked >= 8, "only {checked} types have a 4-row kernel");
+    }
+}

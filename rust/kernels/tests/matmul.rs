@@ -244,6 +244,7 @@ fn results_do_not_depend_on_the_batch() {
             single: candle_dot_fn(t).unwrap(),
             single_with_scales: false,
             dot_rows: None,
+            dot_rows4: None,
             packed: None,
             ..kernels
         };

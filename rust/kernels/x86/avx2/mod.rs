@@ -17,7 +17,9 @@ pub(crate) mod unpack;
 use crate::gguf::GgmlType;
 use crate::kernels::acts::ActKind;
 use crate::kernels::acts::{q8_0_row_with_scales_bytes, q8_0_scales_offset, q8_0_sums_offset};
-use crate::kernels::layout::{Acc, DotFn, DotRowsFn, PACK_GROUP, PACK_PAIR, ROWS};
+use crate::kernels::layout::{
+    Acc, DotFn, DotRows4Fn, DotRowsFn, PACK_GROUP, PACK_PAIR, ROWS, ROWS4,
+};
 
 /// Panics unless `w` holds `k` elements of `t` and `a` `a_len` bytes.
 #[inline(always)]
@@ -139,6 +141,25 @@ pub(crate) unsafe fn dot_rows(t: GgmlType) -> Option<DotRowsFn> {
         Q8_0 => |k, w, a| multi::<ROWS>(Q8_0, k, w, a),
         Q4_0 => |k, w, a| multi::<ROWS>(Q4_0, k, w, a),
         Q5_0 => |k, w, a| multi::<ROWS>(Q5_0, k, w, a),
+        _ => return None,
+    })
+}
+
+/// The half-height multi-row dot ([`ROWS4`] rows) for `t`, if any (see [`crate::kernels::Kernels::dot_rows`]).
+///
+/// # Safety
+/// As [`dot`].
+pub(crate) unsafe fn dot_rows4(t: GgmlType) -> Option<DotRows4Fn> {
+    use GgmlType::*;
+    Some(match t {
+        Q4_K => |k, w, a| multi::<ROWS4>(Q4_K, k, w, a),
+        Q5_K => |k, w, a| multi::<ROWS4>(Q5_K, k, w, a),
+        Q6_K => |k, w, a| multi::<ROWS4>(Q6_K, k, w, a),
+        Q2_K => |k, w, a| multi::<ROWS4>(Q2_K, k, w, a),
+        Q3_K => |k, w, a| multi::<ROWS4>(Q3_K, k, w, a),
+        Q8_0 => |k, w, a| multi::<ROWS4>(Q8_0, k, w, a),
+        Q4_0 => |k, w, a| multi::<ROWS4>(Q4_0, k, w, a),
+        Q5_0 => |k, w, a| multi::<ROWS4>(Q5_0, k, w, a),
         _ => return None,
     })
 }
