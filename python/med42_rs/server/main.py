@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="on Ctrl-C/SIGTERM, seconds to let running answers finish before cancelling them (default 10)",
     )  # fmt: skip
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, ending with status 0 after a graceful stop on SIGINT/SIGTERM (uvicorn
+        re-raises the signal once it has shut down, which would end the process by that signal)."""
+
+        stopped_by: list[int] = []  # noqa: RUF012
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    captured = getattr(self, "_captured_signals", None)
+                    if isinstance(captured, list):
+                        self.stopped_by = list(captured)
+                        captured.clear()
+
+    return Server
 
 
 def available_memory() -> int | None:
@@ -173,5 +199,9 @@ def serve(a: argparse.Namespace) -> int:
         f"prompt cache {cache}, API key {'required' if config.api_key else 'not required'})\n"
     )
     sys.stderr.flush()
-    uvicorn.Server(uv).run(sockets=[sock])
+    server = _server_class()(uv)
+    server.run(sockets=[sock])
+    if server.stopped_by:
+        names = ", ".join(signal.Signals(s).name for s in server.stopped_by)
+        sys.stderr.write(f"stopped ({names}): running answers were given --drain-timeout, then cancelled\n")
     return 0
