@@ -27,7 +27,9 @@ from .protocol import GenerationRequest, ids_field, parse_chat, parse_completion
 from .responses import Choices
 from .slots import Event, Job, SlotPool
 
-__all__ = ["ServerConfig", "create_app"]
+__all__ = ["GENERIC_DISCLAIMER", "ServerConfig", "create_app"]
+
+GENERIC_DISCLAIMER = "Answers come from a language model and can be wrong; they are not medical advice."
 
 
 @dataclass
@@ -45,7 +47,8 @@ class ServerConfig:
     """Largest request body in bytes (413 past it)."""
     license: dict[str, Any] | None = None
     """The model's license and how it was accepted (``None``: not gated), for ``/props``."""
-    disclaimer: str = ""
+    disclaimer: str = GENERIC_DISCLAIMER
+    """Shown on the chat page (``med42 serve`` shows the Med42 license summary for Med42 files)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -17,8 +17,6 @@ __all__ = ["add_arguments", "available_memory", "default_parallel", "serve"]
 MAX_DEFAULT_PARALLEL = 4
 """The most slots ``--parallel`` defaults to, when the KV memory would hold more."""
 
-GENERIC_DISCLAIMER = "Answers come from a language model and can be wrong; they are not medical advice."
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``med42 serve`` besides the model ones every command has."""
@@ -153,7 +151,7 @@ def serve(a: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from .app import ServerConfig, create_app
+        from .app import GENERIC_DISCLAIMER, ServerConfig, create_app
     except ImportError as e:
         raise ImportError(
             f"`med42 serve` needs the server extra ({e.name} is missing): pip install 'med42-rs[server]'"
