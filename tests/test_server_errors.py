@@ -108,11 +108,13 @@ def test_context_length_exceeded_before_compute(srv: Running, smol: med42_rs.Mod
         c.completions.create(model="x", prompt="word " * 600, max_tokens=1)
     assert isinstance(e.value.body, dict) and e.value.body["param"] == "prompt"
     assert srv.get("/health")["tokens_generated"] == before
-    # negative control: the same prompt, shortened to fit, is answered
-    r = c.chat.completions.create(
-        model="x", messages=Q, max_tokens=512 - len(smol.chat_ids(Q)), extra_body=GREEDY
-    )
-    assert r.choices[0].finish_reason in ("stop", "length")
+    # the boundary: one token more than the room is refused, exactly the room is answered
+    room = smol.n_ctx - len(smol.chat_ids(Q))
+    with pytest.raises(openai.BadRequestError, match="context length"):
+        c.chat.completions.create(model="x", messages=Q, max_tokens=room + 1)
+    s = c.chat.completions.create(model="x", messages=Q, max_tokens=room, stream=True, extra_body=GREEDY)
+    assert next(iter(s)).choices[0].delta.role == "assistant"
+    s.close()
 
 
 def test_bodies_that_are_not_requests(srv: Running) -> None:
