@@ -330,6 +330,15 @@ class Server:
             },
         }
 
+    async def model_info(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name != self.config.model_id:
+            raise APIError(
+                404, f"the model {name!r} does not exist; this server serves {self.config.model_id!r}",
+                param="model", code="model_not_found",
+            )  # fmt: skip
+        return JSONResponse(self._model_object())
+
     async def tokenize(self, request: Request) -> Response:
         body = await self._json(request)
         content = body.get("content") if isinstance(body, dict) else None
@@ -426,6 +435,7 @@ def create_app(model: Model, config: ServerConfig) -> Starlette:
     for prefix in ("/v1", ""):
         routes += [
             Route(f"{prefix}/models", e(server.models), methods=["GET"]),
+            Route(f"{prefix}/models/{{name:path}}", e(server.model_info), methods=["GET"]),
             Route(f"{prefix}/chat/completions", e(server.chat_completions), methods=["POST"]),
             Route(f"{prefix}/completions", e(server.completions), methods=["POST"]),
         ]

@@ -96,13 +96,20 @@ def available_memory() -> int | None:
     return None
 
 
-def default_parallel(config: dict[str, Any], n_ctx: int) -> int:
-    """Slots whose KV caches (f32, ``n_ctx`` positions each) fit in half the available memory,
-    from 1 to :data:`MAX_DEFAULT_PARALLEL`."""
-    try:
-        per_slot = 2 * int(config["n_layer"]) * int(config["n_head_kv"]) * int(config["head_dim"]) * 4 * n_ctx
-    except (KeyError, TypeError, ValueError):
-        return 1
+def default_parallel(metadata: dict[str, Any], n_ctx: int | None) -> int:
+    """Slots whose KV caches (f32, ``n_ctx`` positions each; default the trained context) fit in
+    half the available memory, from 1 to :data:`MAX_DEFAULT_PARALLEL`; read from the GGUF header,
+    before loading, so that the engine can be loaded for that many sequences."""
+    arch = metadata.get("general.architecture", "llama")
+
+    def key(k: str) -> int:
+        v = metadata.get(f"{arch}.{k}")
+        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+
+    n_head = key("attention.head_count")
+    n_head_kv = key("attention.head_count_kv") or n_head
+    head_dim = key("attention.key_length") or (key("embedding_length") // n_head if n_head else 0)
+    per_slot = 2 * key("block_count") * n_head_kv * head_dim * 4 * (n_ctx or key("context_length"))
     avail = available_memory()
     if avail is None or per_slot <= 0:
         return 1
@@ -132,14 +139,14 @@ def _license_info(paths: list[str], metadata: dict[str, Any], accept_flag: bool)
     }
 
 
-def _load(a: argparse.Namespace, paths: list[str], parallel: int | None) -> Any:
+def _load(a: argparse.Namespace, paths: list[str], parallel: int) -> Any:
     """The model, loaded behind the license gate exactly as ``Model.load`` applies it (a prompt
     only on a terminal; otherwise ``--accept-license``, ``MED42_ACCEPT_LICENSE`` or a stored
     acceptance)."""
     from .. import Model
 
     kw: dict[str, Any] = {}
-    if parallel is not None and "n_parallel" in inspect.signature(Model.load).parameters:
+    if "n_parallel" in inspect.signature(Model.load).parameters:
         kw["n_parallel"] = parallel  # the engine's batching scheduler sizes itself for the slots
     return Model.load(
         paths, n_ctx=a.n_ctx, n_threads=a.threads, accept_license=True if a.accept_license else None, **kw
@@ -165,10 +172,8 @@ def serve(a: argparse.Namespace) -> int:
     if template is not None and template != "med42":
         template = Path(template).read_text(encoding="utf-8")
     metadata, _, _ = _native.read_header(paths)
-    parallel = a.parallel
+    parallel = a.parallel or default_parallel(metadata, a.n_ctx)
     model = _load(a, paths, parallel)
-    if parallel is None:
-        parallel = default_parallel(model.config, model.n_ctx)
     lic = _license_info(paths, metadata, a.accept_license)
     name = a.alias or (
         Path(paths[0]).name.removesuffix(".gguf") if a.model is None or os.path.exists(a.model) else a.model
