@@ -134,6 +134,10 @@ def test_full_queue_answers_429_and_the_waiter_runs_when_a_slot_frees(smol: med4
     want = smol.generate("Aspirin is used to", max_tokens=5, **GREEDY).text
     with serve(smol, parallel=1, max_waiting=1) as s:
         c = s.client()
+        # more choices than slots + queue could ever hold: 400 (a 429 would be retried forever)
+        with pytest.raises(openai.BadRequestError) as e400:
+            c.completions.create(model="x", prompt="hi", max_tokens=2, n=3)
+        assert isinstance(e400.value.body, dict) and e400.value.body["param"] == "n"
         a = c.completions.create(
             model="x", prompt="The history of medicine", max_tokens=LONG, stream=True, extra_body=GREEDY
         )

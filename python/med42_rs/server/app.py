@@ -105,11 +105,13 @@ class EventStream(StreamingResponse):
                 await send({"type": "http.response.body", "body": part, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await _unless_disconnected(receive, pump())
-        aclose = getattr(self.body_iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        try:
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await _unless_disconnected(receive, pump())
+        finally:  # whatever ended it, the generations stop (the body's own cleanup cancels them)
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 class Server:

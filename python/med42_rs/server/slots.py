@@ -27,7 +27,7 @@ from typing import Any
 from ..generation import Stream
 from ..model import Model
 from ..sampling import SamplingParams
-from .errors import queue_full_error
+from .errors import invalid, queue_full_error
 
 __all__ = ["Event", "Job", "Slot", "SlotPool"]
 
@@ -135,6 +135,12 @@ class SlotPool:
     def reserve(self, jobs: Sequence[Job]) -> list[asyncio.Future[Slot]]:
         """A slot (now, or a future one from the queue) for each job, all or none: raises the
         429 error when the free slots plus the free queue places are fewer than the jobs."""
+        if len(jobs) > len(self.slots) + self.max_waiting:  # would never fit: retrying cannot help
+            raise invalid(
+                "n",
+                f"{len(jobs)} choices (n x prompts) are more than this server runs and queues at once "
+                f"({len(self.slots)} slots + {self.max_waiting} waiting); ask for fewer",
+            )
         self._waiting = deque(f for f in self._waiting if not f.done())
         if len(jobs) > len(self._free) + self.max_waiting - len(self._waiting):
             raise queue_full_error(
@@ -189,9 +195,10 @@ class SlotPool:
                 loop.call_soon_threadsafe(out.put_nowait, (job.index, kind, item))
 
         slot.n_prompt_tokens, slot.n_cached_tokens, slot.n_decoded = len(job.ids), 0, 0
-        produced: list[int] = []
+        produced: list[int] | None = None
         try:
             stream = self._start(slot, job)
+            produced = []
             job._attach(stream)
             emit("start", None)
             usage = None
@@ -207,8 +214,8 @@ class SlotPool:
         except BaseException as e:
             emit("error", e)
         finally:
-            if slot.session is not None and job.cache_prompt:
-                slot.cached = [*job.ids, *produced]
+            if slot.session is not None and job.cache_prompt and produced is not None:
+                slot.cached = [*job.ids, *produced]  # what the session holds now (for choosing slots)
             with contextlib.suppress(RuntimeError):  # the loop is closed: the server is exiting
                 loop.call_soon_threadsafe(self._finished, slot, job)
 
