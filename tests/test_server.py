@@ -264,6 +264,30 @@ def test_seed_and_n(srv: Running, smol: med42_rs.Model) -> None:
     assert a.usage is not None and a.usage.prompt_tokens == len(smol.tokenizer.encode("Symptoms of flu"))
 
 
+def test_streamed_choices_interleave_by_index(srv: Running, smol: med42_rs.Model) -> None:
+    kw: dict[str, Any] = {"temperature": 1.0, "max_tokens": 10, "seed": 11}
+    s = srv.client().completions.create(model="x", prompt="Symptoms of flu", n=3, stream=True, **kw)
+    texts = ["", "", ""]
+    finishes = [None, None, None]
+    for ch in s:
+        for c in ch.choices:
+            texts[c.index] += c.text
+            finishes[c.index] = c.finish_reason or finishes[c.index]
+    assert texts == [smol.generate("Symptoms of flu", **{**kw, "seed": 11 + i}).text for i in range(3)]
+    assert all(f is not None for f in finishes)
+
+
+def test_chat_content_parts_and_developer_role(srv: Running, smol: med42_rs.Model) -> None:
+    parts = [{"type": "text", "text": "What is the capital "}, {"type": "text", "text": "of France?"}]
+    msgs: list[Any] = [
+        {"role": "developer", "content": "Answer briefly."},
+        {"role": "user", "content": parts},
+    ]
+    r = srv.client().chat.completions.create(model="x", messages=msgs, max_tokens=12, extra_body=GREEDY)
+    plain = [{"role": "system", "content": "Answer briefly."}, Q[0]]
+    assert r.choices[0].message.content == smol.chat(plain, max_tokens=12, **GREEDY).text
+
+
 def test_tokenize_and_detokenize_match_llama_cpp(srv: Running, vocab: Any) -> None:
     text = "Ibuprofen 400 mg, twice daily <|im_end|> é"
     st, body = srv.post("/tokenize", json.dumps({"content": text}).encode())
