@@ -264,6 +264,15 @@ def test_seed_and_n(srv: Running, smol: med42_rs.Model) -> None:
     assert a.usage is not None and a.usage.prompt_tokens == len(smol.tokenizer.encode("Symptoms of flu"))
 
 
+def test_chat_template_option(smol: med42_rs.Model) -> None:
+    want = smol.chat(Q, template="med42", max_tokens=12, **GREEDY)
+    assert want.text != smol.chat(Q, max_tokens=12, **GREEDY).text  # negative control: the templates differ
+    with serve(smol, parallel=1, template="med42") as s:
+        r = s.client().chat.completions.create(model="x", messages=Q, max_tokens=12, extra_body=GREEDY)
+    assert r.choices[0].message.content == want.text
+    assert r.usage is not None and r.usage.prompt_tokens == len(smol.chat_ids(Q, template="med42"))
+
+
 def test_streamed_choices_interleave_by_index(srv: Running, smol: med42_rs.Model) -> None:
     kw: dict[str, Any] = {"temperature": 1.0, "max_tokens": 10, "seed": 11}
     s = srv.client().completions.create(model="x", prompt="Symptoms of flu", n=3, stream=True, **kw)

@@ -182,7 +182,8 @@ class SlotPool:
     def _start(self, slot: Slot, job: Job) -> Stream:
         target: Any = slot.session if (slot.session is not None and job.cache_prompt) else self.model
         if job.messages is not None:
-            stream: Stream = target.chat(job.messages, job.sampling, template=self.template, stream=True)
+            kw = {"template": self.template} if self.template is not None else {}
+            stream: Stream = target.chat(job.messages, job.sampling, stream=True, **kw)
         else:
             stream = target.generate(job.prompt, job.sampling, stream=True)
         return stream
