@@ -6,10 +6,12 @@ once. A slot's generation runs in a worker thread (the engine computes with the 
 the event loop keeps serving); its chunks cross to the event loop through an ``asyncio.Queue``.
 
 When the engine offers sessions (``Model.session()``, KV prefix reuse), each slot owns one, and a
-choice goes to the free slot whose cached tokens share the longest prefix with its prompt
-(llama.cpp's ``cache_prompt``). Without sessions a slot is a permit, and each choice runs
-``Model.chat``/``Model.generate`` with a fresh KV cache. Either way the generation code is the
-Python API's: templates, stop strings and sampling are not reimplemented here.
+choice goes to the free slot whose previous prompt its prompt extends (the next turn of that
+slot's conversation), else to the least recently used free slot; the session then reuses the
+longest common prefix of its cache (llama.cpp's ``cache_prompt``). Without sessions a slot is a
+permit, and each choice runs ``Model.chat``/``Model.generate`` with a fresh KV cache. Either way
+the generation code is the Python API's: templates, stop strings and sampling are not
+reimplemented here.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Slot:
     session: Any = None
     cached: list[int] = field(default_factory=list)
     """Token ids this slot's session holds (the last prompt and its answer)."""
+    prompt_len: int = 0
+    """How many of ``cached`` are the last prompt."""
     busy: bool = False
     last_used: float = 0.0
     n_prompt_tokens: int = 0
@@ -124,10 +128,18 @@ class SlotPool:
         return sum(1 for s in self.slots if s.busy)
 
     def _take(self, ids: Sequence[int]) -> Slot:
-        """The free slot with the longest cached prefix of ``ids`` (least recently used first)."""
-        best = max(
-            self._free, key=lambda s: (_common_prefix(s.cached, ids) if self.sessions else 0, -s.last_used)
-        )
+        """A free slot for a prompt: with sessions, the one whose previous prompt this prompt
+        extends (a conversation's next turn; the longest such), else the least recently used
+        (empty slots first), so that a new conversation does not evict another's cache for the
+        sake of a shared system prompt (which every slot's session reuses anyway)."""
+        best: Slot | None = None
+        if self.sessions:
+            extends = [
+                s for s in self._free if s.prompt_len and _common_prefix(s.cached, ids) >= s.prompt_len
+            ]
+            best = max(extends, key=lambda s: s.prompt_len, default=None)
+        if best is None:
+            best = min(self._free, key=lambda s: s.last_used)
         self._free.remove(best)
         best.busy = True
         return best
@@ -217,6 +229,7 @@ class SlotPool:
         finally:
             if slot.session is not None and job.cache_prompt and produced is not None:
                 slot.cached = [*job.ids, *produced]  # what the session holds now (for choosing slots)
+                slot.prompt_len = len(job.ids)
             with contextlib.suppress(RuntimeError):  # the loop is closed: the server is exiting
                 loop.call_soon_threadsafe(self._finished, slot, job)
 
