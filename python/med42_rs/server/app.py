@@ -374,15 +374,17 @@ class Server:
 
     async def health(self, request: Request) -> Response:
         pool = self.slots
-        return JSONResponse(
-            {
-                "status": "ok",
-                "slots_idle": len(pool.slots) - pool.n_busy,
-                "slots_processing": pool.n_busy,
-                "requests_waiting": pool.n_waiting,
-                "tokens_generated": pool.tokens_generated,
-            }
-        )
+        body: dict[str, Any] = {
+            "status": "ok",
+            "slots_idle": len(pool.slots) - pool.n_busy,
+            "slots_processing": pool.n_busy,
+            "requests_waiting": pool.n_waiting,
+            "tokens_generated": pool.tokens_generated,
+        }
+        stats = getattr(self.model, "scheduler_stats", None)  # the engine's batching scheduler
+        if isinstance(stats, dict):
+            body["scheduler"] = stats
+        return JSONResponse(body)
 
     async def slot_status(self, request: Request) -> Response:
         return JSONResponse(self.slots.status())

@@ -139,18 +139,20 @@ def _license_info(paths: list[str], metadata: dict[str, Any], accept_flag: bool)
     }
 
 
-def _load(a: argparse.Namespace, paths: list[str], parallel: int) -> Any:
-    """The model, loaded behind the license gate exactly as ``Model.load`` applies it (a prompt
-    only on a terminal; otherwise ``--accept-license``, ``MED42_ACCEPT_LICENSE`` or a stored
-    acceptance)."""
+def _load(a: argparse.Namespace, paths: list[str], metadata: dict[str, Any]) -> tuple[Any, int]:
+    """The model and the number of slots, loaded behind the license gate exactly as
+    ``Model.load`` applies it (a prompt only on a terminal; otherwise ``--accept-license``,
+    ``MED42_ACCEPT_LICENSE`` or a stored acceptance). An engine with a batching scheduler
+    (``n_parallel``) is loaded for the slots, and without ``--parallel`` decides how many fit."""
     from .. import Model
 
-    kw: dict[str, Any] = {}
+    accept = True if a.accept_license else None
     if "n_parallel" in inspect.signature(Model.load).parameters:
-        kw["n_parallel"] = parallel  # the engine's batching scheduler sizes itself for the slots
-    return Model.load(
-        paths, n_ctx=a.n_ctx, n_threads=a.threads, accept_license=True if a.accept_license else None, **kw
-    )
+        kw: dict[str, Any] = {"n_parallel": a.parallel}
+        model = Model.load(paths, n_ctx=a.n_ctx, n_threads=a.threads, accept_license=accept, **kw)
+        return model, int(getattr(model, "n_parallel", None) or a.parallel or 1)
+    parallel = a.parallel or default_parallel(metadata, a.n_ctx)
+    return Model.load(paths, n_ctx=a.n_ctx, n_threads=a.threads, accept_license=accept), parallel
 
 
 def serve(a: argparse.Namespace) -> int:
@@ -172,8 +174,7 @@ def serve(a: argparse.Namespace) -> int:
     if template is not None and template != "med42":
         template = Path(template).read_text(encoding="utf-8")
     metadata, _, _ = _native.read_header(paths)
-    parallel = a.parallel or default_parallel(metadata, a.n_ctx)
-    model = _load(a, paths, parallel)
+    model, parallel = _load(a, paths, metadata)
     lic = _license_info(paths, metadata, a.accept_license)
     name = a.alias or (
         Path(paths[0]).name.removesuffix(".gguf") if a.model is None or os.path.exists(a.model) else a.model

@@ -144,6 +144,12 @@ class SlotPool:
         best.busy = True
         return best
 
+    @staticmethod
+    def _cached(slot: Slot) -> list[int]:
+        """The tokens in the slot's KV cache: the session's own record when it keeps one."""
+        tokens = getattr(slot.session, "tokens", None)
+        return list(tokens) if isinstance(tokens, list) else slot.cached
+
     def reserve(self, jobs: Sequence[Job]) -> list[asyncio.Future[Slot]]:
         """A slot (now, or a future one from the queue) for each job, all or none: raises the
         429 error when the free slots plus the free queue places are fewer than the jobs."""
@@ -296,7 +302,7 @@ class SlotPool:
                 "n_prompt_tokens": s.n_prompt_tokens,
                 "n_cached_tokens": s.n_cached_tokens,
                 "n_decoded": s.n_decoded,
-                "n_ctx_cached": len(s.cached),
+                "n_ctx_cached": len(self._cached(s)),
             }
             for s in self.slots
         ]
