@@ -109,6 +109,19 @@ pub enum Error {
     /// past its step or output limits.
     #[error("chat template: {0}")]
     Template(String),
+
+    /// A saved session state that cannot be restored here (another model, another cache type,
+    /// a damaged or truncated snapshot, a context too small for it).
+    #[error("session state: {0}")]
+    State(String),
+
+    /// More requests are waiting for the engine than its queue holds.
+    #[error(
+        "the engine's queue is full: {max_queue} requests are already waiting for one of the \
+         {n_parallel} parallel sequences; retry later, or load the model with a larger \
+         `max_queue` or `n_parallel`"
+    )]
+    QueueFull { max_queue: usize, n_parallel: usize },
 }
 
 impl Error {

@@ -5,8 +5,11 @@
 
 use std::sync::Arc;
 
+mod state;
+pub use state::fingerprint;
+
 use crate::error::{Error, Result};
-use crate::model::{KvCache, Llama, Logits};
+use crate::model::{BatchItem, BatchScratch, KvCache, Llama, Logits};
 
 /// Prompt tokens run per forward pass during prefill (llama.cpp's default `n_ubatch`).
 pub const DEFAULT_BATCH: usize = 512;
@@ -225,15 +228,20 @@ pub struct Step {
     pub finish: Option<Finish>,
 }
 
-/// A streaming generation: prompt, sampler, its own session, and a stream decoder.
+/// A streaming generation: prompt, sampler, a session (its own, or a caller's whose cached prefix
+/// it reuses), and a stream decoder.
 ///
-/// Each [`Generation::step`] runs the remaining prompt (first call) or one decode forward pass and
-/// samples one token. The sampled token is fed to the model at the start of the following step, so
-/// a cancellation never loses text that was already returned.
+/// It is driven either alone, by [`Generation::step`], or by the scheduler, which runs the
+/// [`Generation::next_input`] of several generations in one batched forward pass
+/// ([`forward_generations`]) and then calls [`Generation::sample_step`] on each. The sampled
+/// token is fed to the model at the start of the following step, so a cancellation never loses
+/// text that was already returned.
 pub struct Generation {
     session: Session,
     sampler: crate::sampling::Sampler,
     prompt: Vec<u32>,
+    /// Prompt tokens whose K/V were already in the session's cache.
+    reused: usize,
     logits: Option<Vec<f32>>,
     pending: Option<u32>,
     history: Vec<u32>,
@@ -251,6 +259,18 @@ pub struct Generation {
     pub decode_secs: f64,
 }
 
+/// Check a prompt and `max_tokens` against a context of `n_ctx` positions.
+fn check_fits(model: &Llama, prompt: &[u32], max_tokens: usize, n_ctx: usize) -> Result<()> {
+    if prompt.is_empty() {
+        return Err(Error::arg("prompt", "the prompt has no tokens"));
+    }
+    let needed = prompt.len().saturating_add(max_tokens);
+    if needed > n_ctx {
+        return Err(Error::ContextOverflow { needed, n_ctx });
+    }
+    model.check_tokens("prompt", prompt)
+}
+
 impl Generation {
     /// Check that the prompt and `params.max_tokens` fit the context, then allocate a KV cache of exactly
     /// that size. `stop_ids` end the generation (the tokenizer's end-of-generation ids are added).
@@ -261,18 +281,31 @@ impl Generation {
         params: crate::sampling::SamplingParams,
         stop_ids: &[u32],
     ) -> Result<Self> {
-        if prompt.is_empty() {
-            return Err(Error::arg("prompt", "the prompt has no tokens"));
-        }
+        check_fits(&model, &prompt, params.max_tokens, model.n_ctx)?;
+        let needed = prompt.len() + params.max_tokens;
+        let mut slot = Some(Session::new(model, Some(needed.max(1)))?);
+        Self::from_session(&mut slot, tokenizer, prompt, params, stop_ids)
+    }
+
+    /// A generation that continues in `slot`'s session: the longest prefix of `prompt` already
+    /// in its cache is reused and only the rest is computed. Everything is checked first; the
+    /// session is taken out of `slot` only when the generation starts (get it back with
+    /// [`Self::into_session`]). Fails when `slot` is empty.
+    pub fn from_session(
+        slot: &mut Option<Session>,
+        tokenizer: Option<Arc<crate::tokenizer::Tokenizer>>,
+        prompt: Vec<u32>,
+        params: crate::sampling::SamplingParams,
+        stop_ids: &[u32],
+    ) -> Result<Self> {
+        let Some(session) = slot.as_ref() else {
+            return Err(Error::arg(
+                "session",
+                "is busy: a generation that uses it is still running; finish or cancel it first",
+            ));
+        };
+        check_fits(session.model(), &prompt, params.max_tokens, session.n_ctx())?;
         let max_tokens = params.max_tokens;
-        let needed = prompt.len().saturating_add(max_tokens);
-        if needed > model.n_ctx {
-            return Err(Error::ContextOverflow {
-                needed,
-                n_ctx: model.n_ctx,
-            });
-        }
-        model.check_tokens("prompt", &prompt)?;
         let sampler = crate::sampling::Sampler::new(params)?;
         let mut stops = stop_ids.to_vec();
         if let Some(t) = &tokenizer {
@@ -280,16 +313,26 @@ impl Generation {
         }
         stops.sort_unstable();
         stops.dedup();
-        let session = Session::new(model, Some(needed.max(1)))?;
         let decoder = tokenizer.map(|t| {
             let d = t.stream(false);
             (t, d)
         });
+        let mut session = slot.take().expect("checked above");
+        // At least the last prompt token is run again, so that its logits exist.
+        let reused = session
+            .tokens
+            .iter()
+            .zip(&prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        session.truncate(reused).expect("a prefix of the cache");
         Ok(Generation {
             session,
             sampler,
             history: prompt.clone(),
             prompt,
+            reused,
             logits: None,
             pending: None,
             generated: 0,
@@ -302,9 +345,24 @@ impl Generation {
         })
     }
 
+    /// The session, with the prompt and the tokens fed so far in its cache.
+    pub fn into_session(self) -> Session {
+        self.session
+    }
+
     /// Prompt tokens.
     pub fn prompt_tokens(&self) -> usize {
         self.prompt.len()
+    }
+
+    /// Prompt tokens whose K/V were reused from the session's cache (not computed).
+    pub fn prompt_tokens_reused(&self) -> usize {
+        self.reused
+    }
+
+    /// Prompt tokens computed so far (at most `prompt_tokens() - prompt_tokens_reused()`).
+    pub fn prompt_tokens_computed(&self) -> usize {
+        self.session.tokens.len().min(self.prompt.len()) - self.reused
     }
 
     /// Tokens generated so far.
@@ -317,33 +375,90 @@ impl Generation {
         self.finished
     }
 
-    /// End the generation now and free its KV cache.
+    /// True while prompt tokens remain to be computed.
+    pub fn in_prompt(&self) -> bool {
+        self.session.tokens.len() < self.prompt.len()
+    }
+
+    /// End the generation now.
     pub fn close(&mut self) {
         self.finished = true;
-        self.session.reset();
         self.logits = None;
     }
 
-    fn finish_text(&mut self) -> String {
-        match &mut self.decoder {
-            Some((t, d)) => d.finish(t),
-            None => String::new(),
+    /// How many tokens the next forward pass runs for this generation, at most `max_prompt` of
+    /// the prompt (the last sampled token otherwise); 0 when it has logits to sample from or is
+    /// finished.
+    pub fn next_input(&self, max_prompt: usize) -> usize {
+        if self.finished {
+            0
+        } else if self.in_prompt() {
+            (self.prompt.len() - self.session.tokens.len()).min(max_prompt.max(1))
+        } else {
+            usize::from(self.pending.is_some())
+        }
+    }
+
+    /// The first `n` tokens of the next input and the session they go to.
+    fn input(&mut self, n: usize) -> (&[u32], &mut Session) {
+        let fed = self.session.tokens.len();
+        let toks = if fed < self.prompt.len() {
+            &self.prompt[fed..fed + n]
+        } else {
+            std::slice::from_ref(self.pending.as_ref().expect("an input to run"))
+        };
+        (toks, &mut self.session)
+    }
+
+    /// Record that `n` tokens of the input ran (the session's cache already holds them), with
+    /// the logits after the last one.
+    fn advanced(&mut self, n: usize, logits: Vec<f32>, secs: f64) {
+        let fed = self.session.tokens.len();
+        if fed < self.prompt.len() {
+            self.session
+                .tokens
+                .extend_from_slice(&self.prompt[fed..fed + n]);
+            self.prompt_secs += secs;
+            if !self.in_prompt() {
+                self.logits = Some(logits);
+            }
+        } else {
+            let tok = self.pending.take().expect("an input that ran");
+            self.session.tokens.push(tok);
+            self.decode_secs += secs;
+            self.logits = Some(logits);
         }
     }
 
     /// Produce the next token; `None` once finished. `cancelled` is polled before every layer.
     pub fn step(&mut self, cancelled: &mut dyn FnMut() -> bool) -> Result<Option<Step>> {
+        loop {
+            let n = self.next_input(self.session.batch);
+            if n == 0 {
+                break;
+            }
+            let t0 = std::time::Instant::now();
+            let (toks, session) = self.input(n);
+            // on an error or cancellation the cache is as before: nothing to undo
+            let logits = session.model.forward_cancellable(
+                toks,
+                &mut session.cache,
+                Logits::Last,
+                cancelled,
+            )?;
+            self.advanced(n, logits, t0.elapsed().as_secs_f64());
+        }
+        self.sample_step()
+    }
+
+    /// Sample the next token from the current logits (after the prompt or the last token ran);
+    /// `None` once finished.
+    pub fn sample_step(&mut self) -> Result<Option<Step>> {
         if self.finished {
             return Ok(None);
         }
-        if self.logits.is_none() {
-            let t0 = std::time::Instant::now();
-            let r = self.session.prefill(&self.prompt, cancelled);
-            self.prompt_secs += t0.elapsed().as_secs_f64();
-            self.logits = Some(r?);
-        }
         // Only reached with max_tokens == 0 (after the max-th token the step below ends with
-        // Length itself); before feeding `pending`, so no forward pass runs for nothing.
+        // Length itself).
         if self.generated >= self.max_tokens {
             self.finished = true;
             let text = self.finish_text();
@@ -353,16 +468,14 @@ impl Generation {
                 finish: Some(Finish::Length),
             }));
         }
-        if let Some(tok) = self.pending {
-            let t0 = std::time::Instant::now();
-            let r = self.session.append(&[tok], Logits::Last, cancelled);
-            self.decode_secs += t0.elapsed().as_secs_f64();
-            self.logits = Some(r?);
-            self.pending = None;
-        }
         let t0 = std::time::Instant::now();
-        let logits = self.logits.as_mut().expect("logits after prefill");
+        let Some(logits) = self.logits.as_mut() else {
+            return Err(Error::Internal(
+                "sampling before the logits were computed".into(),
+            ));
+        };
         let next = self.sampler.sample(logits, &self.history);
+        self.logits = None;
         self.decode_secs += t0.elapsed().as_secs_f64();
         self.history.push(next);
         self.generated += 1;
@@ -393,6 +506,47 @@ impl Generation {
             finish,
         }))
     }
+
+    fn finish_text(&mut self) -> String {
+        match &mut self.decoder {
+            Some((t, d)) => d.finish(t),
+            None => String::new(),
+        }
+    }
+}
+
+/// One batched forward pass for several generations over the same model: generation `i` runs
+/// the first `counts[i]` tokens of its next input (see [`Generation::next_input`]). Afterwards
+/// each whose prompt is complete, or that ran its last sampled token, has logits to sample
+/// from. On an error or cancellation nothing changed.
+pub fn forward_generations(
+    model: &Llama,
+    gens: &mut [&mut Generation],
+    counts: &[usize],
+    scratch: &mut BatchScratch,
+    cancelled: &mut dyn FnMut() -> bool,
+) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let out = {
+        let mut items: Vec<BatchItem<'_>> = gens
+            .iter_mut()
+            .zip(counts)
+            .map(|(g, &n)| {
+                let (tokens, session) = g.input(n);
+                BatchItem {
+                    tokens,
+                    cache: &mut session.cache,
+                    which: Logits::Last,
+                }
+            })
+            .collect();
+        model.forward_batch(&mut items, scratch, cancelled)?
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    for ((g, &n), logits) in gens.iter_mut().zip(counts).zip(out) {
+        g.advanced(n, logits, secs);
+    }
+    Ok(())
 }
 
 /// Log-probability of `continuation` after `context` and whether every continuation token is the

@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod memory;
 pub mod model;
 pub mod sampling;
+pub mod scheduler;
 pub mod tokenizer;
 pub mod weights;
 
@@ -22,4 +23,4 @@ mod python;
 
 pub use error::{Error, Result};
 pub use gguf::{GgmlType, GgufFile, LlamaConfig};
-pub use model::{Backend, KvCache, Llama, LoadOptions, Logits};
+pub use model::{Backend, BatchItem, BatchScratch, KvCache, Llama, LoadOptions, Logits};

@@ -37,6 +37,12 @@ impl Estimate {
         }
     }
 
+    /// The same with KV caches for `n` sequences decoded in parallel.
+    pub fn with_sequences(mut self, n: usize) -> Self {
+        self.kv_cache = self.kv_cache.saturating_mul(n as u64);
+        self
+    }
+
     /// Total bytes.
     pub fn total(&self) -> u64 {
         self.weights + self.kv_cache + self.scratch

@@ -28,8 +28,10 @@ from .errors import (
     ModelFileError,
     ModelFileNotFoundError,
     NotGGUFError,
+    QueueFullError,
     RemoteFileNotFoundError,
     RepositoryNotFoundError,
+    SessionStateError,
     SplitFilesError,
     TokenizerError,
     TruncatedFileError,
@@ -38,6 +40,7 @@ from .errors import (
 from .generation import Chunk, Completion, Stream, Usage
 from .model import Model
 from .sampling import SamplingParams
+from .session import Chat, Session
 from .tokenizer import StreamDecoder, Tokenizer
 
 __version__: str = _native.build_info()["version"]
@@ -45,6 +48,7 @@ __version__: str = _native.build_info()["version"]
 __all__ = [
     "AccessDeniedError",
     "AuthenticationRequiredError",
+    "Chat",
     "ChatTemplateError",
     "Chunk",
     "Completion",
@@ -64,9 +68,12 @@ __all__ = [
     "ModelFileError",
     "ModelFileNotFoundError",
     "NotGGUFError",
+    "QueueFullError",
     "RemoteFileNotFoundError",
     "RepositoryNotFoundError",
     "SamplingParams",
+    "Session",
+    "SessionStateError",
     "SplitFilesError",
     "Stream",
     "StreamDecoder",

@@ -26,8 +26,10 @@ __all__ = [
     "ModelFileError",
     "ModelFileNotFoundError",
     "NotGGUFError",
+    "QueueFullError",
     "RemoteFileNotFoundError",
     "RepositoryNotFoundError",
+    "SessionStateError",
     "SplitFilesError",
     "TokenizerError",
     "TruncatedFileError",
@@ -138,3 +140,13 @@ class InternalError(Med42Error, RuntimeError):
 class ChatTemplateError(Med42Error, ValueError):
     """A chat template that does not compile, refuses the messages (its ``raise_exception``), or
     runs past its step or output limits. Pass ``template="med42"`` or another template."""
+
+
+class SessionStateError(Med42Error, ValueError):
+    """A saved session state that cannot be restored into this session: made with another model or
+    KV cache type, damaged or truncated, or longer than the session's context."""
+
+
+class QueueFullError(Med42Error, RuntimeError):
+    """More requests are waiting for the engine than its queue holds (``max_queue`` of
+    :meth:`Model.load`); retry later. A server answers it with 429 or 503."""

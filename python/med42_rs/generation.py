@@ -22,6 +22,13 @@ class Usage:
     completion_tokens: int
     prompt_seconds: float
     decode_seconds: float
+    prompt_tokens_cached: int = 0
+    """Prompt tokens whose KV cache was reused from a :class:`~med42_rs.Session` (not computed)."""
+
+    @property
+    def prompt_tokens_computed(self) -> int:
+        """Prompt tokens the engine computed for this answer."""
+        return self.prompt_tokens - self.prompt_tokens_cached
 
     @property
     def prompt_tokens_per_second(self) -> float:
@@ -123,8 +130,8 @@ class Stream(Iterator[Chunk]):
     @property
     def usage(self) -> Usage:
         """Token counts and timings so far."""
-        p, c, ps, ds = self._gen.usage
-        return Usage(p, c, ps, ds)
+        p, c, ps, ds, cached = self._gen.usage
+        return Usage(p, c, ps, ds, cached)
 
     def __del__(self) -> None:
         gen = getattr(self, "_gen", None)

@@ -19,6 +19,8 @@ from .tokenizer import PathLike, Tokenizer, _paths
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from .session import Chat, Session
+
 __all__ = ["Model"]
 
 
@@ -46,6 +48,8 @@ class Model:
         backend: str | None = None,
         accept_license: bool | None = None,
         check_memory: bool = True,
+        n_parallel: int | None = None,
+        max_queue: int | None = None,
     ) -> Model:
         """Map and validate a GGUF model and load it.
 
@@ -65,11 +69,18 @@ class Model:
         one KV cache of ``n_ctx`` positions and scratch need more memory than is available
         (``MemAvailable``, or the container's cgroup limit; ``MED42_MEMORY_AVAILABLE`` overrides it
         in bytes); the message says what to do. ``check_memory=False`` skips the check.
+
+        Generations from any number of threads are decoded together by the model's scheduler, one
+        pass over the weights for all of them: ``n_parallel`` sequences at most (each with a KV
+        cache of up to ``n_ctx`` positions, all counted by the memory check; default: as many as
+        fit, at most 4), with up to ``max_queue`` more requests waiting (default 64; beyond it
+        :class:`~med42_rs.QueueFullError` is raised at once).
         """
         paths = cls._license_gate(path, accept_license)
         return cls._load_accepted(
-            paths, device=device, n_ctx=n_ctx, n_threads=n_threads, backend=backend, check_memory=check_memory
-        )
+            paths, device=device, n_ctx=n_ctx, n_threads=n_threads, backend=backend,
+            check_memory=check_memory, n_parallel=n_parallel, max_queue=max_queue,
+        )  # fmt: skip
 
     @staticmethod
     def _license_gate(path: PathLike | Sequence[PathLike], accept_license: bool | None) -> list[str]:
@@ -92,9 +103,15 @@ class Model:
         n_threads: int | None = None,
         backend: str | None = None,
         check_memory: bool = True,
+        n_parallel: int | None = None,
+        max_queue: int | None = None,
     ) -> Model:
         """:meth:`load` after :meth:`_license_gate` passed for ``paths``."""
-        return cls(_native.NativeModel.load(paths, device, n_ctx, n_threads, backend, check_memory))
+        return cls(
+            _native.NativeModel.load(
+                paths, device, n_ctx, n_threads, backend, check_memory, n_parallel, max_queue
+            )
+        )
 
     @classmethod
     def from_pretrained(
@@ -170,6 +187,35 @@ class Model:
         return self._native.tensors
 
     @property
+    def n_parallel(self) -> int:
+        """Sequences the scheduler decodes in one pass at most."""
+        return self._native.n_parallel
+
+    @property
+    def scheduler_stats(self) -> dict[str, int]:
+        """The scheduler's counters: ``passes`` (forward passes run), ``sequences`` (summed over
+        passes), ``max_batch`` (most sequences in one pass), ``abandoned`` (passes interrupted by
+        a cancel or Ctrl-C), ``tokens`` (prompt tokens computed and generated tokens fed, over
+        completed passes), ``queued`` and ``active`` (now)."""
+        return self._native.scheduler_stats
+
+    def session(self, n_ctx: int | None = None) -> Session:
+        """A :class:`~med42_rs.Session`: a KV cache that keeps its tokens between generations,
+        so a prompt that starts like the previous one only computes what is new."""
+        from .session import Session
+
+        return Session(self, self._native.session(n_ctx))
+
+    def start_chat(
+        self, *, system: str | None = None, template: str | None = None, n_ctx: int | None = None
+    ) -> Chat:
+        """A :class:`~med42_rs.Chat`: a conversation whose every turn reuses the KV cache of the
+        turns before it."""
+        from .session import Chat
+
+        return Chat(self.session(n_ctx), system=system, template=template)
+
+    @property
     def weights_mapped(self) -> bool:
         """True when every weight matrix is used in place from the file mapping."""
         return self._native.weights_mapped
@@ -239,17 +285,36 @@ class Model:
         :class:`~med42_rs.ContextLengthExceededError` before anything runs.
         """
         params = resolve(sampling, kw)
+        ids = self._prompt_ids(prompt, special)
+        chunks = Stream(self._native.generate(ids, params, []), params.stop)
+        return chunks if stream else collect(chunks)
+
+    def _prompt_ids(self, prompt: str | Sequence[int], special: bool) -> Sequence[int]:
         if isinstance(prompt, str):
-            ids: Sequence[int] = self.tokenizer.encode(prompt, special=special)
-        elif prompt is None or isinstance(prompt, (bytes, bytearray)):
+            return self.tokenizer.encode(prompt, special=special)
+        if prompt is None or isinstance(prompt, (bytes, bytearray)):
             raise InvalidParameterError(
                 "invalid value for `prompt`: expected a str or a list of token ids, "
                 f"got {type(prompt).__name__}"
             )
-        else:
-            ids = prompt
-        chunks = Stream(self._native.generate(ids, params, []), params.stop)
-        return chunks if stream else collect(chunks)
+        return prompt
+
+    def _chat_request(
+        self,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        system: str | None,
+        template: str | None,
+        truncate: bool,
+    ) -> tuple[list[int], SamplingParams]:
+        """The prompt ids of a chat turn and its sampling (with the Med42 role-marker stops)."""
+        if truncate:
+            messages = self.fit_messages(messages, params.max_tokens, system=system, template=template)
+        ids = self.chat_ids(messages, system=system, template=template)
+        if self._template(template) == "med42":
+            stops = params.stop
+            params = params.replace(stop=stops + [s for s in MED42_STOPS if s not in stops])
+        return ids, params
 
     def chat_prompt(
         self, messages: Sequence[Message], *, system: str | None = None, template: str | None = None
@@ -352,13 +417,7 @@ class Model:
         dropped instead (a user message with the answers that follow it), never the system prompt
         and never the last user message. See :meth:`fit_messages`.
         """
-        params = resolve(sampling, kw)
-        if truncate:
-            messages = self.fit_messages(messages, params.max_tokens, system=system, template=template)
-        ids = self.chat_ids(messages, system=system, template=template)
-        if self._template(template) == "med42":
-            stops = params.stop
-            params = params.replace(stop=stops + [s for s in MED42_STOPS if s not in stops])
+        ids, params = self._chat_request(messages, resolve(sampling, kw), system, template, truncate)
         return self.generate(ids, params, stream=stream)  # type: ignore[call-overload, no-any-return]
 
     def fit_messages(

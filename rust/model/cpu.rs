@@ -39,8 +39,9 @@ impl ActCache {
     }
 }
 
+/// Activation buffers of one forward pass; they grow to the largest batch seen.
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     x: Vec<f32>,      // (T, E) residual stream
     xb: Vec<f32>,     // (T, E) normed input / projection output
     q: Vec<f32>,      // (T, H*D)
@@ -49,6 +50,7 @@ struct Scratch {
     att: Vec<f32>,    // (T, H*D) attention output
     hb: Vec<f32>,     // (T, n_ff) gate, then silu(gate) * up
     hb2: Vec<f32>,    // (T, n_ff) up
+    xq: Vec<f32>,     // (R, E) the normed rows whose queries the last block computes
     scores: Vec<f32>, // (H, L) softmax rows, one per head
     acts: ActCache,
 }
@@ -59,22 +61,84 @@ fn grow(v: &mut Vec<f32>, n: usize) {
     }
 }
 
-/// KV cache and scratch of one sequence on the CPU path.
-pub(crate) struct NativeCache {
+/// The K/V of one sequence on the CPU path.
+pub(crate) struct NativeKv {
     n_ctx: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    s: Scratch,
+    pub(crate) k: Vec<Vec<f32>>,
+    pub(crate) v: Vec<Vec<f32>>,
+}
+
+impl NativeKv {
+    pub fn new(cfg: &LlamaConfig, n_ctx: usize) -> Self {
+        let per_layer = cfg.n_head_kv * n_ctx * cfg.head_dim;
+        // vec![0.0; n] is a zeroed allocation: pages are committed only when written.
+        NativeKv {
+            n_ctx,
+            k: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
+            v: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
+        }
+    }
+}
+
+impl NativeKv {
+    /// Bytes [`Self::write_state`] writes for `n` positions.
+    pub fn state_bytes(&self, cfg: &LlamaConfig, n: usize) -> usize {
+        2 * cfg.n_layer * cfg.n_head_kv * n * cfg.head_dim * 4
+    }
+
+    /// Append the K and V of positions `0..n` of every layer to `out`, little-endian f32: per
+    /// layer, K as `[G][n][D]`, then V as `[G][D][n]`.
+    pub fn write_state(&self, cfg: &LlamaConfig, n: usize, out: &mut Vec<u8>) {
+        let (g_n, d, n_ctx) = (cfg.n_head_kv, cfg.head_dim, self.n_ctx);
+        out.reserve(self.state_bytes(cfg, n));
+        for (kc, vt) in self.k.iter().zip(&self.v) {
+            for g in 0..g_n {
+                for x in &kc[g * n_ctx * d..(g * n_ctx + n) * d] {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            for row in 0..g_n * d {
+                for x in &vt[row * n_ctx..row * n_ctx + n] {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// Read what [`Self::write_state`] wrote for `n` positions (`data` holds exactly
+    /// [`Self::state_bytes`]; `n <= n_ctx`).
+    pub fn read_state(&mut self, cfg: &LlamaConfig, n: usize, data: &[u8]) {
+        let (g_n, d, n_ctx) = (cfg.n_head_kv, cfg.head_dim, self.n_ctx);
+        assert!(n <= n_ctx && data.len() == self.state_bytes(cfg, n));
+        let mut vals = data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        for (kc, vt) in self.k.iter_mut().zip(self.v.iter_mut()) {
+            for g in 0..g_n {
+                for x in &mut kc[g * n_ctx * d..(g * n_ctx + n) * d] {
+                    *x = vals.next().expect("length checked");
+                }
+            }
+            for row in 0..g_n * d {
+                for x in &mut vt[row * n_ctx..row * n_ctx + n] {
+                    *x = vals.next().expect("length checked");
+                }
+            }
+        }
+    }
+}
+
+/// KV cache and scratch of one sequence on the CPU path (a batch of several sequences brings its
+/// own [`Scratch`]).
+pub(crate) struct NativeCache {
+    pub(crate) kv: NativeKv,
+    pub(crate) s: Scratch,
 }
 
 impl NativeCache {
     pub fn new(cfg: &LlamaConfig, n_ctx: usize) -> Self {
-        let per_layer = cfg.n_head_kv * n_ctx * cfg.head_dim;
-        // vec![0.0; n] is a zeroed allocation: pages are committed only when written.
         NativeCache {
-            n_ctx,
-            k: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
-            v: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
+            kv: NativeKv::new(cfg, n_ctx),
             s: Scratch::default(),
         }
     }
@@ -180,6 +244,14 @@ fn attention(
     });
 }
 
+/// One sequence of a batched forward pass: `tokens` at positions `pos..pos+T` over its own K/V.
+pub(crate) struct SeqIn<'a> {
+    pub tokens: &'a [u32],
+    pub pos: usize,
+    pub kv: &'a mut NativeKv,
+    pub which: Logits,
+}
+
 /// Run `tokens` at positions `pos..pos+T` and return logits (`Last`: 1 row, `All`: T rows).
 pub(crate) fn forward(
     m: &Llama,
@@ -189,43 +261,90 @@ pub(crate) fn forward(
     which: Logits,
     cancelled: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<f32>> {
+    let NativeCache { kv, s } = c;
+    let mut seqs = [SeqIn {
+        tokens,
+        pos,
+        kv,
+        which,
+    }];
+    let mut out = forward_multi(m, &mut seqs, s, cancelled)?;
+    Ok(out.pop().expect("one sequence in, one out"))
+}
+
+/// One forward pass over several sequences: every weight matrix is read once for the rows of all
+/// of them (`T` = the sum of their new tokens), attention runs per sequence over its own cache.
+/// Returns each sequence's logits (`Last`: 1 row, `All`: its T rows).
+///
+/// Every kernel gives a row the same result whatever the other rows of the batch
+/// (kernels::tests), so each sequence's logits are those it gets alone, bit for bit.
+pub(crate) fn forward_multi(
+    m: &Llama,
+    seqs: &mut [SeqIn<'_>],
+    s: &mut Scratch,
+    cancelled: &mut dyn FnMut() -> bool,
+) -> Result<Vec<Vec<f32>>> {
     let cfg = &m.config;
     let nt = m.n_threads;
-    let t = tokens.len();
     let (e, d) = (cfg.n_embd, cfg.head_dim);
     let (qd, kvd) = (cfg.n_head * d, cfg.n_head_kv * d);
-    let l = pos + t;
-    let n_ctx = c.n_ctx;
-    let s = &mut c.s;
-    for (buf, n) in [
+    let n = seqs.len();
+    // off[i]: sequence i's first row in the batch; rows off[i]..off[i+1] are its new tokens.
+    let mut off = Vec::with_capacity(n + 1);
+    off.push(0usize);
+    for sq in seqs.iter() {
+        off.push(off[off.len() - 1] + sq.tokens.len());
+    }
+    let t = off[n];
+    // keep[i]: (first row within sequence i, rows) whose logits are wanted; their queries are the
+    // only ones the last block computes (after its K/V projections, which the cache needs for
+    // every row). qoff[i]: where those rows sit once the last block has compacted them.
+    let keep: Vec<(usize, usize)> = seqs
+        .iter()
+        .map(|sq| match sq.which {
+            Logits::Last => (sq.tokens.len() - 1, 1),
+            Logits::All => (0, sq.tokens.len()),
+        })
+        .collect();
+    let mut qoff = Vec::with_capacity(n + 1);
+    qoff.push(0usize);
+    for k in &keep {
+        qoff.push(qoff[qoff.len() - 1] + k.1);
+    }
+    let r = qoff[n];
+    let l_max = seqs
+        .iter()
+        .map(|sq| sq.pos + sq.tokens.len())
+        .max()
+        .unwrap_or(0);
+    for (buf, len) in [
         (&mut s.x, t * e),
         (&mut s.xb, t * e),
+        (&mut s.xq, r * e),
         (&mut s.q, t * qd),
         (&mut s.k, t * kvd),
         (&mut s.v, t * kvd),
         (&mut s.att, t * qd),
         (&mut s.hb, t * cfg.n_ff),
         (&mut s.hb2, t * cfg.n_ff),
-        (&mut s.scores, cfg.n_head * l),
+        (&mut s.scores, cfg.n_head * l_max),
     ] {
-        grow(buf, n);
+        grow(buf, len);
     }
 
-    m.tok_embd.gather_rows(tokens, &mut s.x[..t * e])?; // (T, E)
+    for (i, sq) in seqs.iter().enumerate() {
+        m.tok_embd
+            .gather_rows(sq.tokens, &mut s.x[off[i] * e..off[i + 1] * e])?; // (T_i, E)
+    }
 
-    // Only the last position's logits wanted: after the last block's K/V projections (which the
-    // cache needs for every position), that block runs for the last position alone. Every kernel
-    // gives a row the same result whatever the batch (kernels::tests), so the logits are those of
-    // the full computation, bit for bit.
-    let last_only = which == Logits::Last && t > 1;
     let n_blocks = m.blocks.len();
     for (li, b) in m.blocks.iter().enumerate() {
         if cancelled() {
             return Err(crate::Error::Cancelled);
         }
-        let narrow = last_only && li + 1 == n_blocks;
-        // the rows and first position of this block's queries, attention and feed-forward
-        let (tq, pq) = if narrow { (1, pos + t - 1) } else { (t, pos) };
+        let narrow = li + 1 == n_blocks && r < t;
+        // rows of this block's queries, attention and feed-forward, and where each sequence's start
+        let (tq, qrow) = if narrow { (r, &qoff) } else { (t, &off) };
         rms_norm(
             &s.x[..t * e],
             &b.attn_norm.host,
@@ -236,59 +355,71 @@ pub(crate) fn forward(
         if narrow {
             project(&b.wk, &s.xb, t, &mut s.acts, &mut s.k, nt); // (T, G*D)
             project(&b.wv, &s.xb, t, &mut s.acts, &mut s.v, nt); // (T, G*D)
+            for i in 0..n {
+                let (first, rows) = (off[i] + keep[i].0, keep[i].1);
+                s.xq[qoff[i] * e..qoff[i + 1] * e]
+                    .copy_from_slice(&s.xb[first * e..(first + rows) * e]);
+                // the residual stream of the kept rows, compacted in order (qoff[i] <= first)
+                s.x.copy_within(first * e..(first + rows) * e, qoff[i] * e);
+            }
             s.acts.invalidate();
-            let last = &s.xb[(t - 1) * e..t * e];
-            project(&b.wq, last, 1, &mut s.acts, &mut s.q, nt); // (1, H*D)
-            s.x.copy_within((t - 1) * e..t * e, 0); // the residual stream of the last position
+            project(&b.wq, &s.xq, r, &mut s.acts, &mut s.q, nt); // (R, H*D)
         } else {
             project(&b.wq, &s.xb, t, &mut s.acts, &mut s.q, nt); // (T, H*D)
             project(&b.wk, &s.xb, t, &mut s.acts, &mut s.k, nt); // (T, G*D)
             project(&b.wv, &s.xb, t, &mut s.acts, &mut s.v, nt); // (T, G*D)
         }
-        rope(
-            &mut s.q,
-            tq,
-            cfg.n_head,
-            d,
-            cfg.n_rot,
-            pq,
-            &m.rope_cos,
-            &m.rope_sin,
-        );
-        rope(
-            &mut s.k,
-            t,
-            cfg.n_head_kv,
-            d,
-            cfg.n_rot,
-            pos,
-            &m.rope_cos,
-            &m.rope_sin,
-        );
 
-        let (kc, vt) = (&mut c.k[li], &mut c.v[li]);
-        for ti in 0..t {
-            let p = pos + ti;
-            for g in 0..cfg.n_head_kv {
-                let src = &s.k[ti * kvd + g * d..ti * kvd + (g + 1) * d];
-                kc[(g * n_ctx + p) * d..(g * n_ctx + p + 1) * d].copy_from_slice(src);
-                for di in 0..d {
-                    vt[(g * d + di) * n_ctx + p] = s.v[ti * kvd + g * d + di];
+        for (i, sq) in seqs.iter_mut().enumerate() {
+            let ti = sq.tokens.len();
+            let (q0, tqi) = if narrow { keep[i] } else { (0, ti) };
+            rope(
+                &mut s.q[qrow[i] * qd..],
+                tqi,
+                cfg.n_head,
+                d,
+                cfg.n_rot,
+                sq.pos + q0,
+                &m.rope_cos,
+                &m.rope_sin,
+            );
+            let k_rows = &mut s.k[off[i] * kvd..off[i + 1] * kvd]; // (T_i, G*D)
+            rope(
+                k_rows,
+                ti,
+                cfg.n_head_kv,
+                d,
+                cfg.n_rot,
+                sq.pos,
+                &m.rope_cos,
+                &m.rope_sin,
+            );
+            let v_rows = &s.v[off[i] * kvd..off[i + 1] * kvd]; // (T_i, G*D)
+            let n_ctx = sq.kv.n_ctx;
+            let (kc, vt) = (&mut sq.kv.k[li], &mut sq.kv.v[li]);
+            for r_i in 0..ti {
+                let p = sq.pos + r_i;
+                for g in 0..cfg.n_head_kv {
+                    let src = &k_rows[r_i * kvd + g * d..r_i * kvd + (g + 1) * d];
+                    kc[(g * n_ctx + p) * d..(g * n_ctx + p + 1) * d].copy_from_slice(src);
+                    for di in 0..d {
+                        vt[(g * d + di) * n_ctx + p] = v_rows[r_i * kvd + g * d + di];
+                    }
                 }
             }
+            attention(
+                cfg,
+                &s.q[qrow[i] * qd..],
+                kc,
+                vt,
+                n_ctx,
+                sq.pos + q0,
+                tqi,
+                &mut s.scores,
+                &mut s.att[qrow[i] * qd..],
+                nt,
+            ); // (Tq_i, H*D)
         }
-        attention(
-            cfg,
-            &s.q,
-            kc,
-            vt,
-            n_ctx,
-            pq,
-            tq,
-            &mut s.scores,
-            &mut s.att,
-            nt,
-        ); // (Tq, H*D)
 
         s.acts.invalidate();
         project(&b.wo, &s.att, tq, &mut s.acts, &mut s.xb, nt); // (Tq, E)
@@ -318,20 +449,21 @@ pub(crate) fn forward(
         }
     }
 
-    let (first, rows) = match which {
-        Logits::Last if last_only => (0, 1), // the last block left that row first
-        Logits::Last => (t - 1, 1),
-        Logits::All => (0, t),
-    };
-    let xs = &s.x[first * e..(first + rows) * e]; // (rows, E)
+    // After the last block the kept rows are x[..R] (compacted, or all rows when R == T).
     rms_norm(
-        xs,
+        &s.x[..r * e],
         &m.output_norm.host,
         cfg.rms_norm_eps,
-        &mut s.xb[..rows * e],
-    );
-    let mut logits = vec![0f32; rows * cfg.n_vocab]; // (rows, n_vocab)
+        &mut s.xb[..r * e],
+    ); // (R, E)
+    let nv = cfg.n_vocab;
+    let mut logits = vec![0f32; r * nv]; // (R, n_vocab)
     s.acts.invalidate();
-    project(&m.output, &s.xb, rows, &mut s.acts, &mut logits, nt);
-    Ok(logits)
+    project(&m.output, &s.xb, r, &mut s.acts, &mut logits, nt);
+    if n == 1 {
+        return Ok(vec![logits]);
+    }
+    Ok((0..n)
+        .map(|i| logits[qoff[i] * nv..qoff[i + 1] * nv].to_vec())
+        .collect())
 }

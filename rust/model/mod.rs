@@ -52,6 +52,9 @@ pub struct LoadOptions {
     /// Refuse to load when weights + KV cache + scratch exceed the memory available (see
     /// [`crate::memory`]); default on.
     pub check_memory: bool,
+    /// Sequences decoded in parallel, each with a KV cache of up to `n_ctx` positions (checked
+    /// against memory with the rest). Default: as many as fit, at most 4.
+    pub n_parallel: Option<usize>,
 }
 
 impl Default for LoadOptions {
@@ -62,6 +65,7 @@ impl Default for LoadOptions {
             n_threads: None,
             backend: None,
             check_memory: true,
+            n_parallel: None,
         }
     }
 }
@@ -144,6 +148,8 @@ pub struct Llama {
     pub n_ctx: usize,
     /// Threads the CPU forward pass uses.
     pub n_threads: usize,
+    /// Sequences the scheduler decodes in parallel (their KV caches were counted at load).
+    pub n_parallel: usize,
     pub file: Arc<GgufFile>,
     pub(crate) tok_embd: Arc<QWeight>,
     pub(crate) output: Arc<QWeight>,
@@ -186,6 +192,60 @@ impl KvCache {
     /// Forget everything (the memory stays allocated for reuse).
     pub fn reset(&mut self) {
         self.len = 0;
+    }
+
+    /// The type the cache stores K and V in.
+    pub fn kv_type(&self) -> &'static str {
+        "f32"
+    }
+
+    /// Bytes of [`Self::write_state`] for the cached positions.
+    pub fn state_bytes(&self, cfg: &LlamaConfig) -> usize {
+        match &self.store {
+            KvStore::Native(c) => c.kv.state_bytes(cfg, self.len),
+            KvStore::Candle(_) => 0,
+        }
+    }
+
+    /// Append the K/V of the cached positions to `out` (CPU backend).
+    pub fn write_state(&self, cfg: &LlamaConfig, out: &mut Vec<u8>) -> Result<()> {
+        match &self.store {
+            KvStore::Native(c) => {
+                c.kv.write_state(cfg, self.len, out);
+                Ok(())
+            }
+            KvStore::Candle(_) => Err(Error::State(
+                "saving a session's state needs the native CPU backend".into(),
+            )),
+        }
+    }
+
+    /// Replace the cache by `n` positions read from `data` (exactly the bytes
+    /// [`Self::write_state`] wrote for them).
+    pub fn read_state(&mut self, cfg: &LlamaConfig, n: usize, data: &[u8]) -> Result<()> {
+        if n > self.n_ctx {
+            return Err(Error::State(format!(
+                "it holds {n} positions, more than this session's context of {}; use a session with n_ctx >= {n}",
+                self.n_ctx
+            )));
+        }
+        match &mut self.store {
+            KvStore::Native(c) => {
+                if data.len() != c.kv.state_bytes(cfg, n) {
+                    return Err(Error::State(format!(
+                        "its K/V data has {} bytes, {n} positions need {}",
+                        data.len(),
+                        c.kv.state_bytes(cfg, n)
+                    )));
+                }
+                c.kv.read_state(cfg, n, data);
+                self.len = n;
+                Ok(())
+            }
+            KvStore::Candle(_) => Err(Error::State(
+                "restoring a session's state needs the native CPU backend".into(),
+            )),
+        }
     }
 
     /// Keep the first `n` positions (rewind for prompt reuse).
@@ -313,9 +373,42 @@ impl Llama {
                 format!("belongs to a block beyond `block_count` = {}", cfg.n_layer),
             ));
         }
-        if opts.check_memory && device.is_cpu() {
-            crate::memory::check(&crate::memory::Estimate::new(&file, &cfg, n_ctx), n_ctx)?;
-        }
+        let est = crate::memory::Estimate::new(&file, &cfg, n_ctx);
+        let check = opts.check_memory && device.is_cpu();
+        let n_parallel = match opts.n_parallel {
+            Some(0) => return Err(Error::arg("n_parallel", "must be at least 1")),
+            Some(n) if n > 256 => {
+                return Err(Error::arg("n_parallel", format!("{n} is more than 256")))
+            }
+            Some(n) => {
+                if check {
+                    crate::memory::check(&est.with_sequences(n), n_ctx).map_err(|e| match e {
+                        Error::InsufficientMemory {
+                            needed_gib,
+                            available_gib,
+                            detail,
+                        } => Error::InsufficientMemory {
+                            needed_gib,
+                            available_gib,
+                            detail: format!(
+                                "{detail}, for each of n_parallel = {n} sequences; \
+                                         lower n_parallel or n_ctx"
+                            ),
+                        },
+                        e => e,
+                    })?;
+                }
+                n
+            }
+            None if check => {
+                crate::memory::check(&est, n_ctx)?;
+                (1..=4)
+                    .rev()
+                    .find(|&n| crate::memory::check(&est.with_sequences(n), n_ctx).is_ok())
+                    .unwrap_or(1)
+            }
+            None => 4,
+        };
 
         let w = |name: &str, n_in: usize, n_out: usize| -> Result<Arc<QWeight>> {
             Ok(Arc::new(QWeight::load(
@@ -366,6 +459,7 @@ impl Llama {
             backend,
             n_ctx,
             n_threads,
+            n_parallel,
             file,
             tok_embd,
             output,
@@ -470,6 +564,86 @@ impl Llama {
             KvStore::Candle(c) => candle::forward(self, tokens, pos, c, which, cancelled)?,
         };
         cache.len = l;
+        Ok(out)
+    }
+}
+
+/// One sequence of [`Llama::forward_batch`]: new tokens appended after its cached positions.
+pub struct BatchItem<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub which: Logits,
+}
+
+/// Activation buffers of batched forward passes (the CPU path); one per scheduler, reused.
+#[derive(Default)]
+pub struct BatchScratch(cpu::Scratch);
+
+impl Llama {
+    /// One forward pass over several sequences, each with its own cache and positions: every
+    /// weight matrix is read once for all of them (on the CPU path; the candle path runs them one
+    /// after the other). Returns each sequence's logits as [`Self::forward`] would.
+    ///
+    /// Every item is checked before anything runs. On an error or cancellation (`cancelled` is
+    /// polled before every block) no cache has changed.
+    pub fn forward_batch(
+        &self,
+        items: &mut [BatchItem<'_>],
+        scratch: &mut BatchScratch,
+        cancelled: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<Vec<f32>>> {
+        for it in items.iter() {
+            if it.tokens.is_empty() {
+                return Err(Error::arg("tokens", "at least one token is required"));
+            }
+            let needed = it.cache.len + it.tokens.len();
+            if needed > it.cache.n_ctx {
+                return Err(Error::ContextOverflow {
+                    needed,
+                    n_ctx: it.cache.n_ctx,
+                });
+            }
+            self.check_tokens("tokens", it.tokens)?;
+        }
+        let all_native = items
+            .iter()
+            .all(|it| matches!(it.cache.store, KvStore::Native(_)));
+        if all_native {
+            let mut seqs: Vec<cpu::SeqIn<'_>> = items
+                .iter_mut()
+                .map(|it| {
+                    let pos = it.cache.len;
+                    let KvStore::Native(c) = &mut it.cache.store else {
+                        unreachable!("checked above")
+                    };
+                    cpu::SeqIn {
+                        tokens: it.tokens,
+                        pos,
+                        kv: &mut c.kv,
+                        which: it.which,
+                    }
+                })
+                .collect();
+            let out = cpu::forward_multi(self, &mut seqs, &mut scratch.0, cancelled)?;
+            drop(seqs);
+            for it in items.iter_mut() {
+                it.cache.len += it.tokens.len();
+            }
+            return Ok(out);
+        }
+        let lens: Vec<usize> = items.iter().map(|it| it.cache.len).collect();
+        let mut out = Vec::with_capacity(items.len());
+        for it in items.iter_mut() {
+            match self.forward_cancellable(it.tokens, it.cache, it.which, cancelled) {
+                Ok(l) => out.push(l),
+                Err(e) => {
+                    for (it, &len) in items.iter_mut().zip(&lens) {
+                        it.cache.len = len;
+                    }
+                    return Err(e);
+                }
+            }
+        }
         Ok(out)
     }
 }

@@ -179,3 +179,103 @@ fn device_errors_name_the_missing_feature() {
         .to_string()
         .contains("unknown device"));
 }
+
+/// Several sequences in one pass (different cached lengths, new-token counts and logits kinds)
+/// give each the logits it gets alone, bit for bit; a cancelled batch changes no cache.
+#[test]
+fn forward_batch_equals_each_sequence_alone() {
+    for backend in [Backend::Native, Backend::Candle] {
+        let m = load(&tiny_model("batch.gguf", false, 2), backend);
+        // (cached prefix, new tokens, logits)
+        let cases: [(&[u32], &[u32], Logits); 4] = [
+            (&TOKENS[..4], &[5], Logits::Last),
+            (&[], &TOKENS, Logits::Last),
+            (&TOKENS[..2], &TOKENS[2..7], Logits::All),
+            (&TOKENS, &[9, 10, 11], Logits::Last),
+        ];
+        let alone: Vec<Vec<f32>> = cases
+            .iter()
+            .map(|(pre, new, which)| {
+                let mut c = m.new_cache(None).unwrap();
+                if !pre.is_empty() {
+                    m.forward(pre, &mut c, Logits::Last).unwrap();
+                }
+                m.forward(new, &mut c, *which).unwrap()
+            })
+            .collect();
+        let mut caches: Vec<KvCache> = cases
+            .iter()
+            .map(|(pre, _, _)| {
+                let mut c = m.new_cache(None).unwrap();
+                if !pre.is_empty() {
+                    m.forward(pre, &mut c, Logits::Last).unwrap();
+                }
+                c
+            })
+            .collect();
+        let mut scratch = BatchScratch::default();
+        // cancelled before the first block: nothing changes
+        {
+            let mut items: Vec<BatchItem> = caches
+                .iter_mut()
+                .zip(&cases)
+                .map(|(c, (_, new, which))| BatchItem {
+                    tokens: new,
+                    cache: c,
+                    which: *which,
+                })
+                .collect();
+            let e = m
+                .forward_batch(&mut items, &mut scratch, &mut || true)
+                .unwrap_err();
+            assert!(matches!(e, Error::Cancelled));
+        }
+        for (c, (pre, _, _)) in caches.iter().zip(&cases) {
+            assert_eq!(c.len(), pre.len());
+        }
+        let mut items: Vec<BatchItem> = caches
+            .iter_mut()
+            .zip(&cases)
+            .map(|(c, (_, new, which))| BatchItem {
+                tokens: new,
+                cache: c,
+                which: *which,
+            })
+            .collect();
+        let got = m
+            .forward_batch(&mut items, &mut scratch, &mut || false)
+            .unwrap();
+        assert_eq!(got.len(), cases.len());
+        for (i, (g, a)) in got.iter().zip(&alone).enumerate() {
+            assert!(
+                g == a,
+                "{backend:?}: sequence {i} differs from its lone pass"
+            );
+        }
+        // negative control: a different cached prefix gives different logits
+        assert!(got[0] != alone[1]);
+        for (c, (pre, new, _)) in caches.iter().zip(&cases) {
+            assert_eq!(c.len(), pre.len() + new.len());
+        }
+        // one more step for every sequence, reusing the scratch
+        let mut items: Vec<BatchItem> = caches
+            .iter_mut()
+            .map(|c| BatchItem {
+                tokens: &[3],
+                cache: c,
+                which: Logits::Last,
+            })
+            .collect();
+        let step = m
+            .forward_batch(&mut items, &mut scratch, &mut || false)
+            .unwrap();
+        for (i, (pre, new, _)) in cases.iter().enumerate() {
+            let mut c = m.new_cache(None).unwrap();
+            if !pre.is_empty() {
+                m.forward(pre, &mut c, Logits::Last).unwrap();
+            }
+            m.forward(new, &mut c, Logits::Last).unwrap();
+            assert!(m.forward(&[3], &mut c, Logits::Last).unwrap() == step[i]);
+        }
+    }
+}

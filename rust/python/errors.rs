@@ -35,9 +35,11 @@ enum Class {
     Cancelled,
     Internal,
     ChatTemplate,
+    SessionState,
+    QueueFull,
 }
 
-const NAMES: [&str; 16] = [
+const NAMES: [&str; 18] = [
     "ModelFileNotFoundError",
     "ModelFileError",
     "NotGGUFError",
@@ -54,6 +56,8 @@ const NAMES: [&str; 16] = [
     "GenerationCancelled",
     "InternalError",
     "ChatTemplateError",
+    "SessionStateError",
+    "QueueFullError",
 ];
 
 fn class_of(e: &Error) -> Class {
@@ -76,6 +80,8 @@ fn class_of(e: &Error) -> Class {
         Error::Cancelled => Class::Cancelled,
         Error::Internal(_) | Error::Candle(_) => Class::Internal,
         Error::Template(_) => Class::ChatTemplate,
+        Error::State(_) => Class::SessionState,
+        Error::QueueFull { .. } => Class::QueueFull,
     }
 }
 

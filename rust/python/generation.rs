@@ -1,16 +1,16 @@
 //! `SamplingParams` (the one sampling type, as a Python class) and the streaming generation.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};
 
 use super::args;
-use super::errors::{cancellable, invalid, to_py};
+use super::errors::{invalid, to_py};
 use crate::error::Error;
-use crate::generate::Generation;
 use crate::sampling;
+use crate::scheduler::{Control, Event, Handle, CANCELLED};
 
 /// An f32 as the f64 with the same shortest decimal form (`0.95`, not `0.949999988079071`).
 fn f64_of(x: f32) -> f64 {
@@ -177,31 +177,35 @@ impl SamplingParams {
     }
 }
 
-/// A running generation: an iterator of `(text, ids, finish_reason)` steps.
+/// A running generation: an iterator of `(text, ids, finish_reason)` steps, computed by the
+/// model's scheduler (batched with the other generations in flight).
 ///
 /// `cancel()` (and `close()`) may be called from any thread, or from a signal handler running
-/// inside this generation's own `__next__`: it sets a flag that the engine reads before every
-/// layer and never waits for the lock a running step holds. The step in progress then ends, the
-/// KV cache is freed and the iteration ends.
+/// inside this generation's own `__next__`: it sets the control word the scheduler reads
+/// between passes and before every layer, and never waits. The scheduler then drops the
+/// sequence (freeing its KV cache, or returning a session's) and the iteration ends.
+///
+/// Ctrl-C while `__next__` waits pauses the generation (it keeps its place and cache but is no
+/// longer computed) and raises `KeyboardInterrupt`; iterating again resumes it.
 #[pyclass(frozen, module = "med42_rs._native")]
 pub(crate) struct NativeGeneration {
-    gen: Mutex<Option<Generation>>,
-    cancel: AtomicBool,
-    /// prompt tokens, completion tokens, prompt seconds, decode seconds
-    usage: Mutex<(usize, usize, f64, f64)>,
+    handle: Mutex<Option<Handle>>,
+    ctl: Arc<Control>,
 }
 
 impl NativeGeneration {
-    pub(crate) fn new(g: Generation) -> Self {
+    pub(crate) fn new(handle: Handle) -> Self {
         NativeGeneration {
-            gen: Mutex::new(Some(g)),
-            cancel: AtomicBool::new(false),
-            usage: Mutex::new((0, 0, 0.0, 0.0)),
+            ctl: Arc::clone(handle.control()),
+            handle: Mutex::new(Some(handle)),
         }
     }
 }
 
 type StepTuple = (String, Vec<u32>, Option<&'static str>);
+
+/// How long `__next__` waits detached between checks for signals.
+const POLL: Duration = Duration::from_millis(20);
 
 #[pymethods]
 impl NativeGeneration {
@@ -210,49 +214,55 @@ impl NativeGeneration {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<StepTuple>> {
-        let (gen, cancel, usage) = (&self.gen, &self.cancel, &self.usage);
-        cancellable(py, Some(cancel), move |check| {
-            let mut guard = gen.lock().unwrap_or_else(|p| p.into_inner());
-            if cancel.load(Ordering::Acquire) {
-                *guard = None;
-            }
-            let Some(g) = guard.as_mut() else {
+        self.ctl.resume();
+        loop {
+            if self.ctl.state() == CANCELLED {
+                *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 return Ok(None);
-            };
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.step(check)));
-            *usage.lock().unwrap_or_else(|p| p.into_inner()) = (
-                g.prompt_tokens(),
-                g.completion_tokens(),
-                g.prompt_secs,
-                g.decode_secs,
-            );
-            let r = match r {
-                Ok(r) => r,
-                Err(_) => {
-                    *guard = None;
-                    return Err(Error::Internal("panic during generation".into()));
+            }
+            let handle = &self.handle;
+            let ev = py.detach(|| {
+                let guard = handle.lock().unwrap_or_else(|p| p.into_inner());
+                match guard.as_ref() {
+                    Some(h) => h.next_timeout(POLL),
+                    None => Err(()),
                 }
-            };
-            if g.is_finished() || cancel.load(Ordering::Acquire) {
-                *guard = None; // free the KV cache as soon as nothing more can come
+            });
+            match ev {
+                Ok(Some(Event::Step(step))) => {
+                    if self.ctl.state() == CANCELLED {
+                        continue;
+                    }
+                    if step.finish.is_some() {
+                        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    }
+                    return Ok(Some((step.text, step.ids, step.finish.map(|f| f.as_str()))));
+                }
+                Ok(Some(Event::Error(e))) => {
+                    *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    return match e {
+                        Error::Cancelled => Ok(None),
+                        e => Err(to_py(py, e)),
+                    };
+                }
+                Ok(None) => {
+                    // A signal handler may raise (Ctrl-C) or cancel this very generation.
+                    if let Err(e) = py.check_signals() {
+                        self.ctl.pause();
+                        return Err(e);
+                    }
+                }
+                Err(()) => {
+                    *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    return Ok(None);
+                }
             }
-            match r {
-                Ok(Some(step)) => Ok(Some((step.text, step.ids, step.finish.map(|f| f.as_str())))),
-                Ok(None) | Err(Error::Cancelled) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
+        }
     }
 
     /// Stop the generation and free its KV cache: from any thread, at any time, without waiting.
     fn cancel(&self) {
-        self.cancel.store(true, Ordering::Release);
-        // Free now if no step is running; otherwise the running step ends at its next layer
-        // and `__next__` frees it. Never block: the caller may be a signal handler running
-        // inside that very step.
-        if let Ok(mut g) = self.gen.try_lock() {
-            *g = None;
-        }
+        self.ctl.cancel();
     }
 
     /// Same as `cancel()`.
@@ -263,12 +273,20 @@ impl NativeGeneration {
     /// True once cancelled or closed.
     #[getter]
     fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Acquire)
+        self.ctl.state() == CANCELLED
     }
 
-    /// `(prompt_tokens, completion_tokens, prompt_seconds, decode_seconds)`.
+    /// `(prompt_tokens, completion_tokens, prompt_seconds, decode_seconds,
+    /// prompt_tokens_reused)`.
     #[getter]
-    fn usage(&self) -> (usize, usize, f64, f64) {
-        *self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    fn usage(&self) -> (usize, usize, f64, f64, usize) {
+        let u = self.ctl.usage();
+        (
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.prompt_secs,
+            u.decode_secs,
+            u.prompt_tokens_reused,
+        )
     }
 }

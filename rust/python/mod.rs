@@ -11,6 +11,7 @@ mod args;
 mod errors;
 mod generation;
 mod model;
+mod session;
 mod tokenizer;
 
 use std::path::PathBuf;
@@ -182,6 +183,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tokenizer::NativeStreamDecoder>()?;
     m.add_class::<generation::NativeGeneration>()?;
     m.add_class::<generation::SamplingParams>()?;
+    m.add_class::<session::NativeSession>()?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;

@@ -8,11 +8,13 @@ use pyo3::types::{PyByteArray, PyDict};
 use super::args;
 use super::errors::{cancellable, detached, invalid, to_py};
 use super::generation::{NativeGeneration, SamplingParams};
+use super::session::NativeSession;
 use super::tokenizer::NativeTokenizer;
 use super::value_to_py;
 use crate::error::Error;
 use crate::generate::{Generation, Session};
 use crate::model::{Backend, Llama, LoadOptions};
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tokenizer::Tokenizer;
 
 /// A loaded model (weights mapped once, shared by every generation and thread).
@@ -20,6 +22,7 @@ use crate::tokenizer::Tokenizer;
 pub(crate) struct NativeModel {
     model: Arc<Llama>,
     tokenizer: OnceLock<Arc<Tokenizer>>,
+    scheduler: Arc<Scheduler>,
 }
 
 impl NativeModel {
@@ -38,7 +41,8 @@ impl NativeModel {
 #[pymethods]
 impl NativeModel {
     #[staticmethod]
-    #[pyo3(signature = (paths, device="cpu", n_ctx=None, n_threads=None, backend=None, check_memory=true))]
+    #[pyo3(signature = (paths, device="cpu", n_ctx=None, n_threads=None, backend=None, check_memory=true, n_parallel=None, max_queue=None))]
+    #[allow(clippy::too_many_arguments)]
     fn load(
         py: Python<'_>,
         paths: &Bound<'_, PyAny>,
@@ -47,10 +51,16 @@ impl NativeModel {
         n_threads: Option<&Bound<'_, PyAny>>,
         backend: Option<&str>,
         check_memory: bool,
+        n_parallel: Option<&Bound<'_, PyAny>>,
+        max_queue: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let paths = args::paths(paths)?;
         let n_ctx = n_ctx.map(|v| args::count(v, "n_ctx")).transpose()?;
         let n_threads = n_threads.map(|v| args::count(v, "n_threads")).transpose()?;
+        let n_parallel = n_parallel
+            .map(|v| args::count(v, "n_parallel"))
+            .transpose()?;
+        let max_queue = max_queue.map(|v| args::count(v, "max_queue")).transpose()?;
         let backend = match backend {
             None => None,
             Some("native") => Some(Backend::Native),
@@ -69,11 +79,22 @@ impl NativeModel {
             n_threads,
             backend,
             check_memory,
+            n_parallel,
         };
-        let model = detached(py, move || Llama::load(&paths, &opts))?;
+        let model = Arc::new(detached(py, move || Llama::load(&paths, &opts))?);
+        let mut cfg = SchedulerConfig {
+            n_parallel: model.n_parallel,
+            ..Default::default()
+        };
+        if let Some(q) = max_queue {
+            cfg.max_queue = q;
+        }
+        let scheduler =
+            Arc::new(Scheduler::new(Arc::clone(&model), cfg).map_err(|e| to_py(py, e))?);
         Ok(NativeModel {
-            model: Arc::new(model),
+            model,
             tokenizer: OnceLock::new(),
+            scheduler,
         })
     }
 
@@ -86,6 +107,51 @@ impl NativeModel {
     #[getter]
     fn n_threads(&self) -> usize {
         self.model.n_threads
+    }
+
+    /// Sequences the scheduler decodes in one pass at most.
+    #[getter]
+    fn n_parallel(&self) -> usize {
+        self.scheduler.config().n_parallel
+    }
+
+    /// Requests that may wait for a free sequence at most.
+    #[getter]
+    fn max_queue(&self) -> usize {
+        self.scheduler.config().max_queue
+    }
+
+    /// The scheduler's counters: `passes`, `sequences` (summed over passes), `max_batch`,
+    /// `abandoned` (passes interrupted by a cancel or pause), `tokens` (run through completed
+    /// passes), `queued`, `active`.
+    #[getter]
+    fn scheduler_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let st = self.scheduler.stats();
+        let (queued, active) = self.scheduler.load();
+        let d = PyDict::new(py);
+        d.set_item("passes", st.passes)?;
+        d.set_item("sequences", st.sequences)?;
+        d.set_item("max_batch", st.max_batch)?;
+        d.set_item("abandoned", st.abandoned)?;
+        d.set_item("tokens", st.tokens)?;
+        d.set_item("queued", queued)?;
+        d.set_item("active", active)?;
+        Ok(d)
+    }
+
+    /// A session: a KV cache of `n_ctx` positions (default: the model's) that keeps its tokens
+    /// between generations.
+    #[pyo3(signature = (n_ctx=None))]
+    fn session(&self, py: Python<'_>, n_ctx: Option<&Bound<'_, PyAny>>) -> PyResult<NativeSession> {
+        let n_ctx = n_ctx.map(|v| args::count(v, "n_ctx")).transpose()?;
+        let tok = self.tok(py)?;
+        let model = Arc::clone(&self.model);
+        let session = detached(py, move || Session::new(model, n_ctx))?;
+        Ok(NativeSession::new(
+            session,
+            Arc::clone(&self.scheduler),
+            tok,
+        ))
     }
 
     /// `native` or `candle`.
@@ -230,7 +296,8 @@ impl NativeModel {
         let g = detached(py, move || {
             Generation::new(model, Some(tok), ids, params, &stop_ids)
         })?;
-        Ok(NativeGeneration::new(g))
+        let h = self.scheduler.submit(g, None).map_err(|e| to_py(py, e))?;
+        Ok(NativeGeneration::new(h))
     }
 
     /// `(sum of log-probabilities of continuation, whether it is the greedy continuation)`.
