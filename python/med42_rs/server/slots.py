@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import Med42Error
 from ..generation import Stream
 from ..model import Model
 from ..sampling import SamplingParams
@@ -147,7 +148,10 @@ class SlotPool:
     @staticmethod
     def _cached(slot: Slot) -> list[int]:
         """The tokens in the slot's KV cache: the session's own record when it keeps one."""
-        tokens = getattr(slot.session, "tokens", None)
+        try:
+            tokens = getattr(slot.session, "tokens", None)
+        except Med42Error:  # the session is still getting its cache back from a generation
+            return slot.cached
         return list(tokens) if isinstance(tokens, list) else slot.cached
 
     def reserve(self, jobs: Sequence[Job]) -> list[asyncio.Future[Slot]]:
