@@ -1,12 +1,13 @@
 //! Criterion benches for tuning the engine: the quantized matmul per weight type (one activation
-//! row = decode, 64 rows = prefill), and prefill / single-token decode through the whole model.
+//! row = decode, 64 rows = prefill), attention over the KV cache per cache type at depth (Med42's
+//! 64/8 heads of 128), and prefill / single-token decode through the whole model.
 //!
 //! Model: `MED42_BENCH_GGUF=/path/file.gguf` benches that file (e.g. the 70B-shaped slice that
 //! `benches/compare.py` writes). Without it, a random Llama with TinyLlama-like dimensions (hidden
 //! 2048, ff 5632, 32/4 heads, vocab 32000, 2 blocks) is quantized to `MED42_BENCH_QUANT` (default
 //! Q4_K) with candle and cached under the target directory.
 //!
-//! `cargo bench --bench engine` (add `-- matmul` or `-- model` to pick a group). Speed targets are
+//! `cargo bench --bench engine` (add `-- matmul`, `-- attention` or `-- model` to pick a group). Speed targets are
 //! judged side by side with llama.cpp in `benches/compare.py`, not here.
 
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use med42_rs::gguf::GgmlType;
-use med42_rs::kernels::{self, ActKind, QActs, WeightView};
+use med42_rs::kernels::{self, ActKind, KvLayer, KvType, QActs, WeightView};
 use med42_rs::{KvCache, Llama, LoadOptions, Logits};
 
 /// Deterministic uniform(-a, a) values (splitmix64).
@@ -85,6 +86,35 @@ fn bench_matmul(c: &mut Criterion) {
                     })
                 },
             );
+        }
+    }
+    g.finish();
+}
+
+/// One layer's attention with Med42-70B's heads (64 query heads over 8 KV heads of 128): decode
+/// of one token at depth 0, 1,000 and 4,000, and a 512-token prompt after 3,500 cached positions.
+fn bench_attention(c: &mut Criterion) {
+    let (n_head, g_n, d, n_ctx) = (64, 8, 128, 4096);
+    let threads = kernels::pool::available_threads();
+    let k = random(n_ctx * g_n * d, 2.0, 3);
+    let v = random(n_ctx * g_n * d, 2.0, 5);
+    let q = random(512 * n_head * d, 2.0, 7);
+    let mut out = vec![0f32; 512 * n_head * d];
+    let mut g = c.benchmark_group("attention");
+    g.sample_size(10);
+    for ty in KvType::ALL {
+        let mut kv = KvLayer::new(ty, g_n, n_ctx, d).unwrap();
+        kv.write(0, &k, &v);
+        for (name, pos, t) in [
+            ("decode@0", 0, 1),
+            ("decode@1000", 1000, 1),
+            ("decode@4000", 4000, 1),
+            ("prefill512@3500", 3500, 512),
+        ] {
+            g.throughput(Throughput::Elements(t as u64));
+            g.bench_function(BenchmarkId::new(ty.name(), name), |b| {
+                b.iter(|| kernels::attention(&kv, &q, n_head, pos, t, &mut out, threads))
+            });
         }
     }
     g.finish();
@@ -196,5 +226,5 @@ fn bench_model(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_matmul, bench_model);
+criterion_group!(benches, bench_matmul, bench_attention, bench_model);
 criterion_main!(benches);

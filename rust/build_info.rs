@@ -46,7 +46,9 @@ pub fn runtime_features() -> Vec<&'static str> {
             "f16c",
             "avx512f",
             "avx512bw",
-            "avx512vnni"
+            "avx512vl",
+            "avx512vnni",
+            "avxvnni"
         );
     }
     #[cfg(target_arch = "aarch64")]

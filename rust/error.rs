@@ -81,7 +81,7 @@ pub enum Error {
     /// Not enough memory for the model plus its KV cache.
     #[error(
         "loading needs about {needed_gib:.1} GiB ({detail}) but only {available_gib:.1} GiB is available; \
-         try a smaller quant or a shorter context (n_ctx)"
+         try a smaller quant, a shorter context (n_ctx) or a smaller KV cache (kv_type=\"q8_0\")"
     )]
     InsufficientMemory {
         needed_gib: f64,

@@ -226,6 +226,49 @@ pub struct Step {
     pub text: String,
     pub ids: Vec<u32>,
     pub finish: Option<Finish>,
+    /// With [`Generation::set_logprobs`]: the sampled token's log-probability under the model
+    /// (log-softmax of the raw logits, before penalties and temperature) and the `n` most likely
+    /// tokens with theirs, most likely first.
+    pub logprobs: Option<TokenLogprobs>,
+}
+
+/// Log-probabilities of one sampled token.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenLogprobs {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Most log-probabilities a step may report.
+pub const MAX_LOGPROBS: usize = 20;
+
+/// The log-softmax of `logits` at `token`, and the `n` largest (ties: lower id first).
+fn logprobs_of(logits: &[f32], token: u32, n: usize) -> TokenLogprobs {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max
+        + logits
+            .iter()
+            .map(|&x| (x as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    let lp = |x: f32| (x as f64 - lse) as f32;
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
+    if n > 0 {
+        for (i, &x) in logits.iter().enumerate() {
+            if top.len() == n && x <= top[n - 1].1 {
+                continue;
+            }
+            let at = top.partition_point(|&(_, y)| y >= x);
+            top.insert(at, (i as u32, x));
+            top.truncate(n);
+        }
+    }
+    TokenLogprobs {
+        token,
+        logprob: lp(logits[token as usize]),
+        top: top.into_iter().map(|(i, x)| (i, lp(x))).collect(),
+    }
 }
 
 /// A streaming generation: prompt, sampler, a session (its own, or a caller's whose cached prefix
@@ -253,6 +296,8 @@ pub struct Generation {
         crate::tokenizer::StreamDecoder,
     )>,
     finished: bool,
+    /// Report log-probabilities with this many alternatives per step.
+    logprobs: Option<usize>,
     /// Seconds spent on the prompt.
     pub prompt_secs: f64,
     /// Seconds spent generating tokens after the prompt.
@@ -340,9 +385,23 @@ impl Generation {
             stop_ids: stops,
             decoder,
             finished: false,
+            logprobs: None,
             prompt_secs: 0.0,
             decode_secs: 0.0,
         })
+    }
+
+    /// Report every sampled token's log-probability and the `top` most likely alternatives
+    /// (`0..=20`) in [`Step::logprobs`].
+    pub fn set_logprobs(&mut self, top: usize) -> Result<()> {
+        if top > MAX_LOGPROBS {
+            return Err(Error::arg(
+                "logprobs",
+                format!("{top} alternatives; at most {MAX_LOGPROBS}"),
+            ));
+        }
+        self.logprobs = Some(top);
+        Ok(())
     }
 
     /// The session, with the prompt and the tokens fed so far in its cache.
@@ -466,6 +525,7 @@ impl Generation {
                 text,
                 ids: Vec::new(),
                 finish: Some(Finish::Length),
+                logprobs: None,
             }));
         }
         let t0 = std::time::Instant::now();
@@ -474,7 +534,10 @@ impl Generation {
                 "sampling before the logits were computed".into(),
             ));
         };
+        // before sampling, which may rescale the logits in place
+        let raw = self.logprobs.map(|_| logits.clone());
         let next = self.sampler.sample(logits, &self.history);
+        let logprobs = raw.map(|l| logprobs_of(&l, next, self.logprobs.unwrap_or(0)));
         self.logits = None;
         self.decode_secs += t0.elapsed().as_secs_f64();
         self.history.push(next);
@@ -486,6 +549,7 @@ impl Generation {
                 text,
                 ids: vec![next],
                 finish: Some(Finish::Eos),
+                logprobs,
             }));
         }
         let mut text = match &mut self.decoder {
@@ -504,6 +568,7 @@ impl Generation {
             text,
             ids: vec![next],
             finish,
+            logprobs,
         }))
     }
 

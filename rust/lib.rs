@@ -23,4 +23,5 @@ mod python;
 
 pub use error::{Error, Result};
 pub use gguf::{GgmlType, GgufFile, LlamaConfig};
+pub use kernels::KvType;
 pub use model::{Backend, BatchItem, BatchScratch, KvCache, Llama, LoadOptions, Logits};

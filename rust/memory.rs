@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, LlamaConfig};
+use crate::kernels::KvType;
 
 /// Prompt tokens processed per batch (the CPU forward pass's scratch is sized for this).
 pub const BATCH: usize = 512;
@@ -17,23 +18,28 @@ pub struct Estimate {
     pub weights: u64,
     pub kv_cache: u64,
     pub scratch: u64,
+    /// The KV cache type `kv_cache` was counted in.
+    pub kv_type: KvType,
 }
 
 impl Estimate {
-    /// Weights, one KV cache of `n_ctx` positions (f32 K and V) and batch scratch.
-    pub fn new(file: &GgufFile, cfg: &LlamaConfig, n_ctx: usize) -> Self {
+    /// Weights, one KV cache of `n_ctx` positions (K and V in `kv_type`) and batch scratch.
+    pub fn new(file: &GgufFile, cfg: &LlamaConfig, n_ctx: usize, kv_type: KvType) -> Self {
         let weights = file.tensors.iter().map(|t| t.n_bytes).sum();
         let kv_dim = (cfg.n_head_kv * cfg.head_dim) as u64;
-        let kv_cache = 2 * cfg.n_layer as u64 * n_ctx as u64 * kv_dim * 4;
+        let per_pos = kv_type.bytes_per_position(cfg.n_head_kv, cfg.head_dim) as u64;
+        let kv_cache = cfg.n_layer as u64 * n_ctx as u64 * per_pos;
         let b = BATCH.min(n_ctx) as u64;
         let q_dim = (cfg.n_head * cfg.head_dim) as u64;
-        // activations of one batch (x, norm, q/k/v, attention out, gate/up, scores) + logits
+        // activations of one batch (x, norm, q/k/v, attention out, gate/up) + logits; attention
+        // itself needs only a few tiles per thread
         let per_tok = 4 * cfg.n_embd as u64 + q_dim + 2 * kv_dim + 3 * cfg.n_ff as u64;
-        let scratch = b * per_tok * 4 + b * n_ctx as u64 * 4 + b * cfg.n_vocab as u64 * 4;
+        let scratch = b * per_tok * 4 + b * cfg.n_vocab as u64 * 4;
         Estimate {
             weights,
             kv_cache,
             scratch,
+            kv_type,
         }
     }
 
@@ -109,9 +115,10 @@ pub fn check(est: &Estimate, n_ctx: usize) -> Result<()> {
         needed_gib: gib(est.total()),
         available_gib: gib(avail),
         detail: format!(
-            "weights {:.1} GiB + KV cache {:.1} GiB for n_ctx {n_ctx} + scratch {:.1} GiB",
+            "weights {:.1} GiB + KV cache {:.1} GiB for n_ctx {n_ctx} ({}) + scratch {:.1} GiB",
             gib(est.weights),
             gib(est.kv_cache),
+            est.kv_type,
             gib(est.scratch)
         ),
     })

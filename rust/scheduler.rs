@@ -338,6 +338,16 @@ impl Scheduler {
         )
     }
 
+    fn spawn(&self, pid: u32) -> Result<Worker> {
+        let (tx, rx) = mpsc::channel();
+        let (model, cfg, shared) = (Arc::clone(&self.model), self.cfg, Arc::clone(&self.shared));
+        std::thread::Builder::new()
+            .name("med42-scheduler".into())
+            .spawn(move || run(model, cfg, shared, rx))
+            .map_err(|e| Error::Internal(format!("cannot start the scheduler thread: {e}")))?;
+        Ok(Worker { pid, tx })
+    }
+
     /// Queue `gen` (its model must be this scheduler's). `home`: the slot its session returns
     /// to when it ends.
     pub fn submit(&self, gen: Generation, home: Option<Arc<SessionSlot>>) -> Result<Handle> {
@@ -384,17 +394,16 @@ impl Scheduler {
             // first request, or a child process after fork (the parent's worker is not here)
             self.shared.queued.store(1, Ordering::Release);
             self.shared.active.store(0, Ordering::Release);
-            let (tx, rx) = mpsc::channel();
-            let (model, cfg, shared) =
-                (Arc::clone(&self.model), self.cfg, Arc::clone(&self.shared));
-            std::thread::Builder::new()
-                .name("med42-scheduler".into())
-                .spawn(move || run(model, cfg, shared, rx))
-                .map_err(|e| Error::Internal(format!("cannot start the scheduler thread: {e}")))?;
-            *w = Some(Worker { pid, tx });
+            *w = Some(self.spawn(pid)?);
         }
-        let w = w.as_ref().expect("started above");
-        if let Err(mpsc::SendError(req)) = w.tx.send(req) {
+        let req = match w.as_ref().expect("started above").tx.send(req) {
+            Ok(()) => return Ok(Handle { rx, ctl }),
+            Err(mpsc::SendError(req)) => req,
+        };
+        // The worker is gone (a bug made it panic outside the per-request guards): start another,
+        // so that the model stays usable.
+        *w = Some(self.spawn(pid)?);
+        if let Err(mpsc::SendError(req)) = w.as_ref().expect("just started").tx.send(req) {
             req.ctl.leave_queue();
             req.retire(None);
             return Err(Error::Internal("the scheduler thread has stopped".into()));

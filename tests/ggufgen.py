@@ -288,6 +288,15 @@ def fake_quant(x: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(kind)
 
 
+def kv_round(x: np.ndarray, kv_type: str) -> np.ndarray:
+    """``x`` (T, heads, head_dim) as a KV cache of ``kv_type`` stores it (from its f32 values)."""
+    if kv_type == "f32":
+        return x
+    kind = {"f16": "F16", "q8_0": "Q8_0"}[kv_type]
+    t, h, d = x.shape
+    return fake_quant(x.reshape(t * h, d), kind).reshape(t, h, d)
+
+
 def reference_forward(
     w: dict[str, np.ndarray],
     cfg: TinyConfig,
@@ -295,9 +304,12 @@ def reference_forward(
     rope: Any = rope_pairs,
     types: dict[str, str] | None = None,
     kv_head_of: Any = None,
+    kv_type: str = "f32",
 ) -> np.ndarray:
     """Logits (T, n_vocab) for ``tokens`` from position 0. With ``types`` (tensor name -> ggml
-    type), activations are quantized before each weight matmul as ggml does."""
+    type), activations are quantized before each weight matmul as ggml does. ``kv_type`` rounds K
+    (after RoPE) and V as a cache of that type stores them: ``"f16"`` to half precision,
+    ``"q8_0"`` to ggml's Q8_0 blocks along each head's values; attention then runs in float64."""
 
     def mm(x: np.ndarray, name: str) -> np.ndarray:
         if types is None:
@@ -321,6 +333,7 @@ def reference_forward(
         v = (mm(h, p + "attn_v.weight")).reshape(t, nkv, hd)
         q = rope(q, pos, cfg.rope_base)
         k = rope(k, pos, cfg.rope_base)
+        k, v = kv_round(k, kv_type), kv_round(v, kv_type)
         o = np.empty((t, nh, hd))
         for head in range(nh):
             g = head // rep if kv_head_of is None else kv_head_of(head)

@@ -37,12 +37,21 @@ def check_kernels() -> None:
     if not {"avx2", "fma", "f16c"} <= set(info["cpu_simd"]):
         print("  (this CPU has no AVX2/FMA/F16C: the scalar kernels are expected)")
         return
-    # Every type of the Med42 file table and both types of SmolLM2 run this crate's AVX2 kernels,
-    # chosen at run time, in a wheel compiled for a baseline x86-64 CPU.
+    # Every type of the Med42 file table and both types of SmolLM2 run this crate's kernels,
+    # chosen at run time (AVX2, or the VNNI forms where the CPU has them), in a wheel compiled for
+    # a baseline x86-64 CPU.
+    cpu = set(info["cpu_simd"])
+    if {"avx512f", "avx512bw", "avx512vl", "avx512vnni"} <= cpu:
+        isa = "avx512vnni"
+    elif "avxvnni" in cpu:
+        isa = "avxvnni"
+    else:
+        isa = "avx2"
     for t in ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q8_0"]:
-        assert kernels[t].startswith("avx2"), f"{t} runs {kernels[t]!r}, not the run-time AVX2 kernel"
+        assert kernels[t].startswith(("avx2", isa)), f"{t} runs {kernels[t]!r}, not a run-time kernel"
     assert all(kernels[t].endswith("+packed") for t in ["Q4_K", "Q6_K", "Q8_0"]), kernels
-    assert info["kernels"] == "avx2", f"build_info()['kernels'] is {info['kernels']!r} on an AVX2 CPU"
+    assert kernels["Q8_0"].startswith(isa), f"Q8_0 runs {kernels['Q8_0']!r}, not the {isa} kernel"
+    assert info["kernels"] == isa, f"build_info()['kernels'] is {info['kernels']!r}, not {isa!r}"
 
 
 def check_chat(model: med42_rs.Model) -> None:

@@ -69,7 +69,13 @@ def test_chat_ctrl_c_cancels_the_answer_and_ctrl_d_exits(smollm2: Path) -> None:
     child.expect(">>> ")
     # the session still works and keeps going
     child.sendline("What is the capital of France?")
-    child.expect(r"\[(eos|length)\]", timeout=300)
+    child.expect(r"\[(eos|length)\] prompt (\d+) tok", timeout=300)
+    first_turn = int(child.match.group(2))
+    child.expect(">>> ")
+    # the next turn reuses the KV cache of the conversation so far
+    child.sendline("And of Germany?")
+    child.expect(r"\[(eos|length)\] prompt (\d+) tok \((\d+) cached\)", timeout=300)
+    assert int(child.match.group(3)) > first_turn
     child.expect(">>> ")
     child.sendeof()  # Ctrl-D
     child.expect(pexpect.EOF)

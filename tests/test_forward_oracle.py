@@ -4,6 +4,8 @@ random Llama GGUFs of every quant type, for both implementations (native CPU and
 The reference runs on gguf-py's dequantized weights and quantizes activations before each matmul
 the way ggml does (Q8_0/Q8_1/Q8_K), so agreement is at f32 rounding except where an 8-bit rounding
 lands on a boundary; the per-type bounds below were set from measured errors with a margin.
+The engine runs with an F32 KV cache here, like the reference; the F16 and Q8_0 caches are
+compared with a reference that rounds K/V the same way in tests/test_kv_cache.py.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def weights() -> dict[str, tuple[dict[str, np.ndarray], dict[str, str]]]:
 @pytest.mark.parametrize("backend", ["native", "candle"])
 @pytest.mark.parametrize("quant", ALL_QUANTS)
 def test_logits_match_numpy_reference(quant: str, backend: str, weights, tiny_cfg) -> None:
-    m = med42_rs.Model.load(tiny_path(quant), backend=backend)
+    m = med42_rs.Model.load(tiny_path(quant), backend=backend, kv_type="f32")
     assert m.backend == backend
     w, types = weights[quant]
     med_tol, max_tol = bounds(quant)
@@ -58,7 +60,7 @@ def test_logits_match_numpy_reference(quant: str, backend: str, weights, tiny_cf
 def test_negative_controls_wrong_rope_and_wrong_gqa_are_detected(quant: str, weights, tiny_cfg) -> None:
     """The test model is sensitive enough that a RoPE variant or a wrong query→KV head mapping
     would fail the comparison above by a wide margin."""
-    m = med42_rs.Model.load(tiny_path(quant))
+    m = med42_rs.Model.load(tiny_path(quant), kv_type="f32")
     w, types = weights[quant]
     seq = SEQS[0]
     got = m.logits(seq)
@@ -88,7 +90,7 @@ def test_architecture_variants(cfg: g.TinyConfig) -> None:
     """MHA, MQA (one KV head), tied output embeddings, Llama-3 RoPE base."""
     for quant in ("F32", "Q8_0"):
         path = tiny_path(quant, cfg)
-        m = med42_rs.Model.load(path)
+        m = med42_rs.Model.load(path, kv_type="f32")
         w, types = g.read_weights(path)
         assert ("output.weight" in w) == (not cfg.tied)
         seq = SEQS[1]

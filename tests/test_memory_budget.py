@@ -76,8 +76,12 @@ def _size(t: tuple[str, tuple[int, ...], Q]) -> int:
     return 4 * shape[0] if qt == Q.F32 else _nbytes(shape, qt)
 
 
-def _kv_gib(n_ctx: int) -> float:
-    return 2 * NL * n_ctx * NKV * (E // NH) * 4 / GIB
+# bytes per cached K or V value: f16 2, q8_0 34 per block of 32, f32 4
+KV_VALUE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "f32": 4.0}
+
+
+def _kv_gib(n_ctx: int, kv: str = "f16") -> float:
+    return 2 * NL * n_ctx * NKV * (E // NH) * KV_VALUE_BYTES[kv] / GIB
 
 
 def test_70b_is_refused_before_anything_large_happens(header_only_70b: tuple[Path, int]) -> None:
@@ -88,8 +92,8 @@ def test_70b_is_refused_before_anything_large_happens(header_only_70b: tuple[Pat
         med42_rs.Model.load(path)
     msg = str(e.value)
     assert f"weights {weights / GIB:.1f} GiB" in msg, msg
-    assert f"KV cache {_kv_gib(CTX):.1f} GiB for n_ctx 4096" in msg, msg
-    assert "try a smaller quant or a shorter context" in msg
+    assert f"KV cache {_kv_gib(CTX):.1f} GiB for n_ctx 4096 (f16)" in msg, msg
+    assert "try a smaller quant, a shorter context (n_ctx) or a smaller KV cache" in msg
     needed = float(msg.split("needs about ")[1].split(" GiB")[0])
     assert weights / GIB + _kv_gib(CTX) < needed < weights / GIB + _kv_gib(CTX) + 1.0
     assert isinstance(e.value, MemoryError)
@@ -103,6 +107,18 @@ def test_shorter_context_shrinks_the_kv_estimate(header_only_70b: tuple[Path, in
         med42_rs.InsufficientMemoryError, match=f"KV cache {_kv_gib(512):.1f} GiB for n_ctx 512"
     ):
         med42_rs.Model.load(path, n_ctx=512)
+
+
+@pytest.mark.parametrize("kv", ["f16", "q8_0", "f32"])
+def test_kv_type_sets_the_kv_estimate(header_only_70b: tuple[Path, int], kv: str) -> None:
+    """Med42-70B at 4,096 tokens: 2.5 GiB of f32 K/V, 1.25 GiB in f16, 0.66 GiB in q8_0."""
+    path, weights = header_only_70b
+    with pytest.raises(med42_rs.InsufficientMemoryError) as e:
+        med42_rs.Model.load(path, kv_type=kv)  # type: ignore[arg-type]
+    msg = str(e.value)
+    assert f"KV cache {_kv_gib(CTX, kv):.1f} GiB" in msg and f"n_ctx 4096 ({kv})" in msg, msg
+    needed = float(msg.split("needs about ")[1].split(" GiB")[0])
+    assert weights / GIB + _kv_gib(CTX, kv) < needed < weights / GIB + _kv_gib(CTX, kv) + 1.0
 
 
 def test_reported_availability_is_used(

@@ -51,6 +51,7 @@ def test_every_public_name_has_a_docstring() -> None:
         ".model",
         ".tokenizer",
         ".generation",
+        ".session",
         ".chat",
         ".stops",
         ".cli",

@@ -76,7 +76,7 @@ def test_editing_an_earlier_message_recomputes_only_from_it(m: Model) -> None:
     for q in QUESTIONS[:3]:
         chat.send(q, max_tokens=12, temperature=0)
     prefix_ids = m.chat_ids(chat.messages[:2])  # the first turn, untouched
-    chat.messages[2]["content"] = "And of Italy?"
+    chat.messages[2] = {"role": "user", "content": "And of Italy?"}
     edited = m.chat_ids(chat.messages[:3])
     before = chat.session.tokens
     got = chat.send("And its population?", max_tokens=12, temperature=0)
@@ -109,7 +109,7 @@ def test_session_generate_on_token_ids_and_streaming(tiny_m: Model) -> None:
         s.truncate(1)
 
 
-def test_save_and_restore_state(m: Model, tiny_m: Model, tmp_path: Path) -> None:
+def test_save_and_restore_state(m: Model, tiny_m: Model, tmp_path: Path, smollm2: Path) -> None:
     note = " ".join(["Patient: 54-year-old man, chest pain for two hours, history of hypertension."] * 6)
     s = m.session()
     r0 = s.generate(note, max_tokens=0)
@@ -119,7 +119,9 @@ def test_save_and_restore_state(m: Model, tiny_m: Model, tmp_path: Path) -> None
     state = s.save_state(path)
     assert path.read_bytes() == state
     cfg = m.config
-    assert len(state) > cfg["n_layer"] * 2 * cfg["n_head_kv"] * cfg["head_dim"] * 4 * n_note
+    # the K/V in the cache's own type (F16 by default: 2 bytes per value), plus the tokens
+    kv_bytes = cfg["n_layer"] * 2 * cfg["n_head_kv"] * cfg["head_dim"] * 2 * n_note
+    assert kv_bytes < len(state) < kv_bytes + 4 * n_note + 256
 
     question = note + " Question: what is the first test to order?"
     assert _lcp(s.tokens, m.tokenizer.encode(question)) == n_note
@@ -154,6 +156,8 @@ def test_save_and_restore_state(m: Model, tiny_m: Model, tmp_path: Path) -> None
         assert s4.tokens == kept
     with pytest.raises(med42_rs.SessionStateError, match="another model"):
         tiny_m.session().load_state(state)
+    with pytest.raises(med42_rs.SessionStateError, match=r"f16 KV cache.*q8_0"):
+        Model.load(smollm2, n_ctx=512, kv_type="q8_0").session().load_state(state)
     with pytest.raises(med42_rs.SessionStateError, match="context"):
         m.session(n_ctx=n_note - 1).load_state(state)
     with pytest.raises(med42_rs.InvalidParameterError, match="state"):
@@ -316,3 +320,34 @@ def test_many_threads_many_requests_flat_memory(tiny_m: Model) -> None:
     grown = rss() - base
     assert grown < 16 << 20, f"RSS grew by {grown / 2**20:.1f} MiB over 160 requests"
     assert tiny_m.scheduler_stats["max_batch"] >= 2
+
+
+def test_logprobs_equal_log_softmax_of_the_logits(m: Model) -> None:
+    import numpy as np
+
+    prompt = m.tokenizer.encode("The heart has four")
+    r = m.generate(prompt, max_tokens=8, temperature=0, repeat_penalty=1.0, logprobs=5)
+    assert r.logprobs is not None and len(r.logprobs) == len(r.token_ids) == 8
+    # oracle: float64 log-softmax of the logits of the same sequence, computed here
+    logits = m.logits(prompt + r.token_ids).astype(np.float64)
+    for i, lp in enumerate(r.logprobs):
+        row = logits[len(prompt) - 1 + i]
+        ls = row - (row.max() + np.log(np.exp(row - row.max()).sum()))
+        assert lp.token_id == r.token_ids[i]
+        assert abs(lp.logprob - ls[lp.token_id]) < 1e-4
+        want = np.argsort(-ls, kind="stable")[:5]
+        assert [t for t, _ in lp.top] == want.tolist()
+        assert np.allclose([x for _, x in lp.top], ls[want], atol=1e-4)
+        assert lp.top[0][0] == lp.token_id  # greedy picks the most likely
+    # streamed: one entry per token id of every chunk
+    chunks = list(
+        m.generate(prompt, max_tokens=8, temperature=0, repeat_penalty=1.0, logprobs=0, stream=True)
+    )
+    assert all(c.logprobs is not None and len(c.logprobs) == len(c.token_ids) for c in chunks)
+    assert all(lp.top == [] for c in chunks for lp in c.logprobs or [])
+    # without the option there are none; out of range is an error before anything runs
+    assert m.generate(prompt, max_tokens=2).logprobs is None
+    with pytest.raises(med42_rs.InvalidParameterError, match="logprobs"):
+        m.generate(prompt, max_tokens=2, logprobs=21)
+    with pytest.raises(med42_rs.InvalidParameterError, match="logprobs"):
+        m.session().generate(prompt, max_tokens=2, logprobs=21)

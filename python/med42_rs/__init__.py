@@ -37,7 +37,7 @@ from .errors import (
     TruncatedFileError,
     UnsupportedModelError,
 )
-from .generation import Chunk, Completion, Stream, Usage
+from .generation import Chunk, Completion, Stream, TokenLogprob, Usage
 from .model import Model
 from .sampling import SamplingParams
 from .session import Chat, Session
@@ -77,6 +77,7 @@ __all__ = [
     "SplitFilesError",
     "Stream",
     "StreamDecoder",
+    "TokenLogprob",
     "Tokenizer",
     "TokenizerError",
     "TruncatedFileError",

@@ -26,10 +26,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import InvalidParameterError
 from .sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from .model import KvType
 
 __all__ = ["DEFAULT_QUANT", "DEFAULT_REPO", "main"]
 
@@ -157,7 +160,13 @@ def _cached_files(spec: str | None) -> tuple[list[str], str | None]:
 # the commands
 
 
-def _load(paths: list[str], n_ctx: int | None, n_threads: int | None, accept_license: bool = False) -> Any:
+def _load(
+    paths: list[str],
+    n_ctx: int | None,
+    n_threads: int | None,
+    accept_license: bool = False,
+    kv_type: str = "f16",
+) -> Any:
     from . import Model
 
     # The license question (if any) comes before the spinner, from the header alone; it is the
@@ -180,7 +189,7 @@ def _load(paths: list[str], n_ctx: int | None, n_threads: int | None, accept_lic
         spinner.start()
     t0 = time.monotonic()
     try:
-        model = Model._load_accepted(paths, n_ctx=n_ctx, n_threads=n_threads)
+        model = Model._load_accepted(paths, n_ctx=n_ctx, n_threads=n_threads, kv_type=cast("KvType", kv_type))
     finally:
         done.set()
         if spinner.is_alive():
@@ -231,8 +240,11 @@ def _print_stream(chunks: Any) -> str:
     sys.stdout.write("\n")
     if last is not None and last.usage is not None:
         u = last.usage
+        cached = f" ({u.prompt_tokens_cached} cached)" if u.prompt_tokens_cached else ""
+        computed = u.prompt_tokens_computed
+        rate = computed / u.prompt_seconds if u.prompt_seconds > 0 else 0.0
         sys.stderr.write(
-            f"[{last.finish_reason}] prompt {u.prompt_tokens} tok at {u.prompt_tokens_per_second:.1f} tok/s, "
+            f"[{last.finish_reason}] prompt {u.prompt_tokens} tok{cached} at {rate:.1f} tok/s, "
             f"{u.completion_tokens} tok at {u.decode_tokens_per_second:.1f} tok/s\n"
         )
     return "".join(text)
@@ -240,7 +252,7 @@ def _print_stream(chunks: Any) -> str:
 
 def cmd_generate(a: argparse.Namespace) -> int:
     """`med42 generate`: stream one answer to stdout."""
-    model = _load(_model_files(a.model, a.accept_license), a.n_ctx, a.threads, a.accept_license)
+    model = _load(_model_files(a.model, a.accept_license), a.n_ctx, a.threads, a.accept_license, a.kv_type)
     msgs = [{"role": "user", "content": a.prompt}]
     if a.raw:
         chunks = model.generate(a.prompt, _sampling(a), stream=True)
@@ -257,8 +269,9 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 def cmd_chat(a: argparse.Namespace) -> int:
     """`med42 chat`: the multi-turn REPL (Ctrl-C cancels an answer, Ctrl-D exits)."""
-    model = _load(_model_files(a.model, a.accept_license), a.n_ctx, a.threads, a.accept_license)
-    history: list[dict[str, str]] = []
+    model = _load(_model_files(a.model, a.accept_license), a.n_ctx, a.threads, a.accept_license, a.kv_type)
+    # Each turn reuses the KV cache of the conversation before it: only the new message is computed.
+    chat = model.start_chat(system=a.system)
     sys.stderr.write("Ctrl-C cancels an answer, Ctrl-D exits.\n")
     while True:
         try:
@@ -271,14 +284,15 @@ def cmd_chat(a: argparse.Namespace) -> int:
             continue
         if not line.strip():
             continue
-        history.append({"role": "user", "content": line})
+        n = len(chat.messages)
+        stream = chat.send(line, _sampling(a), stream=True)
         try:
-            answer = _print_stream(model.chat(history, _sampling(a), system=a.system, stream=True))
+            _print_stream(stream)
         except KeyboardInterrupt:
+            stream.cancel()
+            del chat.messages[n:]  # the cancelled turn is forgotten
             sys.stdout.write("\n[cancelled]\n")
-            history.pop()
             continue
-        history.append({"role": "assistant", "content": answer.strip()})
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -309,7 +323,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         total += nbytes
     size = sum(os.path.getsize(p) for p in paths)
     parts = f", {len(paths)} parts" if len(paths) > 1 else ""
-    kv_per_token = 2 * n_layer * n_head_kv * head_dim * 4
+    kv_bytes = _native.kv_cache_bytes(a.kv_type, n_layer, n_head_kv, head_dim, n_ctx)
     print(f"file          {files[0]} ({size / 2**30:.2f} GiB{parts})")
     if repo is not None:
         print(f"repository    {repo}")
@@ -328,7 +342,7 @@ def cmd_info(a: argparse.Namespace) -> int:
         print(f"tokenizer     none ({e})")
     print(
         f"memory        weights {total / 2**30:.2f} GiB mapped from the file (page cache) + KV cache "
-        f"{kv_per_token * n_ctx / 2**30:.2f} GiB at {n_ctx} tokens (f32)"
+        f"{kv_bytes / 2**30:.2f} GiB at {n_ctx} tokens ({a.kv_type})"
     )
     from .license import license_for
 
@@ -487,6 +501,12 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             metavar="N",
             help="CPU threads (default: all CPUs)",
+        )
+        sp.add_argument(
+            "--kv-type",
+            choices=["f16", "q8_0", "f32"],
+            default="f16",
+            help="KV cache type (default f16; q8_0 takes about half the memory of f16)",
         )
         sp.add_argument(
             "--accept-license", action="store_true", help="accept the model's license (Med42) without asking"

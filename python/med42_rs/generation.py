@@ -9,7 +9,7 @@ from typing import Literal
 from . import _native
 from .stops import StopMatcher
 
-__all__ = ["Chunk", "Completion", "FinishReason", "Stream", "Usage"]
+__all__ = ["Chunk", "Completion", "FinishReason", "Stream", "TokenLogprob", "Usage"]
 
 FinishReason = Literal["stop", "length", "eos"]
 
@@ -42,6 +42,16 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the model (log-softmax of its raw logits, before
+    the repeat penalty and temperature), and the most likely tokens at that step with theirs."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass(frozen=True)
 class Chunk:
     """One streamed piece: new text, the ids that produced it, and on the last chunk the finish
     reason and usage."""
@@ -50,6 +60,8 @@ class Chunk:
     token_ids: list[int]
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    logprobs: list[TokenLogprob] | None = None
+    """One per token id, when the generation was asked for ``logprobs``."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class Completion:
     token_ids: list[int] = field(default_factory=list)
     finish_reason: FinishReason = "length"
     usage: Usage | None = None
+    logprobs: list[TokenLogprob] | None = None
 
 
 class Stream(Iterator[Chunk]):
@@ -71,8 +84,9 @@ class Stream(Iterator[Chunk]):
     (``break``, garbage collection) frees the cache as well.
     """
 
-    def __init__(self, gen: _native.NativeGeneration, stops: Sequence[str]) -> None:
+    def __init__(self, gen: _native.NativeGeneration, stops: Sequence[str], logprobs: bool = False) -> None:
         self._gen = gen
+        self._logprobs = logprobs
         self._matcher = StopMatcher(stops) if stops else None
         self._done = False
         self._cancelled = False
@@ -98,20 +112,26 @@ class Stream(Iterator[Chunk]):
         step = next(self._gen, None)
         if step is None:  # ended without a final step (cancelled)
             return None
-        text, step_ids, finish = step
+        text, step_ids, finish, lp = step
+        ids = list(step_ids)
+        logprobs = None
+        if lp is not None and ids:
+            logprobs = [TokenLogprob(ids[0], lp[0], [(int(i), float(x)) for i, x in lp[1]])]
+        elif lp is None and self._logprobs:
+            logprobs = []
         m = self._matcher
         if m is not None:
             text = m.push(text)
             if m.stopped:
                 self._gen.cancel()
-                return Chunk(text, list(step_ids), "stop", self.usage)
+                return Chunk(text, ids, "stop", self.usage, logprobs)
             if finish is not None:
                 text += m.finish()
                 if m.stopped:  # the held-back text ended in a stop string
                     finish = "stop"
         if finish is not None:
-            return Chunk(text, list(step_ids), finish, self.usage)  # type: ignore[arg-type]
-        return Chunk(text, list(step_ids))
+            return Chunk(text, ids, finish, self.usage, logprobs)  # type: ignore[arg-type]
+        return Chunk(text, ids, None, None, logprobs)
 
     def cancel(self) -> None:
         """Stop the generation and free its KV cache; safe from any thread at any time."""
@@ -143,11 +163,14 @@ def collect(chunks: Iterator[Chunk]) -> Completion:
     """Join a stream into one :class:`Completion`."""
     texts: list[str] = []
     ids: list[int] = []
+    logprobs: list[TokenLogprob] | None = None
     finish: FinishReason = "length"
     usage = None
     for c in chunks:
         texts.append(c.text)
         ids.extend(c.token_ids)
+        if c.logprobs is not None:
+            logprobs = (logprobs or []) + c.logprobs
         if c.finish_reason is not None:
             finish, usage = c.finish_reason, c.usage
-    return Completion("".join(texts), ids, finish, usage)
+    return Completion("".join(texts), ids, finish, usage, logprobs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
     from .session import Chat, Session
 
-__all__ = ["Model"]
+__all__ = ["KvType", "Model"]
+
+#: The element type of the K/V cache (llama.cpp's ``--cache-type-k/v`` names).
+KvType = Literal["f16", "q8_0", "f32"]
 
 
 class Model:
@@ -50,6 +53,7 @@ class Model:
         check_memory: bool = True,
         n_parallel: int | None = None,
         max_queue: int | None = None,
+        kv_type: KvType = "f16",
     ) -> Model:
         """Map and validate a GGUF model and load it.
 
@@ -60,13 +64,19 @@ class Model:
         CPU threads (default: all CPUs available to the process). ``backend`` forces
         ``"native"`` (CPU only) or ``"candle"``.
 
+        ``kv_type`` is the element type of every generation's K/V cache, as llama.cpp's
+        ``--cache-type-k/v``: ``"f16"`` (default, 2 bytes per value), ``"q8_0"`` (ggml's 8-bit
+        blocks, 34 bytes per 32 values: a quarter of f32; native CPU backend, heads of a multiple
+        of 32 values) or ``"f32"``. For Med42-70B at 4,096 tokens one cache is 1.25 GiB in f16,
+        0.66 GiB in q8_0 and 2.5 GiB in f32.
+
         Med42 files are gated by their license (see :mod:`med42_rs.license`): only the header is
         read until the license is accepted. ``accept_license=True`` accepts it; ``False`` never
         prompts; ``None`` (default) prompts on a terminal and raises
         :class:`~med42_rs.LicenseNotAcceptedError` elsewhere.
 
         On CPU, loading is refused with :class:`~med42_rs.InsufficientMemoryError` when the weights,
-        one KV cache of ``n_ctx`` positions and scratch need more memory than is available
+        one KV cache of ``n_ctx`` positions (in ``kv_type``) and scratch need more memory than is available
         (``MemAvailable``, or the container's cgroup limit; ``MED42_MEMORY_AVAILABLE`` overrides it
         in bytes); the message says what to do. ``check_memory=False`` skips the check.
 
@@ -79,7 +89,7 @@ class Model:
         paths = cls._license_gate(path, accept_license)
         return cls._load_accepted(
             paths, device=device, n_ctx=n_ctx, n_threads=n_threads, backend=backend,
-            check_memory=check_memory, n_parallel=n_parallel, max_queue=max_queue,
+            check_memory=check_memory, n_parallel=n_parallel, max_queue=max_queue, kv_type=kv_type,
         )  # fmt: skip
 
     @staticmethod
@@ -105,11 +115,12 @@ class Model:
         check_memory: bool = True,
         n_parallel: int | None = None,
         max_queue: int | None = None,
+        kv_type: KvType = "f16",
     ) -> Model:
         """:meth:`load` after :meth:`_license_gate` passed for ``paths``."""
         return cls(
             _native.NativeModel.load(
-                paths, device, n_ctx, n_threads, backend, check_memory, n_parallel, max_queue
+                paths, device, n_ctx, n_threads, backend, check_memory, n_parallel, max_queue, kv_type
             )
         )
 
@@ -127,6 +138,7 @@ class Model:
         device: str = "cpu",
         n_ctx: int | None = None,
         n_threads: int | None = None,
+        kv_type: KvType = "f16",
     ) -> Model:
         """Download a GGUF model from the Hugging Face Hub (or find it in the local cache) and load it.
 
@@ -147,7 +159,10 @@ class Model:
             repo_id, quant=quant, filename=filename, revision=revision, token=token,
             cache_dir=cache_dir, before_download=gate,
         )  # fmt: skip
-        return cls.load(paths, device=device, n_ctx=n_ctx, n_threads=n_threads, accept_license=accept_license)
+        return cls.load(
+            paths, device=device, n_ctx=n_ctx, n_threads=n_threads, accept_license=accept_license,
+            kv_type=kv_type,
+        )  # fmt: skip
 
     @property
     def config(self) -> dict[str, Any]:
@@ -175,6 +190,11 @@ class Model:
     def n_threads(self) -> int:
         """CPU threads the forward pass uses."""
         return self._native.n_threads
+
+    @property
+    def kv_type(self) -> KvType:
+        """The element type of the K/V caches: ``"f16"``, ``"q8_0"`` or ``"f32"``."""
+        return cast(KvType, self._native.kv_type)
 
     @property
     def backend(self) -> str:
@@ -243,6 +263,7 @@ class Model:
         sampling: SamplingParams | None = ...,
         *,
         stream: Literal[False] = ...,
+        logprobs: int | None = ...,
         special: bool = ...,
         **kw: Unpack[SamplingArgs],
     ) -> Completion: ...
@@ -253,6 +274,7 @@ class Model:
         sampling: SamplingParams | None = ...,
         *,
         stream: Literal[True],
+        logprobs: int | None = ...,
         special: bool = ...,
         **kw: Unpack[SamplingArgs],
     ) -> Stream: ...
@@ -263,6 +285,7 @@ class Model:
         sampling: SamplingParams | None = None,
         *,
         stream: bool = False,
+        logprobs: int | None = None,
         special: bool = False,
         **kw: Unpack[SamplingArgs],
     ) -> Completion | Stream:
@@ -279,6 +302,10 @@ class Model:
         Text is encoded with BOS as the vocabulary asks; ``special=True`` lets control-token text in
         the prompt become control tokens (for prompts built from a template).
 
+        ``logprobs=N`` (0 to 20) adds to every chunk (and the completion) a
+        :class:`~med42_rs.TokenLogprob` per token: its log-probability under the model (before the
+        repeat penalty and temperature) and the ``N`` most likely tokens at that step.
+
         With ``stream=True`` a :class:`~med42_rs.Stream` of :class:`Chunk` is returned (cancel it
         from any thread with ``cancel()``); otherwise a :class:`Completion`. A prompt that cannot
         fit ``max_tokens`` more tokens in the context raises
@@ -286,7 +313,7 @@ class Model:
         """
         params = resolve(sampling, kw)
         ids = self._prompt_ids(prompt, special)
-        chunks = Stream(self._native.generate(ids, params, []), params.stop)
+        chunks = Stream(self._native.generate(ids, params, [], logprobs), params.stop, logprobs is not None)
         return chunks if stream else collect(chunks)
 
     def _prompt_ids(self, prompt: str | Sequence[int], special: bool) -> Sequence[int]:
@@ -379,6 +406,7 @@ class Model:
         template: str | None = ...,
         truncate: bool = ...,
         stream: Literal[False] = ...,
+        logprobs: int | None = ...,
         **kw: Unpack[SamplingArgs],
     ) -> Completion: ...
     @overload
@@ -391,6 +419,7 @@ class Model:
         template: str | None = ...,
         truncate: bool = ...,
         stream: Literal[True],
+        logprobs: int | None = ...,
         **kw: Unpack[SamplingArgs],
     ) -> Stream: ...
 
@@ -403,6 +432,7 @@ class Model:
         template: str | None = None,
         truncate: bool = False,
         stream: bool = False,
+        logprobs: int | None = None,
         **kw: Unpack[SamplingArgs],
     ) -> Completion | Stream:
         """Answer the last user message of ``messages``.
@@ -418,7 +448,7 @@ class Model:
         and never the last user message. See :meth:`fit_messages`.
         """
         ids, params = self._chat_request(messages, resolve(sampling, kw), system, template, truncate)
-        return self.generate(ids, params, stream=stream)  # type: ignore[call-overload, no-any-return]
+        return self.generate(ids, params, stream=stream, logprobs=logprobs)  # type: ignore[call-overload, no-any-return]
 
     def fit_messages(
         self,

@@ -104,6 +104,7 @@ class Session:
         sampling: SamplingParams | None = ...,
         *,
         stream: Literal[False] = ...,
+        logprobs: int | None = ...,
         special: bool = ...,
         **kw: Unpack[SamplingArgs],
     ) -> Completion: ...
@@ -114,6 +115,7 @@ class Session:
         sampling: SamplingParams | None = ...,
         *,
         stream: Literal[True],
+        logprobs: int | None = ...,
         special: bool = ...,
         **kw: Unpack[SamplingArgs],
     ) -> Stream: ...
@@ -124,6 +126,7 @@ class Session:
         sampling: SamplingParams | None = None,
         *,
         stream: bool = False,
+        logprobs: int | None = None,
         special: bool = False,
         **kw: Unpack[SamplingArgs],
     ) -> Completion | Stream:
@@ -131,7 +134,7 @@ class Session:
         cached is reused. Afterwards the cache holds the prompt and the answer."""
         params = resolve(sampling, kw)
         ids = self._model._prompt_ids(prompt, special)
-        chunks = Stream(self._native.generate(ids, params, []), params.stop)
+        chunks = Stream(self._native.generate(ids, params, [], logprobs), params.stop, logprobs is not None)
         return chunks if stream else collect(chunks)
 
     @overload
@@ -144,6 +147,7 @@ class Session:
         template: str | None = ...,
         truncate: bool = ...,
         stream: Literal[False] = ...,
+        logprobs: int | None = ...,
         **kw: Unpack[SamplingArgs],
     ) -> Completion: ...
     @overload
@@ -156,6 +160,7 @@ class Session:
         template: str | None = ...,
         truncate: bool = ...,
         stream: Literal[True],
+        logprobs: int | None = ...,
         **kw: Unpack[SamplingArgs],
     ) -> Stream: ...
 
@@ -168,11 +173,12 @@ class Session:
         template: str | None = None,
         truncate: bool = False,
         stream: bool = False,
+        logprobs: int | None = None,
         **kw: Unpack[SamplingArgs],
     ) -> Completion | Stream:
         """:meth:`Model.chat` continuing this session (same prompt, stops and arguments)."""
         ids, params = self._model._chat_request(messages, resolve(sampling, kw), system, template, truncate)
-        chunks = Stream(self._native.generate(ids, params, []), params.stop)
+        chunks = Stream(self._native.generate(ids, params, [], logprobs), params.stop, logprobs is not None)
         return chunks if stream else collect(chunks)
 
 

@@ -1,7 +1,7 @@
 //! A session's state as bytes: its tokens and the K/V of their positions, so that a long shared
 //! prompt (a system prompt, a clinical note) is computed once and restored many times.
 //!
-//! Layout, little-endian: magic `MED42KV\0`, version u32, KV type u32 (0 = f32), model
+//! Layout, little-endian: magic `MED42KV\0`, version u32, KV type u32 (0 f32, 1 f16, 2 q8_0), model
 //! fingerprint u64, `n_layer`, `n_head_kv`, `head_dim`, `n_tokens` (u32 each), the tokens (u32
 //! each), then the cache's K/V ([`crate::model::KvCache::write_state`]). Everything is checked
 //! before the cache is touched.
@@ -85,10 +85,10 @@ impl Session {
         let m = &self.model;
         let c = &m.config;
         let n = self.tokens.len();
-        let mut out = Vec::with_capacity(HEADER + 4 * n + self.cache.state_bytes(c));
+        let mut out = Vec::with_capacity(HEADER + 4 * n + self.cache.state_bytes());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&kv_type_code(self.cache.kv_type()).to_le_bytes());
+        out.extend_from_slice(&kv_type_code(self.model.kv_type.name()).to_le_bytes());
         out.extend_from_slice(&fingerprint(m).to_le_bytes());
         for v in [c.n_layer, c.n_head_kv, c.head_dim, n] {
             out.extend_from_slice(&(v as u32).to_le_bytes());
@@ -96,7 +96,7 @@ impl Session {
         for t in &self.tokens {
             out.extend_from_slice(&t.to_le_bytes());
         }
-        self.cache.write_state(c, &mut out)?;
+        self.cache.write_state(&mut out)?;
         Ok(out)
     }
 
@@ -115,12 +115,12 @@ impl Session {
             ));
         }
         let kv = u32_at(data, 12);
-        if kv != kv_type_code(self.cache.kv_type()) {
+        if kv != kv_type_code(self.model.kv_type.name()) {
             return bad(format!(
                 "it was saved from a {} KV cache and this session's cache is {}; load the model \
                  with the same kv_type",
                 kv_type_name(kv),
-                self.cache.kv_type()
+                self.model.kv_type.name()
             ));
         }
         let m = &self.model;
@@ -149,7 +149,7 @@ impl Session {
         let tokens: Vec<u32> = (0..n).map(|i| u32_at(data, HEADER + 4 * i)).collect();
         m.check_tokens("state", &tokens)
             .map_err(|e| Error::State(e.to_string()))?;
-        self.cache.read_state(c, n, &data[tokens_end..])?;
+        self.cache.read_state(n, &data[tokens_end..])?;
         self.tokens = tokens;
         Ok(())
     }

@@ -6,16 +6,26 @@ use super::acts::{q8_0_row_with_scales_bytes, ActKind, QActs};
 use super::layout::{Acc, DotFn, DotRowsFn, PACK_GROUP, PACK_PAIR, PACK_ROWS};
 use super::reference::{candle_dot_fn, candle_kernel_name};
 #[cfg(target_arch = "x86_64")]
+use super::x86::avx512::{self, Vnni};
+#[cfg(target_arch = "x86_64")]
 use super::x86::{self, avx2};
 use crate::gguf::GgmlType;
 
 /// The instruction set this crate's own kernels run with on this CPU, chosen at run time:
-/// `"avx2"` (x86-64 with AVX2, FMA and F16C), else `"scalar"` (candle's kernels, with the SIMD
-/// candle was compiled for: see [`Kernels::name`] per type).
+/// `"avx512vnni"` (x86-64 with AVX-512 F/BW/VL/VNNI besides AVX2, FMA and F16C: the decode and
+/// multi-row kernels of the Med42 types and Q4_1 and the packed GEMMs of Q4_0, Q5_0 and Q8_0 use
+/// it, the rest AVX2), `"avxvnni"` (AVX-VNNI without AVX-512: the kernels of Q4_0, Q5_0, Q8_0 and
+/// Q4_1 use it, the rest AVX2), `"avx2"` (AVX2, FMA and F16C), else `"scalar"` (candle's kernels,
+/// with the SIMD candle was compiled for: see [`Kernels::name`] per type).
 pub fn isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
-    if x86::has_avx2() {
-        return "avx2";
+    {
+        if let Some(v) = Vnni::detect() {
+            return v.name();
+        }
+        if x86::has_avx2() {
+            return "avx2";
+        }
     }
     "scalar"
 }
@@ -25,7 +35,7 @@ pub fn isa() -> &'static str {
 #[derive(Clone, Copy)]
 pub struct Kernels {
     /// The single-row kernel (decode, a prompt's rows after its last whole group): a weight row
-    /// times a [`QActs::row_with_scales`] where `single_with_scales` (Q4_0, Q5_0, Q8_0 on AVX2),
+    /// times a [`QActs::row_with_scales`] where `single_with_scales` (Q4_0, Q5_0, Q8_0 on x86),
     /// else times a [`QActs::row`].
     pub single: DotFn,
     /// Which activation row form `single` takes (see [`Kernels::single_row`]).
@@ -33,14 +43,17 @@ pub struct Kernels {
     /// The multi-row kernel for prompt batches (all of them for types without `packed`, else
     /// those below [`super::PACKED_MIN_ROWS`] rows), taking [`QActs::row_with_scales`].
     ///
-    /// Where a type has `dot_rows` or `packed` (on AVX2: Q2_K..Q6_K, Q4_0, Q5_0, Q8_0), these
+    /// Where a type has `dot_rows` or `packed` (on AVX2 and AVX-512: Q2_K..Q6_K, Q4_0, Q5_0, Q8_0), these
     /// and `single` sum exact per-block integers in one f32 order, so a result does not depend on
     /// how the rows were batched, bit for bit (tested).
     pub dot_rows: Option<DotRowsFn>,
     /// The packed-tile GEMM for prompts of [`super::PACKED_MIN_ROWS`] rows or more, if any (on
     /// AVX2, Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0).
     pub packed: Option<Packed>,
-    /// Which implementation `single` is: `"avx2"` (this crate's, chosen at run time),
+    /// Which implementation `single` is: `"avx512vnni"` or `"avx2"` (this crate's, chosen at run
+    /// time; `"avxvnni"` for the 32-value-block types where AVX-VNNI is there without AVX-512;
+    /// the multi-row kernel is of the same instruction set, the packed GEMM AVX2 or, for Q4_0,
+    /// Q5_0 and Q8_0, VNNI on the same packing),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
     pub name: &'static str,
 }
@@ -69,11 +82,35 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2() {
             // SAFETY: AVX2/FMA/F16C detected just above.
-            let (one, dot, dot_rows) =
+            let (mut one, mut dot, mut dot_rows) =
                 unsafe { (avx2::dot_with_scales(t), avx2::dot(t), avx2::dot_rows(t)) };
+            let mut name = "avx2";
+            if let Some(v) = Vnni::detect() {
+                // the VNNI kernels give the AVX2 kernels' results bit for bit (tested), so the
+                // packed GEMMs still sum in their order
+                // SAFETY: the features of form `v` detected just above.
+                let fast = unsafe {
+                    match v {
+                        Vnni::Avx512 => (
+                            avx512::dot_with_scales::<true>(t),
+                            avx512::dot::<true>(t),
+                            avx512::dot_rows::<true>(t),
+                        ),
+                        Vnni::Avx => (
+                            avx512::dot_with_scales::<false>(t),
+                            avx512::dot::<false>(t),
+                            avx512::dot_rows::<false>(t),
+                        ),
+                    }
+                };
+                if fast.0.is_some() || fast.1.is_some() {
+                    (one, dot, name) = (fast.0, fast.1, v.name());
+                }
+                dot_rows = fast.2.or(dot_rows);
+            }
             let (single, single_with_scales, name) = match (one, dot) {
-                (Some(one), _) => (one, true, "avx2"),
-                (None, Some(dot)) => (dot, false, "avx2"),
+                (Some(one), _) => (one, true, name),
+                (None, Some(dot)) => (dot, false, name),
                 (None, None) => (candle_dot_fn(t)?, false, candle_kernel_name(t)),
             };
             return Some(Kernels {
@@ -101,6 +138,10 @@ pub struct Packed {
     t: GgmlType,
     /// Bytes of one packed block (private: `pack` and `gemm` trust it for the buffers' lengths).
     block_bytes: usize,
+    /// The VNNI form `gemm` runs (Q4_0, Q5_0, Q8_0 where the CPU has one), else the AVX2 kernel:
+    /// the same packing, the same results bit for bit.
+    #[cfg(target_arch = "x86_64")]
+    vnni: Option<Vnni>,
 }
 
 impl Packed {
@@ -110,13 +151,19 @@ impl Packed {
         self.block_bytes
     }
 
-    /// The packed GEMM for `t` on this CPU, if any (AVX2 only): every type whose single-row and
+    /// The packed GEMM for `t` on this CPU, if any (AVX2; Q4_0, Q5_0 and Q8_0 with VNNI where the
+    /// CPU has it): every type whose single-row and
     /// multi-row kernels sum in its order (see [`Kernels::dot_rows`]).
     fn for_type(t: GgmlType) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2() {
             let block_bytes = avx2::packed_block_bytes(t)?;
-            return Some(Packed { t, block_bytes });
+            let vnni = Vnni::detect().filter(|_| avx512::has_gemm(t));
+            return Some(Packed {
+                t,
+                block_bytes,
+                vnni,
+            });
         }
         let _ = t;
         None
@@ -186,10 +233,14 @@ impl Packed {
         let acc: [&mut [Acc; N]; PACK_PAIR] = acc.map(|c| c.try_into().unwrap());
         let p = packed.map(|p| p.as_ptr());
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: a `Packed` exists only where AVX2 was detected (`for_type`); lengths checked by
-        // `gemm`.
+        // SAFETY: a `Packed` exists only where AVX2 was detected, and has a `vnni` form only
+        // where its features were (`for_type`); lengths checked by `gemm`.
         unsafe {
-            avx2::gemm::<N>(self.t, b0, nb, row_nb, p, rows, acc)
+            match self.vnni {
+                Some(Vnni::Avx512) => avx512::gemm::<N, true>(self.t, b0, nb, row_nb, p, rows, acc),
+                Some(Vnni::Avx) => avx512::gemm::<N, false>(self.t, b0, nb, row_nb, p, rows, acc),
+                None => avx2::gemm::<N>(self.t, b0, nb, row_nb, p, rows, acc),
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {

@@ -8,22 +8,29 @@
 //!   GEMM's accumulators and summation order);
 //! - [`dispatch`]: the one [`Kernels`] choice per weight type, made at run time ([`isa`]);
 //! - [`matmul`](mod@matmul): the drivers (decode, tiled prompts, packed prompts) over [`pool`];
+//! - [`attn`]: the KV cache of a layer in its stored type (F16, Q8_0, F32) and the causal GQA
+//!   attention that reads it tile by tile;
 //! - [`reference`]: candle's block types, its scalar dots (the reference every SIMD kernel is
 //!   tested against) and its compile-time-SIMD dots (the fallback);
-//! - per instruction set, the kernels: `x86` (`x86::avx2`; AVX-512 goes beside it as
-//!   `x86::avx512`), later `arm` (NEON).
+//! - per instruction set, the kernels: `x86` (`x86::avx2`, `x86::avx512`), later `arm` (NEON).
 //!
 //! On x86-64 with AVX2 (detected at run time) every type of the Med42 quant table has this
 //! crate's decode kernel; prompt batches use the multi-row kernels for Q2_K..Q6_K, Q4_0, Q5_0 and
 //! Q8_0, and prompts of [`PACKED_MIN_ROWS`] rows or more the GEMM over weight tiles repacked 8
 //! rows per register. For each of these types all three kernels add exact per-block integer dot
-//! products in one f32 order, so results do not depend on batching, bit for bit.
+//! products in one f32 order, so results do not depend on batching, bit for bit. Where the CPU
+//! also has AVX-512 F/BW/VL/VNNI, the decode and multi-row kernels of these types (and Q4_1's
+//! decode kernel) and the packed GEMMs of Q4_0, Q5_0 and Q8_0 are VNNI ones (with AVX-VNNI
+//! alone, those of the 32-value-block types), which compute the same integers with fewer
+//! instructions and give the AVX2 kernels' results bit for bit, so batching still changes
+//! nothing and every x86 machine gives the same logits.
 //!
 //! Every safe function here is sound for any input: the kernels behind [`Kernels`] and
 //! [`matmul`](fn@matmul) check the lengths of the rows they are given (once per row, not per
 //! block) and panic on a short one.
 
 pub mod acts;
+pub mod attn;
 pub mod dispatch;
 pub mod layout;
 pub mod matmul;
@@ -35,6 +42,7 @@ mod send_ptr;
 pub mod x86;
 
 pub use acts::{ActKind, QActs};
+pub use attn::{attention, KvLayer, KvType};
 pub use dispatch::{axpy, dot_f32, isa, Kernels, Packed};
 pub use layout::{DotFn, DotRowsFn, ROWS};
 pub use matmul::{matmul, WeightView, PACKED_MIN_ROWS};

@@ -6,10 +6,12 @@
 use candle_core::{DType, Tensor, D};
 
 use crate::error::Result;
+use crate::kernels::KvType;
 
 use super::{Llama, Logits};
 
-/// Per-sequence KV cache on the device: per layer `(G, n_ctx, D)`.
+/// Per-sequence KV cache on the device: per layer `(G, n_ctx, D)` in F16 or F32 (the model's
+/// `kv_type`; Q8_0 is refused at load on this path). Attention reads it as F32.
 pub(crate) struct CandleCache {
     k: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -22,11 +24,16 @@ impl CandleCache {
     pub fn new(m: &Llama, n_ctx: usize) -> Result<Self> {
         let c = &m.config;
         let shape = (c.n_head_kv, n_ctx, c.head_dim);
+        let dtype = match m.kv_type {
+            KvType::F16 => DType::F16,
+            KvType::F32 => DType::F32,
+            KvType::Q8_0 => unreachable!("refused by Llama::from_gguf for the candle backend"),
+        };
         let mut k = Vec::with_capacity(c.n_layer);
         let mut v = Vec::with_capacity(c.n_layer);
         for _ in 0..c.n_layer {
-            k.push(Tensor::zeros(shape, DType::F32, &m.device)?);
-            v.push(Tensor::zeros(shape, DType::F32, &m.device)?);
+            k.push(Tensor::zeros(shape, dtype, &m.device)?);
+            v.push(Tensor::zeros(shape, dtype, &m.device)?);
         }
         let half = c.n_rot / 2;
         let cos = Tensor::from_slice(&m.rope_cos[..n_ctx * half], (n_ctx, half), &m.device)?;
@@ -100,10 +107,11 @@ pub(crate) fn forward(
         let q = rope(m, &q, &cos, &sin)?.squeeze(0)?; // (H, T, D)
         let k = rope(m, &k, &cos, &sin)?.squeeze(0)?; // (G, T, D)
 
-        cache.k[i].slice_set(&k, 1, pos)?;
-        cache.v[i].slice_set(&v, 1, pos)?;
-        let kc = cache.k[i].narrow(1, 0, l)?; // (G, L, D), a strided view of the cache
-        let vc = cache.v[i].narrow(1, 0, l)?; // (G, L, D)
+        let dtype = cache.k[i].dtype();
+        cache.k[i].slice_set(&k.to_dtype(dtype)?, 1, pos)?;
+        cache.v[i].slice_set(&v.to_dtype(dtype)?, 1, pos)?;
+        let kc = cache.k[i].narrow(1, 0, l)?.to_dtype(DType::F32)?; // (G, L, D)
+        let vc = cache.v[i].narrow(1, 0, l)?.to_dtype(DType::F32)?; // (G, L, D)
 
         // Grouped-query attention: query head g*n_rep + r reads KV head g; group the query heads
         // instead of repeating K/V.

@@ -5,12 +5,12 @@
 //! session and grows to the largest batch seen; nothing is allocated per token except the returned
 //! logits.
 //!
-//! K cache per layer: `[G][n_ctx][D]` (a head's keys contiguous per position). V cache per layer:
-//! `[G][D][n_ctx]` (transposed, so the weighted sum over positions is a contiguous dot product).
+//! K/V cache per layer: a [`KvLayer`] in the model's [`KvType`] (F16, Q8_0 or F32), which
+//! [`kernels::attention`] reads in that type, tile by tile (see `kernels::attn`).
 
 use crate::error::Result;
 use crate::gguf::LlamaConfig;
-use crate::kernels::{self, pool::pool, ActKind, QActs, SendPtr};
+use crate::kernels::{self, ActKind, KvLayer, KvType, QActs};
 use crate::weights::QWeight;
 
 use super::{Llama, Logits};
@@ -42,16 +42,15 @@ impl ActCache {
 /// Activation buffers of one forward pass; they grow to the largest batch seen.
 #[derive(Default)]
 pub(crate) struct Scratch {
-    x: Vec<f32>,      // (T, E) residual stream
-    xb: Vec<f32>,     // (T, E) normed input / projection output
-    q: Vec<f32>,      // (T, H*D)
-    k: Vec<f32>,      // (T, G*D)
-    v: Vec<f32>,      // (T, G*D)
-    att: Vec<f32>,    // (T, H*D) attention output
-    hb: Vec<f32>,     // (T, n_ff) gate, then silu(gate) * up
-    hb2: Vec<f32>,    // (T, n_ff) up
-    xq: Vec<f32>,     // (R, E) the normed rows whose queries the last block computes
-    scores: Vec<f32>, // (H, L) softmax rows, one per head
+    x: Vec<f32>,   // (T, E) residual stream
+    xb: Vec<f32>,  // (T, E) normed input / projection output
+    q: Vec<f32>,   // (T, H*D)
+    k: Vec<f32>,   // (T, G*D)
+    v: Vec<f32>,   // (T, G*D)
+    att: Vec<f32>, // (T, H*D) attention output
+    hb: Vec<f32>,  // (T, n_ff) gate, then silu(gate) * up
+    hb2: Vec<f32>, // (T, n_ff) up
+    xq: Vec<f32>,  // (R, E) the normed rows whose queries the last block computes
     acts: ActCache,
 }
 
@@ -61,69 +60,43 @@ fn grow(v: &mut Vec<f32>, n: usize) {
     }
 }
 
-/// The K/V of one sequence on the CPU path.
+/// The K/V of one sequence on the CPU path: one [`KvLayer`] per block.
 pub(crate) struct NativeKv {
-    n_ctx: usize,
-    pub(crate) k: Vec<Vec<f32>>,
-    pub(crate) v: Vec<Vec<f32>>,
+    pub(crate) layers: Vec<KvLayer>,
 }
 
 impl NativeKv {
-    pub fn new(cfg: &LlamaConfig, n_ctx: usize) -> Self {
-        let per_layer = cfg.n_head_kv * n_ctx * cfg.head_dim;
-        // vec![0.0; n] is a zeroed allocation: pages are committed only when written.
-        NativeKv {
-            n_ctx,
-            k: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
-            v: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
-        }
+    /// Zeroed allocations: pages are committed only when positions are written.
+    pub fn new(cfg: &LlamaConfig, n_ctx: usize, kv_type: KvType) -> Result<Self> {
+        let layers = (0..cfg.n_layer)
+            .map(|_| KvLayer::new(kv_type, cfg.n_head_kv, n_ctx, cfg.head_dim))
+            .collect::<Result<_>>()?;
+        Ok(NativeKv { layers })
     }
 }
 
 impl NativeKv {
     /// Bytes [`Self::write_state`] writes for `n` positions.
-    pub fn state_bytes(&self, cfg: &LlamaConfig, n: usize) -> usize {
-        2 * cfg.n_layer * cfg.n_head_kv * n * cfg.head_dim * 4
+    pub fn state_bytes(&self, n: usize) -> usize {
+        self.layers.iter().map(|l| l.saved_bytes(n)).sum()
     }
 
-    /// Append the K and V of positions `0..n` of every layer to `out`, little-endian f32: per
-    /// layer, K as `[G][n][D]`, then V as `[G][D][n]`.
-    pub fn write_state(&self, cfg: &LlamaConfig, n: usize, out: &mut Vec<u8>) {
-        let (g_n, d, n_ctx) = (cfg.n_head_kv, cfg.head_dim, self.n_ctx);
-        out.reserve(self.state_bytes(cfg, n));
-        for (kc, vt) in self.k.iter().zip(&self.v) {
-            for g in 0..g_n {
-                for x in &kc[g * n_ctx * d..(g * n_ctx + n) * d] {
-                    out.extend_from_slice(&x.to_le_bytes());
-                }
-            }
-            for row in 0..g_n * d {
-                for x in &vt[row * n_ctx..row * n_ctx + n] {
-                    out.extend_from_slice(&x.to_le_bytes());
-                }
-            }
+    /// Append the stored K and V rows of positions `0..n` of every layer to `out`, in the cache's
+    /// own type (layer by layer, see [`KvLayer::save`]).
+    pub fn write_state(&self, n: usize, out: &mut Vec<u8>) {
+        out.reserve(self.state_bytes(n));
+        for l in &self.layers {
+            l.save(n, out);
         }
     }
 
     /// Read what [`Self::write_state`] wrote for `n` positions (`data` holds exactly
-    /// [`Self::state_bytes`]; `n <= n_ctx`).
-    pub fn read_state(&mut self, cfg: &LlamaConfig, n: usize, data: &[u8]) {
-        let (g_n, d, n_ctx) = (cfg.n_head_kv, cfg.head_dim, self.n_ctx);
-        assert!(n <= n_ctx && data.len() == self.state_bytes(cfg, n));
-        let mut vals = data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        for (kc, vt) in self.k.iter_mut().zip(self.v.iter_mut()) {
-            for g in 0..g_n {
-                for x in &mut kc[g * n_ctx * d..(g * n_ctx + n) * d] {
-                    *x = vals.next().expect("length checked");
-                }
-            }
-            for row in 0..g_n * d {
-                for x in &mut vt[row * n_ctx..row * n_ctx + n] {
-                    *x = vals.next().expect("length checked");
-                }
-            }
+    /// [`Self::state_bytes`]; `n <= n_ctx`: the caller checks both).
+    pub fn read_state(&mut self, n: usize, data: &[u8]) {
+        assert_eq!(data.len(), self.state_bytes(n));
+        let mut at = 0;
+        for l in &mut self.layers {
+            at += l.restore(n, &data[at..]);
         }
     }
 }
@@ -136,11 +109,11 @@ pub(crate) struct NativeCache {
 }
 
 impl NativeCache {
-    pub fn new(cfg: &LlamaConfig, n_ctx: usize) -> Self {
-        NativeCache {
-            kv: NativeKv::new(cfg, n_ctx),
+    pub fn new(cfg: &LlamaConfig, n_ctx: usize, kv_type: KvType) -> Result<Self> {
+        Ok(NativeCache {
+            kv: NativeKv::new(cfg, n_ctx, kv_type)?,
             s: Scratch::default(),
-        }
+        })
     }
 }
 
@@ -189,59 +162,6 @@ fn rope(
 fn project(w: &QWeight, input: &[f32], t: usize, acts: &mut ActCache, out: &mut [f32], nt: usize) {
     let a = acts.get(w.act_kind(), &input[..t * w.n_in], t, w.n_in, nt);
     kernels::matmul(&w.view(), a, &mut out[..t * w.n_out], nt);
-}
-
-/// Causal grouped-query attention of `t` new queries over `l` cached positions.
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    cfg: &LlamaConfig,
-    q: &[f32],
-    kc: &[f32],
-    vt: &[f32],
-    n_ctx: usize,
-    pos: usize,
-    t: usize,
-    scores: &mut [f32],
-    att: &mut [f32],
-    nt: usize,
-) {
-    let (h_n, d, rep) = (cfg.n_head, cfg.head_dim, cfg.n_rep());
-    let qd = h_n * d;
-    let l = pos + t;
-    let scale = 1.0 / (d as f32).sqrt();
-    let sc = SendPtr(scores.as_mut_ptr());
-    let out = SendPtr(att.as_mut_ptr());
-    pool().for_chunks(nt, h_n, 1, &|heads| {
-        for h in heads {
-            let g = h / rep; // query head h reads KV head g (no K/V repetition)
-            let kg = &kc[g * n_ctx * d..];
-            let vg = &vt[g * d * n_ctx..];
-            // SAFETY: head h owns scores[h*l..(h+1)*l] and the columns h*d..(h+1)*d of `att`.
-            let p = unsafe { std::slice::from_raw_parts_mut(sc.get().add(h * l), l) };
-            for ti in 0..t {
-                let lt = pos + ti + 1; // positions this query may see
-                let qh = &q[ti * qd + h * d..ti * qd + (h + 1) * d];
-                let mut max = f32::NEG_INFINITY;
-                for (j, pj) in p[..lt].iter_mut().enumerate() {
-                    *pj = kernels::dot_f32(qh, &kg[j * d..(j + 1) * d]) * scale;
-                    max = max.max(*pj);
-                }
-                let mut sum = 0f64;
-                for pj in p[..lt].iter_mut() {
-                    *pj = (*pj - max).exp();
-                    sum += *pj as f64;
-                }
-                let inv = (1.0 / sum) as f32;
-                for pj in p[..lt].iter_mut() {
-                    *pj *= inv;
-                }
-                for di in 0..d {
-                    let o = kernels::dot_f32(&vg[di * n_ctx..di * n_ctx + lt], &p[..lt]);
-                    unsafe { *out.get().add(ti * qd + h * d + di) = o };
-                }
-            }
-        }
-    });
 }
 
 /// One sequence of a batched forward pass: `tokens` at positions `pos..pos+T` over its own K/V.
@@ -312,11 +232,6 @@ pub(crate) fn forward_multi(
         qoff.push(qoff[qoff.len() - 1] + k.1);
     }
     let r = qoff[n];
-    let l_max = seqs
-        .iter()
-        .map(|sq| sq.pos + sq.tokens.len())
-        .max()
-        .unwrap_or(0);
     for (buf, len) in [
         (&mut s.x, t * e),
         (&mut s.xb, t * e),
@@ -327,7 +242,6 @@ pub(crate) fn forward_multi(
         (&mut s.att, t * qd),
         (&mut s.hb, t * cfg.n_ff),
         (&mut s.hb2, t * cfg.n_ff),
-        (&mut s.scores, cfg.n_head * l_max),
     ] {
         grow(buf, len);
     }
@@ -395,27 +309,14 @@ pub(crate) fn forward_multi(
                 &m.rope_sin,
             );
             let v_rows = &s.v[off[i] * kvd..off[i + 1] * kvd]; // (T_i, G*D)
-            let n_ctx = sq.kv.n_ctx;
-            let (kc, vt) = (&mut sq.kv.k[li], &mut sq.kv.v[li]);
-            for r_i in 0..ti {
-                let p = sq.pos + r_i;
-                for g in 0..cfg.n_head_kv {
-                    let src = &k_rows[r_i * kvd + g * d..r_i * kvd + (g + 1) * d];
-                    kc[(g * n_ctx + p) * d..(g * n_ctx + p + 1) * d].copy_from_slice(src);
-                    for di in 0..d {
-                        vt[(g * d + di) * n_ctx + p] = v_rows[r_i * kvd + g * d + di];
-                    }
-                }
-            }
-            attention(
-                cfg,
+            let kv = &mut sq.kv.layers[li];
+            kv.write(sq.pos, k_rows, v_rows); // rounded to the cache type as written
+            kernels::attention(
+                kv,
                 &s.q[qrow[i] * qd..],
-                kc,
-                vt,
-                n_ctx,
+                cfg.n_head,
                 sq.pos + q0,
                 tqi,
-                &mut s.scores,
                 &mut s.att[qrow[i] * qd..],
                 nt,
             ); // (Tq_i, H*D)

@@ -17,7 +17,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, LlamaConfig, TensorInfo};
-use crate::kernels::pool;
+use crate::kernels::{pool, KvType};
 use crate::weights::{load_vector, QWeight};
 
 /// Which positions to return logits for.
@@ -55,6 +55,9 @@ pub struct LoadOptions {
     /// Sequences decoded in parallel, each with a KV cache of up to `n_ctx` positions (checked
     /// against memory with the rest). Default: as many as fit, at most 4.
     pub n_parallel: Option<usize>,
+    /// The element type of every session's K/V cache: F16 (default, as llama.cpp), Q8_0 (half
+    /// that again; the native CPU backend only) or F32.
+    pub kv_type: KvType,
 }
 
 impl Default for LoadOptions {
@@ -66,6 +69,7 @@ impl Default for LoadOptions {
             backend: None,
             check_memory: true,
             n_parallel: None,
+            kv_type: KvType::default(),
         }
     }
 }
@@ -150,6 +154,8 @@ pub struct Llama {
     pub n_threads: usize,
     /// Sequences the scheduler decodes in parallel (their KV caches were counted at load).
     pub n_parallel: usize,
+    /// The element type of the sessions' K/V caches.
+    pub kv_type: KvType,
     pub file: Arc<GgufFile>,
     pub(crate) tok_embd: Arc<QWeight>,
     pub(crate) output: Arc<QWeight>,
@@ -194,24 +200,19 @@ impl KvCache {
         self.len = 0;
     }
 
-    /// The type the cache stores K and V in.
-    pub fn kv_type(&self) -> &'static str {
-        "f32"
-    }
-
     /// Bytes of [`Self::write_state`] for the cached positions.
-    pub fn state_bytes(&self, cfg: &LlamaConfig) -> usize {
+    pub fn state_bytes(&self) -> usize {
         match &self.store {
-            KvStore::Native(c) => c.kv.state_bytes(cfg, self.len),
+            KvStore::Native(c) => c.kv.state_bytes(self.len),
             KvStore::Candle(_) => 0,
         }
     }
 
     /// Append the K/V of the cached positions to `out` (CPU backend).
-    pub fn write_state(&self, cfg: &LlamaConfig, out: &mut Vec<u8>) -> Result<()> {
+    pub fn write_state(&self, out: &mut Vec<u8>) -> Result<()> {
         match &self.store {
             KvStore::Native(c) => {
-                c.kv.write_state(cfg, self.len, out);
+                c.kv.write_state(self.len, out);
                 Ok(())
             }
             KvStore::Candle(_) => Err(Error::State(
@@ -222,7 +223,7 @@ impl KvCache {
 
     /// Replace the cache by `n` positions read from `data` (exactly the bytes
     /// [`Self::write_state`] wrote for them).
-    pub fn read_state(&mut self, cfg: &LlamaConfig, n: usize, data: &[u8]) -> Result<()> {
+    pub fn read_state(&mut self, n: usize, data: &[u8]) -> Result<()> {
         if n > self.n_ctx {
             return Err(Error::State(format!(
                 "it holds {n} positions, more than this session's context of {}; use a session with n_ctx >= {n}",
@@ -231,14 +232,14 @@ impl KvCache {
         }
         match &mut self.store {
             KvStore::Native(c) => {
-                if data.len() != c.kv.state_bytes(cfg, n) {
+                if data.len() != c.kv.state_bytes(n) {
                     return Err(Error::State(format!(
                         "its K/V data has {} bytes, {n} positions need {}",
                         data.len(),
-                        c.kv.state_bytes(cfg, n)
+                        c.kv.state_bytes(n)
                     )));
                 }
-                c.kv.read_state(cfg, n, data);
+                c.kv.read_state(n, data);
                 self.len = n;
                 Ok(())
             }
@@ -373,7 +374,15 @@ impl Llama {
                 format!("belongs to a block beyond `block_count` = {}", cfg.n_layer),
             ));
         }
-        let est = crate::memory::Estimate::new(&file, &cfg, n_ctx);
+        opts.kv_type.check_head_dim(cfg.head_dim)?;
+        if opts.kv_type == KvType::Q8_0 && backend == Backend::Candle {
+            return Err(Error::arg(
+                "kv_type",
+                "a q8_0 KV cache is read by the native CPU backend only; use \"f16\" or \"f32\" \
+                 with the candle backend",
+            ));
+        }
+        let est = crate::memory::Estimate::new(&file, &cfg, n_ctx, opts.kv_type);
         let check = opts.check_memory && device.is_cpu();
         let n_parallel = match opts.n_parallel {
             Some(0) => return Err(Error::arg("n_parallel", "must be at least 1")),
@@ -460,6 +469,7 @@ impl Llama {
             n_ctx,
             n_threads,
             n_parallel,
+            kv_type: opts.kv_type,
             file,
             tok_embd,
             output,
@@ -483,9 +493,11 @@ impl Llama {
             ));
         }
         let store = match self.backend {
-            Backend::Native => {
-                KvStore::Native(Box::new(cpu::NativeCache::new(&self.config, n_ctx)))
-            }
+            Backend::Native => KvStore::Native(Box::new(cpu::NativeCache::new(
+                &self.config,
+                n_ctx,
+                self.kv_type,
+            )?)),
             Backend::Candle => KvStore::Candle(candle::CandleCache::new(self, n_ctx)?),
         };
         Ok(KvCache {

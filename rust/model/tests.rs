@@ -1,5 +1,5 @@
 //! Properties of the forward pass and KV cache on a tiny random F32 model (exact arithmetic, so
-//! the comparisons are tight). Agreement with independent oracles (numpy, llama.cpp) is tested in
+//! the comparisons are tight; K/V in F32 unless a test names another cache type). Agreement with independent oracles (numpy, llama.cpp) is tested in
 //! the Python suite.
 
 use std::sync::Arc;
@@ -53,8 +53,13 @@ fn tiny_model(name: &str, tied: bool, n_head_kv: u32) -> PathBuf {
 }
 
 fn load(p: &PathBuf, backend: Backend) -> Arc<Llama> {
+    load_kv(p, backend, KvType::F32)
+}
+
+fn load_kv(p: &PathBuf, backend: Backend, kv_type: KvType) -> Arc<Llama> {
     let opts = LoadOptions {
         backend: Some(backend),
+        kv_type,
         ..Default::default()
     };
     Arc::new(Llama::load(std::slice::from_ref(p), &opts).unwrap())
@@ -71,14 +76,23 @@ const TOKENS: [u32; 9] = [1, 7, 3, 49, 22, 8, 8, 30, 2];
 
 #[test]
 fn batched_equals_incremental_and_last_equals_last_row() {
-    let m = load(&tiny_model("inc.gguf", false, 2), Backend::Native);
+    for kv in [KvType::F32, KvType::F16] {
+        batched_equals_incremental(kv);
+    }
+}
+
+fn batched_equals_incremental(kv: KvType) {
+    let m = load_kv(&tiny_model("inc.gguf", false, 2), Backend::Native, kv);
     let mut c = m.new_cache(None).unwrap();
     let all = m.forward(&TOKENS, &mut c, Logits::All).unwrap();
     assert_eq!(all.len(), TOKENS.len() * V);
     let mut c2 = m.new_cache(None).unwrap();
     for (i, &t) in TOKENS.iter().enumerate() {
         let row = m.forward(&[t], &mut c2, Logits::Last).unwrap();
-        assert!(close(&row, &all[i * V..(i + 1) * V], 1e-5), "position {i}");
+        assert!(
+            close(&row, &all[i * V..(i + 1) * V], 1e-5),
+            "{kv} position {i}"
+        );
     }
     // `Last` runs the last block for the last position only: the same logits, bit for bit (every
     // kernel gives a row the same result whatever the batch), and a cache as complete as `All`'s
@@ -184,8 +198,14 @@ fn device_errors_name_the_missing_feature() {
 /// give each the logits it gets alone, bit for bit; a cancelled batch changes no cache.
 #[test]
 fn forward_batch_equals_each_sequence_alone() {
-    for backend in [Backend::Native, Backend::Candle] {
-        let m = load(&tiny_model("batch.gguf", false, 2), backend);
+    let p = tiny_model("batch.gguf", false, 2);
+    for (backend, kv) in [
+        (Backend::Native, KvType::F32),
+        (Backend::Native, KvType::F16),
+        (Backend::Candle, KvType::F32),
+        (Backend::Candle, KvType::F16),
+    ] {
+        let m = load_kv(&p, backend, kv);
         // (cached prefix, new tokens, logits)
         let cases: [(&[u32], &[u32], Logits); 4] = [
             (&TOKENS[..4], &[5], Logits::Last),
@@ -249,7 +269,7 @@ fn forward_batch_equals_each_sequence_alone() {
         for (i, (g, a)) in got.iter().zip(&alone).enumerate() {
             assert!(
                 g == a,
-                "{backend:?}: sequence {i} differs from its lone pass"
+                "{backend:?} {kv}: sequence {i} differs from its lone pass"
             );
         }
         // negative control: a different cached prefix gives different logits
@@ -278,4 +298,51 @@ fn forward_batch_equals_each_sequence_alone() {
             assert!(m.forward(&[3], &mut c, Logits::Last).unwrap() == step[i]);
         }
     }
+}
+
+/// The cache type is what `Llama` was loaded with; Q8_0 needs heads of whole 32-value blocks and
+/// the native backend (typed errors before anything is allocated). With an F16 cache the
+/// backends agree to f16 rounding only: a K/V element whose f32 values differ in the last bit
+/// between the backends can round to neighbouring f16 values, 2^-11 apart (with 4 KV heads that
+/// moves logits by 7e-4 where F32 caches agree to 1e-5).
+#[test]
+fn kv_types_load_and_refuse_with_typed_errors() {
+    let p = tiny_model("kvt.gguf", false, 2);
+    let opts = |backend, kv_type| LoadOptions {
+        backend: Some(backend),
+        kv_type,
+        ..Default::default()
+    };
+    let e = Llama::load(
+        std::slice::from_ref(&p),
+        &opts(Backend::Native, KvType::Q8_0),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&e, Error::InvalidArgument { param, .. } if param == "kv_type"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("16"), "{e}");
+    let e = Llama::load(
+        std::slice::from_ref(&p),
+        &opts(Backend::Candle, KvType::Q8_0),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("kv_type"), "{e}");
+    assert_eq!(LoadOptions::default().kv_type, KvType::F16);
+
+    let a = load_kv(&p, Backend::Native, KvType::F16);
+    let b = load_kv(&p, Backend::Candle, KvType::F16);
+    let f32 = load(&p, Backend::Native);
+    assert_eq!((a.kv_type, f32.kv_type), (KvType::F16, KvType::F32));
+    let run = |m: &Llama| {
+        m.forward(&TOKENS, &mut m.new_cache(None).unwrap(), Logits::All)
+            .unwrap()
+    };
+    let (la, lb, l32) = (run(&a), run(&b), run(&f32));
+    assert!(close(&la, &lb, 2e-3));
+    // negative control: the F16 cache is really rounded (the F32 cache's logits differ)
+    assert!(la != l32);
 }

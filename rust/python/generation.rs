@@ -202,7 +202,14 @@ impl NativeGeneration {
     }
 }
 
-type StepTuple = (String, Vec<u32>, Option<&'static str>);
+/// `(text, ids, finish_reason, logprobs)`; logprobs: `(logprob, [(id, logprob), ...])` of the
+/// step's token when requested.
+type StepTuple = (
+    String,
+    Vec<u32>,
+    Option<&'static str>,
+    Option<(f32, Vec<(u32, f32)>)>,
+);
 
 /// How long `__next__` waits detached between checks for signals.
 const POLL: Duration = Duration::from_millis(20);
@@ -236,7 +243,12 @@ impl NativeGeneration {
                     if step.finish.is_some() {
                         *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     }
-                    return Ok(Some((step.text, step.ids, step.finish.map(|f| f.as_str()))));
+                    return Ok(Some((
+                        step.text,
+                        step.ids,
+                        step.finish.map(|f| f.as_str()),
+                        step.logprobs.map(|l| (l.logprob, l.top)),
+                    )));
                 }
                 Ok(Some(Event::Error(e))) => {
                     *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = None;

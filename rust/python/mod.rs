@@ -101,6 +101,25 @@ fn read_header<'py>(
     Ok((d, tensors, paths))
 }
 
+/// Bytes of the K/V cache of `n_ctx` positions in `kv_type` for a model of `n_layer` blocks with
+/// `n_head_kv` heads of `head_dim` values (`med42 info`); `InvalidParameterError` for an unknown
+/// type or heads the type cannot store.
+#[pyfunction]
+fn kv_cache_bytes(
+    py: Python<'_>,
+    kv_type: &str,
+    n_layer: u64,
+    n_head_kv: u64,
+    head_dim: u64,
+    n_ctx: u64,
+) -> PyResult<u64> {
+    let t = crate::kernels::KvType::from_name(kv_type).map_err(|e| to_py(py, e))?;
+    t.check_head_dim(head_dim as usize)
+        .map_err(|e| to_py(py, e))?;
+    let per_pos = t.bytes_per_position(n_head_kv as usize, head_dim as usize) as u64;
+    Ok(per_pos.saturating_mul(n_layer).saturating_mul(n_ctx))
+}
+
 /// Panic inside the engine on purpose: proves a Rust panic becomes `InternalError` (tests).
 #[pyfunction]
 fn _debug_panic(py: Python<'_>, message: String) -> PyResult<()> {
@@ -186,6 +205,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::NativeSession>()?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
+    m.add_function(wrap_pyfunction!(kv_cache_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_error, m)?)?;
     m.add_function(wrap_pyfunction!(render_chat_template, m)?)?;

@@ -13,6 +13,7 @@ use super::tokenizer::NativeTokenizer;
 use super::value_to_py;
 use crate::error::Error;
 use crate::generate::{Generation, Session};
+use crate::kernels::KvType;
 use crate::model::{Backend, Llama, LoadOptions};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tokenizer::Tokenizer;
@@ -41,8 +42,8 @@ impl NativeModel {
 #[pymethods]
 impl NativeModel {
     #[staticmethod]
-    #[pyo3(signature = (paths, device="cpu", n_ctx=None, n_threads=None, backend=None, check_memory=true, n_parallel=None, max_queue=None))]
     #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (paths, device="cpu", n_ctx=None, n_threads=None, backend=None, check_memory=true, n_parallel=None, max_queue=None, kv_type="f16"))]
     fn load(
         py: Python<'_>,
         paths: &Bound<'_, PyAny>,
@@ -53,7 +54,9 @@ impl NativeModel {
         check_memory: bool,
         n_parallel: Option<&Bound<'_, PyAny>>,
         max_queue: Option<&Bound<'_, PyAny>>,
+        kv_type: &str,
     ) -> PyResult<Self> {
+        let kv_type = KvType::from_name(kv_type).map_err(|e| to_py(py, e))?;
         let paths = args::paths(paths)?;
         let n_ctx = n_ctx.map(|v| args::count(v, "n_ctx")).transpose()?;
         let n_threads = n_threads.map(|v| args::count(v, "n_threads")).transpose()?;
@@ -80,6 +83,7 @@ impl NativeModel {
             backend,
             check_memory,
             n_parallel,
+            kv_type,
         };
         let model = Arc::new(detached(py, move || Llama::load(&paths, &opts))?);
         let mut cfg = SchedulerConfig {
@@ -152,6 +156,12 @@ impl NativeModel {
             Arc::clone(&self.scheduler),
             tok,
         ))
+    }
+
+    /// The KV cache type: `f16`, `q8_0` or `f32`.
+    #[getter]
+    fn kv_type(&self) -> &'static str {
+        self.model.kv_type.name()
     }
 
     /// `native` or `candle`.
@@ -281,20 +291,27 @@ impl NativeModel {
 
     /// Start a streaming generation (nothing runs until the first `next`). Context and
     /// parameter errors are raised here, before any token is generated.
+    #[pyo3(signature = (ids, params, stop_ids, logprobs=None))]
     fn generate(
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
         params: &Bound<'_, SamplingParams>,
         stop_ids: &Bound<'_, PyAny>,
+        logprobs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NativeGeneration> {
         let ids = args::ids(ids, "prompt")?;
         let stop_ids = args::ids(stop_ids, "stop_ids")?;
+        let logprobs = logprobs.map(|v| args::count(v, "logprobs")).transpose()?;
         let params = params.get().p.clone();
         let tok = self.tok(py)?;
         let model = Arc::clone(&self.model);
         let g = detached(py, move || {
-            Generation::new(model, Some(tok), ids, params, &stop_ids)
+            let mut g = Generation::new(model, Some(tok), ids, params, &stop_ids)?;
+            if let Some(n) = logprobs {
+                g.set_logprobs(n)?;
+            }
+            Ok(g)
         })?;
         let h = self.scheduler.submit(g, None).map_err(|e| to_py(py, e))?;
         Ok(NativeGeneration::new(h))

@@ -7,9 +7,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::args;
-use super::errors::{detached, to_py};
+use super::errors::{detached, invalid, to_py};
 use super::generation::{NativeGeneration, SamplingParams};
-use crate::generate::{Generation, Session};
+use crate::generate::{Generation, Session, MAX_LOGPROBS};
 use crate::scheduler::{Scheduler, SessionSlot};
 use crate::tokenizer::Tokenizer;
 
@@ -52,21 +52,35 @@ impl NativeSession {
 impl NativeSession {
     /// Start a generation that continues this session: the longest prefix of `ids` already
     /// cached is reused, the rest computed. Errors are raised here, before anything runs.
+    #[pyo3(signature = (ids, params, stop_ids, logprobs=None))]
     fn generate(
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
         params: &Bound<'_, SamplingParams>,
         stop_ids: &Bound<'_, PyAny>,
+        logprobs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NativeGeneration> {
         let ids = args::ids(ids, "prompt")?;
         let stop_ids = args::ids(stop_ids, "stop_ids")?;
+        let logprobs = logprobs.map(|v| args::count(v, "logprobs")).transpose()?;
+        if let Some(n) = logprobs.filter(|&n| n > MAX_LOGPROBS) {
+            return Err(invalid(
+                py,
+                "logprobs",
+                format!("{n} alternatives; at most {MAX_LOGPROBS}"),
+            ));
+        }
         let params = params.get().p.clone();
         let tok = Arc::clone(&self.tok);
         let slot = &self.slot;
         let g = detached(py, move || {
             slot.with(RETURN_WAIT, |s| {
-                Generation::from_session(s, Some(tok), ids, params, &stop_ids)
+                let mut g = Generation::from_session(s, Some(tok), ids, params, &stop_ids)?;
+                if let Some(n) = logprobs {
+                    g.set_logprobs(n)?; // checked above: cannot fail
+                }
+                Ok(g)
             })
         })?;
         let h = self

@@ -188,11 +188,22 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
             let k = Kernels::for_type(t).unwrap().name;
             assert_ne!(k, "scalar", "{t}");
             if !cfg!(target_feature = "avx2") {
-                assert_eq!(
-                    k, "avx2",
-                    "{t}: a portable build must use the run-time kernels"
+                assert!(
+                    k == "avx2" || k == "avx512vnni",
+                    "{t}: a portable build must use the run-time kernels, not {k}"
                 );
             }
+            // the VNNI kernels wherever the CPU has them: with AVX-512 every type but Q5_1, F16
+            // and F32, with AVX-VNNI alone the 32-value-block types
+            let want = if x86::has_avx512vnni() && !matches!(t, Q5_1 | F16 | F32) {
+                "avx512vnni"
+            } else if x86::has_avxvnni() && matches!(t, Q4_0 | Q5_0 | Q8_0 | Q4_1) {
+                "avxvnni"
+            } else {
+                "avx2"
+            };
+            assert_eq!(k, want, "{t}");
+            assert_eq!(crate::kernels::isa() == "avx512vnni", x86::has_avx512vnni());
         }
         for t in [Q4_0, Q5_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K] {
             let k = Kernels::for_type(t).unwrap();
@@ -202,7 +213,8 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
         assert!(Kernels::for_type(Q4_1).unwrap().packed.is_none());
         // own decode kernels in every build (Q2_K, Q3_K: candle's are compile-time only)
         for t in [Q2_K, Q3_K, Q6_K] {
-            assert_eq!(Kernels::for_type(t).unwrap().name, "avx2", "{t}");
+            let own = Kernels::for_type(t).unwrap().name;
+            assert_ne!(own, crate::kernels::reference::candle_kernel_name(t), "{t}");
         }
         // negative control: candle's Q8_K dot is compile-time only
         let q8k = Kernels::for_type(Q8_K).unwrap().name;

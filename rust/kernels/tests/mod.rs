@@ -9,6 +9,9 @@ use super::reference::{cast, with_candle_block};
 use super::ActKind;
 use crate::gguf::GgmlType;
 
+mod attn;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod bounds;
 mod dots;
 mod matmul;

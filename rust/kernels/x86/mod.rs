@@ -1,14 +1,15 @@
 //! x86-64 kernels: run-time detection of the instruction sets, and the helpers the kernels of
 //! every x86 instruction set share (f16 loads, prefetch, horizontal sums, nibble and bit
-//! unpacking). The kernels themselves live per instruction set: [`avx2`] (later `avx512`).
+//! unpacking). The kernels themselves live per instruction set: [`avx2`] and [`avx512`].
 //! Portable builds keep them all: each is compiled with `#[target_feature]` and handed out only
-//! after [`has_avx2`] (or its successor) said yes.
+//! after [`has_avx2`], [`has_avx512vnni`] or [`has_avxvnni`] said yes.
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
 use std::arch::x86_64::*;
 
 pub mod avx2;
+pub mod avx512;
 
 /// True when the CPU has AVX2, FMA and F16C.
 pub fn has_avx2() -> bool {
@@ -19,6 +20,28 @@ pub fn has_avx2() -> bool {
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
     })
+}
+
+/// True when the CPU has AVX-512 F, BW, VL and VNNI, besides AVX2, FMA and F16C ([`has_avx2`]):
+/// what the [`avx512`] kernels use.
+pub fn has_avx512vnni() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+    })
+}
+
+/// True when the CPU has AVX-VNNI (the VEX form of `vpdpbusd`), besides AVX2, FMA and F16C: what
+/// the [`avx512`] kernels of the 32-value-block types use where AVX-512 is missing.
+pub fn has_avxvnni() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| has_avx2() && is_x86_feature_detected!("avxvnni"))
 }
 
 /// The f16 at `p` as f32.

@@ -7,11 +7,12 @@
 //! are `unsafe fn`s themselves: what they return uses AVX2, FMA and F16C, so they may only be
 //! asked once [`super::has_avx2`] said yes.
 
+pub mod attn;
 pub mod dots;
 pub mod multi;
 pub mod packed_k;
 pub mod packed_q;
-mod unpack;
+pub(crate) mod unpack;
 
 use crate::gguf::GgmlType;
 use crate::kernels::acts::ActKind;

@@ -48,7 +48,7 @@ unsafe fn load(p: *const u8) -> __m256i {
 /// does) in one vector conversion: the integer totals never leave the vector registers.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum2_f32(u: __m256i, v: __m256i) -> (f32, f32) {
+pub(crate) unsafe fn hsum2_f32(u: __m256i, v: __m256i) -> (f32, f32) {
     // per 128-bit lane [u01, u23, v01, v23], then the lanes added, then [u, u, v, v]
     let t = _mm256_hadd_epi32(u, v);
     let x = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
@@ -443,7 +443,7 @@ pub unsafe fn q8_acts<const N: usize, const W: u8>(
 /// The lane totals of 4 vectors of 8 i32: `[sum(v[0]), sum(v[1]), sum(v[2]), sum(v[3])]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum4_i32(v: [__m256i; 4]) -> __m128i {
+pub(crate) unsafe fn hsum4_i32(v: [__m256i; 4]) -> __m128i {
     let t = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
     _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1))
 }

@@ -42,9 +42,9 @@ pub const Q4_0_PACKED: usize = 8 * 32 + 8 * 4;
 /// sign masks, 8 i32 sums of the negative values' magnitudes, then 8 f32 scales.
 pub const Q8_0_PACKED: usize = Q8_0_SCALES + 8 * 4;
 /// Offset of the negative-magnitude sums in a packed Q8_0 block.
-const Q8_0_NEG_SUMS: usize = 2 * 8 * 32;
+pub(crate) const Q8_0_NEG_SUMS: usize = 2 * 8 * 32;
 /// Offset of the scales in a packed Q8_0 block.
-const Q8_0_SCALES: usize = Q8_0_NEG_SUMS + 8 * 4;
+pub(crate) const Q8_0_SCALES: usize = Q8_0_NEG_SUMS + 8 * 4;
 
 /// Pack blocks `b0..b0 + nb` of 8 Q4_0 weight rows into `out` (`nb * Q4_0_PACKED` bytes).
 ///

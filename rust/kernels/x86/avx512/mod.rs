@@ -1,0 +1,222 @@
+//! The VNNI kernels and their safe entry points, in two forms ([`Vnni`]): with AVX-512 (F, BW,
+//! VL and VNNI, besides AVX2, FMA and F16C) the single-row (decode) and multi-row (short
+//! prompts) dots of every type of the Med42 quant table, Q4_1's single-row dot, and the packed
+//! prompt GEMMs of Q4_0, Q5_0 and Q8_0 (on the AVX2 packing; the K-quants' packed GEMMs stay
+//! AVX2); with AVX-VNNI only (the 256-bit VEX form, on CPUs without AVX-512) those of the types
+//! with 32-value blocks (Q4_0, Q5_0, Q8_0, Q4_1), the K-quants staying AVX2.
+//!
+//! Each computes the exact per-block integers of its AVX2 counterpart ([`super::avx2`]) with
+//! fewer instructions (`vpdpbusd`, `vpdpwssd`, 512-bit registers for the K-quants) and combines
+//! them with the same f32 operations in the same order, so a weight row times an activation row
+//! gives the same f32 bit for bit on either instruction set; the packed prompt GEMMs (AVX2, or
+//! [`packed`]) sum in that order too, so batching does not change results on a VNNI machine
+//! either.
+//!
+//! As in [`super::avx2`], the functions handed out check every length once per call and panic on
+//! a short row; the tables are `unsafe fn`s that may only be asked for a form the CPU has
+//! ([`Vnni::detect`]).
+
+pub mod blocks32;
+pub mod kquants;
+pub mod packed;
+
+use crate::gguf::GgmlType;
+use crate::kernels::acts::ActKind;
+use crate::kernels::acts::{q8_0_row_with_scales_bytes, q8_0_scales_offset, q8_0_sums_offset};
+use crate::kernels::layout::{Acc, DotFn, DotRowsFn, PACK_PAIR, ROWS};
+use crate::kernels::x86::avx2::multi::{Q4_0W, Q5_0W, Q8_0W};
+
+/// A form of the VNNI kernels; as a const parameter `AVX512` of the tables, `true` is
+/// [`Vnni::Avx512`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Vnni {
+    /// AVX-512 F/BW/VL/VNNI with AVX2, FMA and F16C ([`super::has_avx512vnni`]): every kernel of
+    /// this module.
+    Avx512,
+    /// AVX-VNNI with AVX2, FMA and F16C ([`super::has_avxvnni`]): the 32-value-block kernels.
+    Avx,
+}
+
+impl Vnni {
+    /// The form this CPU runs, if any (AVX-512 where it has both).
+    pub fn detect() -> Option<Self> {
+        if super::has_avx512vnni() {
+            Some(Vnni::Avx512)
+        } else if super::has_avxvnni() {
+            Some(Vnni::Avx)
+        } else {
+            None
+        }
+    }
+
+    /// The name `build_info()` reports for kernels of this form.
+    pub fn name(self) -> &'static str {
+        match self {
+            Vnni::Avx512 => "avx512vnni",
+            Vnni::Avx => "avxvnni",
+        }
+    }
+}
+
+/// Run the `N`-row kernel for `t` (Q2_K..Q6_K with `AVX512` only, Q4_0, Q5_0 or Q8_0) of the
+/// form `AVX512` ([`Vnni`]) after checking lengths.
+#[inline(always)]
+fn multi<const N: usize, const AVX512: bool>(
+    t: GgmlType,
+    k: usize,
+    w: &[u8],
+    a: [&[u8]; N],
+) -> [f32; N] {
+    let nb = k / t.block_size();
+    let kind = ActKind::of(t).expect("quantized type");
+    // Q8_0 activation rows carry their scales and sums after the blocks (QActs::row_with_scales)
+    let a_len = if kind == ActKind::Q8_0 {
+        q8_0_row_with_scales_bytes(nb)
+    } else {
+        kind.row_bytes(k)
+    };
+    assert!(
+        k.is_multiple_of(t.block_size())
+            && w.len() >= nb * t.type_size()
+            && a.iter().all(|r| r.len() >= a_len),
+        "{t} dot of {k} elements: weight row of {} bytes, activation rows need {a_len}",
+        w.len()
+    );
+    debug_assert!(if AVX512 {
+        super::has_avx512vnni()
+    } else {
+        super::has_avxvnni()
+    });
+    let (w, ap) = (w.as_ptr(), a.map(|r| r.as_ptr()));
+    let (so, mo) = (q8_0_scales_offset(nb), q8_0_sums_offset(nb));
+    use blocks32::{avx512vnni as q, avxvnni as qv};
+    use kquants as kq;
+    use GgmlType::*;
+    // SAFETY: the dispatcher that handed out this function detected the features of the form
+    // `AVX512`; the lengths are checked above.
+    unsafe {
+        match (t, AVX512) {
+            (Q4_K, true) => kq::q45_k::<N, false>(nb, w, ap),
+            (Q5_K, true) => kq::q45_k::<N, true>(nb, w, ap),
+            (Q6_K, true) => kq::q6_k::<N>(nb, w, ap),
+            (Q2_K, true) => kq::q23_k::<N, false>(nb, w, ap),
+            (Q3_K, true) => kq::q23_k::<N, true>(nb, w, ap),
+            (Q8_0, true) => q::q8_acts::<N, { Q8_0W }>(nb, w, ap, so, mo),
+            (Q4_0, true) => q::q8_acts::<N, { Q4_0W }>(nb, w, ap, so, mo),
+            (Q5_0, true) => q::q8_acts::<N, { Q5_0W }>(nb, w, ap, so, mo),
+            (Q8_0, false) => qv::q8_acts::<N, { Q8_0W }>(nb, w, ap, so, mo),
+            (Q4_0, false) => qv::q8_acts::<N, { Q4_0W }>(nb, w, ap, so, mo),
+            (Q5_0, false) => qv::q8_acts::<N, { Q5_0W }>(nb, w, ap, so, mo),
+            _ => unreachable!("no multi-row kernel for {t} (AVX-512: {AVX512})"),
+        }
+    }
+}
+
+/// The single-row dot of the form `AVX512` ([`Vnni`]) taking a [`crate::kernels::QActs::row`]
+/// for `t`, where it has one (Q4_0, Q5_0 and Q8_0 have [`dot_with_scales`] instead).
+///
+/// # Safety
+/// The CPU has the features of the form: [`super::has_avx512vnni`] when `AVX512`, else
+/// [`super::has_avxvnni`].
+pub(crate) unsafe fn dot<const AVX512: bool>(t: GgmlType) -> Option<DotFn> {
+    use GgmlType::*;
+    Some(match t {
+        Q4_1 => |k, w, a| {
+            let (nb, a_len) = (k / 32, ActKind::Q8_1.row_bytes(k));
+            assert!(
+                k.is_multiple_of(32) && w.len() >= nb * Q4_1.type_size() && a.len() >= a_len,
+                "Q4_1 dot of {k} elements: weight row of {} bytes, activation row of {} \
+                 (needs {a_len})",
+                w.len(),
+                a.len()
+            );
+            // SAFETY: the features were detected (this function's contract); lengths checked.
+            unsafe {
+                if AVX512 {
+                    blocks32::avx512vnni::dot_q4_1(nb, w, a)
+                } else {
+                    blocks32::avxvnni::dot_q4_1(nb, w, a)
+                }
+            }
+        },
+        Q4_K if AVX512 => |k, w, a| multi::<1, true>(Q4_K, k, w, [a])[0],
+        Q5_K if AVX512 => |k, w, a| multi::<1, true>(Q5_K, k, w, [a])[0],
+        Q6_K if AVX512 => |k, w, a| multi::<1, true>(Q6_K, k, w, [a])[0],
+        Q2_K if AVX512 => |k, w, a| multi::<1, true>(Q2_K, k, w, [a])[0],
+        Q3_K if AVX512 => |k, w, a| multi::<1, true>(Q3_K, k, w, [a])[0],
+        _ => return None,
+    })
+}
+
+/// The single-row dot of the form `AVX512` taking a [`crate::kernels::QActs::row_with_scales`]
+/// for `t`.
+///
+/// # Safety
+/// As [`dot`].
+pub(crate) unsafe fn dot_with_scales<const AVX512: bool>(t: GgmlType) -> Option<DotFn> {
+    use GgmlType::*;
+    Some(match t {
+        Q8_0 => |k, w, a| multi::<1, AVX512>(Q8_0, k, w, [a])[0],
+        Q4_0 => |k, w, a| multi::<1, AVX512>(Q4_0, k, w, [a])[0],
+        Q5_0 => |k, w, a| multi::<1, AVX512>(Q5_0, k, w, [a])[0],
+        _ => return None,
+    })
+}
+
+/// The multi-row dot of the form `AVX512` for `t`, if any (see
+/// [`crate::kernels::Kernels::dot_rows`]).
+///
+/// # Safety
+/// As [`dot`].
+pub(crate) unsafe fn dot_rows<const AVX512: bool>(t: GgmlType) -> Option<DotRowsFn> {
+    use GgmlType::*;
+    Some(match t {
+        Q4_K if AVX512 => |k, w, a| multi::<ROWS, true>(Q4_K, k, w, a),
+        Q5_K if AVX512 => |k, w, a| multi::<ROWS, true>(Q5_K, k, w, a),
+        Q6_K if AVX512 => |k, w, a| multi::<ROWS, true>(Q6_K, k, w, a),
+        Q2_K if AVX512 => |k, w, a| multi::<ROWS, true>(Q2_K, k, w, a),
+        Q3_K if AVX512 => |k, w, a| multi::<ROWS, true>(Q3_K, k, w, a),
+        Q8_0 => |k, w, a| multi::<ROWS, AVX512>(Q8_0, k, w, a),
+        Q4_0 => |k, w, a| multi::<ROWS, AVX512>(Q4_0, k, w, a),
+        Q5_0 => |k, w, a| multi::<ROWS, AVX512>(Q5_0, k, w, a),
+        _ => return None,
+    })
+}
+
+/// Whether `t` has a VNNI packed GEMM ([`gemm`]): Q4_0, Q5_0 and Q8_0.
+pub fn has_gemm(t: GgmlType) -> bool {
+    matches!(t, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
+}
+
+/// [`crate::kernels::x86::avx2::gemm`] with VNNI of the form `AVX512`, for the types of
+/// [`has_gemm`], on the same packed blocks: the same accumulators bit for bit.
+///
+/// # Safety
+/// As [`dot`]; otherwise as [`crate::kernels::x86::avx2::gemm`].
+pub(crate) unsafe fn gemm<const N: usize, const AVX512: bool>(
+    t: GgmlType,
+    b0: usize,
+    nb: usize,
+    row_nb: usize,
+    p: [*const u8; PACK_PAIR],
+    rows: [*const u8; N],
+    acc: [&mut [Acc; N]; PACK_PAIR],
+) {
+    use packed::{avx512vnni as e, avxvnni as v};
+    match (t, AVX512) {
+        (GgmlType::Q4_0, true) => e::gemm_q45_0::<N, false>(b0, nb, row_nb, p, rows, acc),
+        (GgmlType::Q5_0, true) => e::gemm_q45_0::<N, true>(b0, nb, row_nb, p, rows, acc),
+        (GgmlType::Q4_0, false) => v::gemm_q45_0::<N, false>(b0, nb, row_nb, p, rows, acc),
+        (GgmlType::Q5_0, false) => v::gemm_q45_0::<N, true>(b0, nb, row_nb, p, rows, acc),
+        (GgmlType::Q8_0, _) => {
+            for (p, acc) in p.into_iter().zip(acc) {
+                if AVX512 {
+                    e::gemm_q8_0::<N>(b0, nb, row_nb, p, rows, acc);
+                } else {
+                    v::gemm_q8_0::<N>(b0, nb, row_nb, p, rows, acc);
+                }
+            }
+        }
+        (t, _) => unreachable!("no VNNI packed kernel for {t}"),
+    }
+}
