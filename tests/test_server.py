@@ -129,19 +129,6 @@ def test_models_health_and_props(srv: Running, smol: med42_rs.Model) -> None:
         srv.client().models.retrieve("gpt-4")
 
 
-def test_default_parallel_is_what_the_kv_memory_holds(smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from med42_rs.server.main import MAX_DEFAULT_PARALLEL, default_parallel
-
-    md, _, _ = med42_rs._native.read_header([str(smollm2)])
-    per_slot = 2 * 30 * 3 * 64 * 4 * 2048  # SmolLM2-135M: 30 blocks, 3 KV heads of 64, f32 K and V
-    for avail, want in [(0, 1), (2 * per_slot - 1, 1), (2 * 3 * per_slot, 3), (10**15, MAX_DEFAULT_PARALLEL)]:
-        monkeypatch.setenv("MED42_MEMORY_AVAILABLE", str(avail))
-        assert default_parallel(md, 2048) == want, avail
-    # without --n-ctx, the trained context (8192) is what each slot must hold
-    monkeypatch.setenv("MED42_MEMORY_AVAILABLE", str(2 * 3 * per_slot))
-    assert default_parallel(md, None) == 1
-
-
 def test_chat_equals_model_chat_and_usage_equals_llama_cpp(
     srv: Running, smol: med42_rs.Model, vocab: Any
 ) -> None:

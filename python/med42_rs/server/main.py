@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import os
 import signal
 import sys
@@ -12,10 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "available_memory", "default_parallel", "serve"]
-
-MAX_DEFAULT_PARALLEL = 4
-"""The most slots ``--parallel`` defaults to, when the KV memory would hold more."""
+__all__ = ["add_arguments", "serve"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,8 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--parallel", "-np", type=_int_in(1, 256), default=None, metavar="N",
-        help="generations that run at once (slots); default: what the KV memory holds, at most "
-        f"{MAX_DEFAULT_PARALLEL}",
+        help="generations that run at once (slots); default: what the KV memory holds, at most 4",
     )  # fmt: skip
     p.add_argument(
         "--queue", type=_int_in(0, 1 << 16), default=None, metavar="N",
@@ -80,42 +75,6 @@ def _server_class() -> Any:
     return Server
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available: ``MED42_MEMORY_AVAILABLE``, else ``MemAvailable``; ``None``
-    where neither is known."""
-    env = os.environ.get("MED42_MEMORY_AVAILABLE", "").strip()
-    if env.isdigit():
-        return int(env)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def default_parallel(metadata: dict[str, Any], n_ctx: int | None) -> int:
-    """Slots whose KV caches (f32, ``n_ctx`` positions each; default the trained context) fit in
-    half the available memory, from 1 to :data:`MAX_DEFAULT_PARALLEL`; read from the GGUF header,
-    before loading, so that the engine can be loaded for that many sequences."""
-    arch = metadata.get("general.architecture", "llama")
-
-    def key(k: str) -> int:
-        v = metadata.get(f"{arch}.{k}")
-        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
-
-    n_head = key("attention.head_count")
-    n_head_kv = key("attention.head_count_kv") or n_head
-    head_dim = key("attention.key_length") or (key("embedding_length") // n_head if n_head else 0)
-    per_slot = 2 * key("block_count") * n_head_kv * head_dim * 4 * (n_ctx or key("context_length"))
-    avail = available_memory()
-    if avail is None or per_slot <= 0:
-        return 1
-    return max(1, min(MAX_DEFAULT_PARALLEL, avail // 2 // per_slot))
-
-
 def _license_info(paths: list[str], metadata: dict[str, Any], accept_flag: bool) -> dict[str, Any] | None:
     from .. import license as L
 
@@ -139,20 +98,17 @@ def _license_info(paths: list[str], metadata: dict[str, Any], accept_flag: bool)
     }
 
 
-def _load(a: argparse.Namespace, paths: list[str], metadata: dict[str, Any]) -> tuple[Any, int]:
-    """The model and the number of slots, loaded behind the license gate exactly as
-    ``Model.load`` applies it (a prompt only on a terminal; otherwise ``--accept-license``,
-    ``MED42_ACCEPT_LICENSE`` or a stored acceptance). An engine with a batching scheduler
-    (``n_parallel``) is loaded for the slots, and without ``--parallel`` decides how many fit."""
+def _load(a: argparse.Namespace, paths: list[str]) -> Any:
+    """The model, loaded behind the license gate exactly as ``Model.load`` applies it (a prompt
+    only on a terminal; otherwise ``--accept-license``, ``MED42_ACCEPT_LICENSE`` or a stored
+    acceptance), with its batching scheduler sized for the slots (without ``--parallel``, the
+    engine's default: as many KV caches as fit in memory, at most 4)."""
     from .. import Model
 
-    accept = True if a.accept_license else None
-    if "n_parallel" in inspect.signature(Model.load).parameters:
-        kw: dict[str, Any] = {"n_parallel": a.parallel}
-        model = Model.load(paths, n_ctx=a.n_ctx, n_threads=a.threads, accept_license=accept, **kw)
-        return model, int(getattr(model, "n_parallel", None) or a.parallel or 1)
-    parallel = a.parallel or default_parallel(metadata, a.n_ctx)
-    return Model.load(paths, n_ctx=a.n_ctx, n_threads=a.threads, accept_license=accept), parallel
+    return Model.load(
+        paths, n_ctx=a.n_ctx, n_threads=a.threads, accept_license=True if a.accept_license else None,
+        n_parallel=a.parallel,
+    )  # fmt: skip
 
 
 def serve(a: argparse.Namespace) -> int:
@@ -174,7 +130,8 @@ def serve(a: argparse.Namespace) -> int:
     if template is not None and template != "med42":
         template = Path(template).read_text(encoding="utf-8")
     metadata, _, _ = _native.read_header(paths)
-    model, parallel = _load(a, paths, metadata)
+    model = _load(a, paths)
+    parallel = model.n_parallel
     lic = _license_info(paths, metadata, a.accept_license)
     name = a.alias or (
         Path(paths[0]).name.removesuffix(".gguf") if a.model is None or os.path.exists(a.model) else a.model
@@ -197,10 +154,9 @@ def serve(a: argparse.Namespace) -> int:
     sock = uv.bind_socket()
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    cache = "on" if hasattr(model, "session") else "off (this engine has no sessions)"
     sys.stderr.write(
         f"serving {name} on http://{shown}:{port} ({parallel} slots, queue {config.max_waiting}, "
-        f"prompt cache {cache}, API key {'required' if config.api_key else 'not required'})\n"
+        f"API key {'required' if config.api_key else 'not required'})\n"
     )
     sys.stderr.flush()
     server = _server_class()(uv)
