@@ -5,13 +5,13 @@ a bounded FIFO queue while all are busy; past the queue's bound the request is a
 once. A slot's generation runs in a worker thread (the engine computes with the GIL released, so
 the event loop keeps serving); its chunks cross to the event loop through an ``asyncio.Queue``.
 
-When the engine offers sessions (``Model.session()``, KV prefix reuse), each slot owns one, and a
-choice goes to the free slot whose previous prompt its prompt extends (the next turn of that
-slot's conversation), else to the least recently used free slot; the session then reuses the
-longest common prefix of its cache (llama.cpp's ``cache_prompt``). Without sessions a slot is a
-permit, and each choice runs ``Model.chat``/``Model.generate`` with a fresh KV cache. Either way
-the generation code is the Python API's: templates, stop strings and sampling are not
-reimplemented here.
+Each slot owns a session (``Model.session()``, KV prefix reuse), and a choice goes to the free
+slot whose previous prompt its prompt extends (the next turn of that slot's conversation), else to
+the least recently used free slot; the session then reuses the longest common prefix of its cache
+(llama.cpp's ``cache_prompt``; a request with ``"cache_prompt": false`` runs ``Model.chat`` or
+``Model.generate`` with a fresh KV cache instead). The engine's scheduler decodes the slots'
+generations together. The generation code is the Python API's: templates, stop strings and
+sampling are not reimplemented here.
 """
 
 from __future__ import annotations
