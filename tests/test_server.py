@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import med42_rs
+import numpy as np
 import openai
 import pytest
 import uvicorn
@@ -282,6 +283,58 @@ def test_chat_content_parts_and_developer_role(srv: Running, smol: med42_rs.Mode
     r = srv.client().chat.completions.create(model="x", messages=msgs, max_tokens=12, extra_body=GREEDY)
     plain = [{"role": "system", "content": "Answer briefly."}, Q[0]]
     assert r.choices[0].message.content == smol.chat(plain, max_tokens=12, **GREEDY).text
+
+
+def test_completion_logprobs_equal_the_engine_and_log_softmax(srv: Running, smol: med42_rs.Model) -> None:
+    prompt = "The history of medicine"
+    want = smol.generate(prompt, max_tokens=6, logprobs=2, **GREEDY)
+    assert want.logprobs is not None
+    r = srv.client().completions.create(model="x", prompt=prompt, max_tokens=6, logprobs=2, extra_body=GREEDY)
+    lp = r.choices[0].logprobs
+    assert lp is not None and lp.token_logprobs is not None and lp.tokens is not None
+    assert lp.token_logprobs == pytest.approx([t.logprob for t in want.logprobs])
+    assert "".join(lp.tokens) == r.choices[0].text == want.text
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+    assert lp.top_logprobs is not None
+    for tok, tlp, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert (
+            len(top) == 2 and max(top.values()) == pytest.approx(tlp) and top[tok] == pytest.approx(tlp)
+        )  # greedy
+    # the first token's log-probability against a float64 log-softmax of the model's logits
+    x = smol.logits(smol.tokenizer.encode(prompt))[-1].astype(np.float64)
+    log_softmax = x - (x.max() + np.log(np.exp(x - x.max()).sum()))
+    assert lp.token_logprobs[0] == pytest.approx(log_softmax[want.token_ids[0]], abs=1e-3)
+    # echo shifts the offsets by the prompt
+    e = srv.client().completions.create(
+        model="x", prompt=prompt, max_tokens=3, logprobs=0, echo=True, extra_body=GREEDY
+    )
+    assert e.choices[0].logprobs is not None and e.choices[0].logprobs.text_offset is not None
+    assert e.choices[0].logprobs.text_offset[0] == len(prompt)
+
+
+def test_chat_logprobs_whole_and_streamed(srv: Running, smol: med42_rs.Model) -> None:
+    c = srv.client()
+    msgs = [{"role": "user", "content": "Name a bone in the arm."}]
+    want = smol.chat(msgs, max_tokens=8, logprobs=3, **GREEDY)
+    assert want.logprobs is not None
+    r = c.chat.completions.create(
+        model="x", messages=msgs, max_tokens=8, logprobs=True, top_logprobs=3, extra_body=GREEDY
+    )
+    lp = r.choices[0].logprobs
+    assert lp is not None and lp.content is not None
+    assert [t.logprob for t in lp.content] == pytest.approx([t.logprob for t in want.logprobs])
+    assert [t.token for t in lp.content] == [smol.tokenizer.decode([t.token_id]) for t in want.logprobs]
+    assert all(len(t.top_logprobs) == 3 and bytes(t.bytes or []).decode() == t.token for t in lp.content)
+    s = c.chat.completions.create(
+        model="x", messages=msgs, max_tokens=8, logprobs=True, top_logprobs=3, stream=True, extra_body=GREEDY
+    )
+    streamed = [
+        t for ch in s if ch.choices and ch.choices[0].logprobs for t in ch.choices[0].logprobs.content or []
+    ]
+    assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in lp.content]
+    # negative control: without logprobs the choice carries none
+    plain = c.chat.completions.create(model="x", messages=msgs, max_tokens=8, extra_body=GREEDY)
+    assert plain.choices[0].logprobs is None
 
 
 def test_tokenize_and_detokenize_match_llama_cpp(srv: Running, vocab: Any) -> None:

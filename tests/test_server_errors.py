@@ -60,8 +60,10 @@ def _still_serves(srv: Running) -> None:
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
             "messages[0].content[0]",
         ),
-        ({"logprobs": True}, "logprobs"),
-        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"logprobs": "yes"}, "logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),  # without logprobs: true
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 2.5}, "top_logprobs"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
     ],
@@ -78,9 +80,11 @@ def test_bad_chat_fields_are_400_objects(srv: Running, fields: dict[str, Any], p
     assert srv.get("/health")["tokens_generated"] == before  # refused before any generation
 
 
-def test_logprobs_are_refused_with_a_clear_message(srv: Running) -> None:
-    with pytest.raises(openai.BadRequestError, match="not supported yet"):
-        srv.client().completions.create(model="x", prompt="hi", max_tokens=2, logprobs=2)
+def test_completion_logprobs_out_of_range(srv: Running) -> None:
+    for bad in (-1, 21):
+        with pytest.raises(openai.BadRequestError) as e:
+            srv.client().completions.create(model="x", prompt="hi", max_tokens=2, logprobs=bad)
+        assert isinstance(e.value.body, dict) and e.value.body["param"] == "logprobs"
 
 
 def test_unknown_fields_are_ignored(srv: Running) -> None:

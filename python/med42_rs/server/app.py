@@ -230,6 +230,7 @@ class Server:
                         messages=req.messages,
                         prompt=None if req.messages is not None else list(ids),
                         cache_prompt=req.cache_prompt,
+                        logprobs=req.logprobs,
                         group=g,
                     )
                 )
@@ -245,7 +246,7 @@ class Server:
             raise from_exception(e, prompt_param=req.prompt_param) from e
         choices = Choices(
             req.kind, self.config.model_id, self.fingerprint, len(jobs),
-            [j.group for j in jobs], echo,
+            [j.group for j in jobs], echo, piece=self._piece if req.logprobs is not None else None,
         )  # fmt: skip
         events = self.slots.run(jobs)
         try:
@@ -306,6 +307,9 @@ class Server:
             yield b"data: [DONE]\n\n"
         finally:
             await events.aclose()
+
+    def _piece(self, token_id: int) -> bytes:
+        return self.model.tokenizer.token_to_piece(token_id)
 
     # -- the other endpoints ---------------------------------------------------------------
 

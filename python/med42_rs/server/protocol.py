@@ -23,6 +23,8 @@ __all__ = ["MAX_N", "GenerationRequest", "Prompt", "parse_chat", "parse_completi
 
 MAX_N = 16
 """The most choices one request may ask for (``n``)."""
+MAX_LOGPROBS = 20
+"""The most alternatives per token (``top_logprobs``; ``logprobs`` of completions)."""
 
 Prompt = Union[str, list[int]]
 """A completion prompt: text, or token ids used as given."""
@@ -62,6 +64,8 @@ class GenerationRequest:
     include_usage: bool
     echo: bool
     cache_prompt: bool
+    logprobs: int | None = None
+    """Alternatives per token for the engine's log-probabilities (``None``: none asked for)."""
 
     @property
     def prompt_param(self) -> str:
@@ -115,12 +119,6 @@ def _number_is_zero(body: Mapping[str, Any], name: str) -> None:
 def _unsupported_features(body: Mapping[str, Any], kind: str) -> None:
     for name in ("presence_penalty", "frequency_penalty"):
         _number_is_zero(body, name)
-    logprobs = body.get("logprobs")
-    if logprobs not in (None, False) or body.get("top_logprobs") is not None:
-        name = "logprobs" if logprobs not in (None, False) else "top_logprobs"
-        raise unsupported(
-            name, f"`{name}` is not supported yet: this engine does not return token log-probabilities"
-        )
     if body.get("logit_bias"):
         raise unsupported("logit_bias", "`logit_bias` is not supported by this server")
     if body.get("tools") or body.get("functions"):
@@ -166,6 +164,32 @@ def _sampling(body: Mapping[str, Any]) -> tuple[SamplingParams, bool]:
     return params, "max_tokens" in given
 
 
+def _count(body: Mapping[str, Any], name: str) -> int | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise invalid(
+            name, f"invalid type for `{name}`: expected an integer, got {_json_type(v)}", "invalid_type"
+        )
+    if not 0 <= v <= MAX_LOGPROBS:
+        raise invalid(name, f"invalid value for `{name}`: must be in [0, {MAX_LOGPROBS}], got {v}")
+    return v
+
+
+def _logprobs(body: Mapping[str, Any], kind: str) -> int | None:
+    """Chat: ``logprobs`` (a boolean) and ``top_logprobs`` (alternatives); completions:
+    ``logprobs`` (the number of alternatives)."""
+    if kind == "completion":
+        return _count(body, "logprobs")
+    top = _count(body, "top_logprobs")
+    if not _bool(body, "logprobs", False):
+        if top is not None:
+            raise invalid("top_logprobs", "`top_logprobs` needs `logprobs: true`")
+        return None
+    return top or 0
+
+
 def _common(body: Mapping[str, Any], kind: Literal["chat", "completion"]) -> dict[str, Any]:
     _unsupported_features(body, kind)
     model = body.get("model")
@@ -199,6 +223,7 @@ def _common(body: Mapping[str, Any], kind: Literal["chat", "completion"]) -> dic
         "stream": stream,
         "include_usage": include_usage and stream,
         "cache_prompt": _bool(body, "cache_prompt", True),
+        "logprobs": _logprobs(body, kind),
     }
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..generation import Chunk, Usage
+from ..generation import Chunk, TokenLogprob, Usage
 
 __all__ = ["Choices", "finish_reason"]
 
@@ -33,6 +34,11 @@ class Choices:
     texts: list[list[str]] = field(default_factory=list)
     finish: list[str | None] = field(default_factory=list)
     usage: list[Usage | None] = field(default_factory=list)
+    piece: Callable[[int], bytes] | None = None
+    """A token's bytes, when the request asked for log-probabilities."""
+    lps: list[list[TokenLogprob]] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    """Completions: where the next streamed token starts in its choice's text."""
 
     def __post_init__(self) -> None:
         prefix = "chatcmpl-" if self.kind == "chat" else "cmpl-"
@@ -41,12 +47,53 @@ class Choices:
         self.texts = [[] for _ in range(self.n_choices)]
         self.finish = [None] * self.n_choices
         self.usage = [None] * self.n_choices
+        self.lps = [[] for _ in range(self.n_choices)]
+        self.offsets = [len(self.echo[self.group[i]]) if self.echo else 0 for i in range(self.n_choices)]
 
     def add(self, index: int, chunk: Chunk) -> None:
         self.texts[index].append(chunk.text)
+        if chunk.logprobs:
+            self.lps[index].extend(chunk.logprobs)
         if chunk.finish_reason is not None:
             self.finish[index] = finish_reason(chunk.finish_reason)
             self.usage[index] = chunk.usage
+
+    # -- log-probabilities ----------------------------------------------------------------
+
+    def _token(self, token_id: int, logprob: float) -> dict[str, Any]:
+        assert self.piece is not None
+        b = self.piece(token_id)
+        return {"token": b.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(b)}
+
+    def logprobs(self, index: int, lps: Sequence[TokenLogprob], offset: int | None = None) -> Any:
+        """The ``logprobs`` of a choice (or of a streamed piece of it): chat's ``{"content": [...]}``
+        or completions' ``tokens``/``token_logprobs``/``top_logprobs``/``text_offset``;
+        ``None`` when the request asked for none."""
+        if self.piece is None:
+            return None
+        if self.kind == "chat":
+            content = [
+                {
+                    **self._token(t.token_id, t.logprob),
+                    "top_logprobs": [self._token(i, lp) for i, lp in t.top],
+                }
+                for t in lps
+            ]
+            return {"content": content, "refusal": None}
+        tokens = [self._token(t.token_id, t.logprob)["token"] for t in lps]
+        start = self.offsets[index] if offset is None else offset
+        offsets = []
+        for tok in tokens:
+            offsets.append(start)
+            start += len(tok)
+        if offset is None:
+            self.offsets[index] = start
+        return {
+            "tokens": tokens,
+            "token_logprobs": [t.logprob for t in lps],
+            "top_logprobs": [{self._token(i, lp)["token"]: lp for i, lp in t.top} for t in lps],
+            "text_offset": offsets,
+        }
 
     # -- usage -----------------------------------------------------------------------------
 
@@ -79,14 +126,16 @@ class Choices:
                     {
                         "index": i,
                         "message": {"role": "assistant", "content": text},
-                        "logprobs": None,
+                        "logprobs": self.logprobs(i, self.lps[i]),
                         "finish_reason": self.finish[i],
                     }
                 )
             else:
                 if self.echo:
                     text = self.echo[self.group[i]] + text
-                choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": self.finish[i]})
+                start = len(self.echo[self.group[i]]) if self.echo else 0
+                lp = self.logprobs(i, self.lps[i], offset=start)
+                choices.append({"index": i, "text": text, "logprobs": lp, "finish_reason": self.finish[i]})
         return {
             "id": self.id,
             "object": "chat.completion" if self.kind == "chat" else "text_completion",
@@ -129,18 +178,14 @@ class Choices:
     def text_chunk(self, index: int, chunk: Chunk, include_usage: bool) -> dict[str, Any] | None:
         """A streamed piece of a choice (``None`` when it carries nothing: held-back text)."""
         reason = finish_reason(chunk.finish_reason)
-        if not chunk.text and reason is None:
+        lp = self.logprobs(index, chunk.logprobs or [])
+        if not chunk.text and reason is None and not chunk.logprobs:
             return None
         if self.kind == "chat":
             delta = {"content": chunk.text} if chunk.text else {}
-            choice: dict[str, Any] = {
-                "index": index,
-                "delta": delta,
-                "logprobs": None,
-                "finish_reason": reason,
-            }
+            choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": reason}
         else:
-            choice = {"index": index, "text": chunk.text, "logprobs": None, "finish_reason": reason}
+            choice = {"index": index, "text": chunk.text, "logprobs": lp, "finish_reason": reason}
         return self._chunk([choice], include_usage)
 
     def usage_chunk(self) -> dict[str, Any]:

@@ -65,6 +65,8 @@ class Job:
     messages: list[dict[str, str]] | None = None
     prompt: str | list[int] | None = None
     cache_prompt: bool = True
+    logprobs: int | None = None
+    """Alternatives per token for the engine's log-probabilities (``None``: none)."""
     group: int = 0
     """Which prompt of the request this choice answers (choices of one prompt share its count)."""
     _stream: Stream | None = None
@@ -203,11 +205,13 @@ class SlotPool:
 
     def _start(self, slot: Slot, job: Job) -> Stream:
         target: Any = slot.session if (slot.session is not None and job.cache_prompt) else self.model
+        kw: dict[str, Any] = {} if job.logprobs is None else {"logprobs": job.logprobs}
         if job.messages is not None:
-            kw = {"template": self.template} if self.template is not None else {}
+            if self.template is not None:
+                kw["template"] = self.template
             stream: Stream = target.chat(job.messages, job.sampling, stream=True, **kw)
         else:
-            stream = target.generate(job.prompt, job.sampling, stream=True)
+            stream = target.generate(job.prompt, job.sampling, stream=True, **kw)
         return stream
 
     def _work(self, slot: Slot, job: Job, loop: asyncio.AbstractEventLoop, out: asyncio.Queue[Event]) -> None:
