@@ -1,4 +1,4 @@
-"""The ``med42`` command: ``generate``, ``chat``, ``info``, ``download`` and ``license``.
+"""The ``med42`` command: ``generate``, ``chat``, ``info``, ``download``, ``serve`` and ``license``.
 
 ``--model`` takes a GGUF file (or the first part of a split model) or a model on the Hugging Face
 Hub, ``OWNER/NAME[:QUANT]``: an existing path wins, and ``OWNER/NAME`` (with an optional ``:QUANT``
@@ -396,6 +396,13 @@ def cmd_license(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    """`med42 serve`: the OpenAI-compatible HTTP server (python/med42_rs/server/)."""
+    from .server.main import serve
+
+    return serve(a)
+
+
 def cmd_download(a: argparse.Namespace) -> int:
     """`med42 download [REPO[:QUANT]] [--quant Q | --filename F]`: fetch a model into the Hugging Face
     cache (after the license check for Med42) and print the local path(s) to pass to ``--model``."""
@@ -549,6 +556,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--revision", default=None)
     d.add_argument("--accept-license", action="store_true", help="accept the model's license without asking")
     d.set_defaults(func=cmd_download)
+    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (needs the server extra)")
+    common(sv)
+    from .server.main import add_arguments as serve_arguments
+
+    serve_arguments(sv)
+    sv.set_defaults(func=cmd_serve)
     lc = sub.add_parser("license", help="show, accept, check or revoke the Med42 license")
     lc.add_argument("action", choices=["accept", "show", "status", "revoke"])
     lc.add_argument("--yes", "-y", action="store_true", help="accept without asking (you have read it)")
