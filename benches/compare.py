@@ -268,6 +268,29 @@ def weight_bytes_per_token(path: Path) -> int:
     return total
 
 
+def machine_lines() -> list[str]:
+    """The CPU model and what each engine runs on it (read in child processes: the engines are
+    not loaded in the parent)."""
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+         if ln.startswith("model name")), "?",
+    )  # fmt: skip
+    flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f" {f}" in flags]
+    code = (
+        "import med42_rs, llama_cpp; k = med42_rs.build_info(); "
+        "print(k['kernels'], k['dot_kernels'].get('Q4_K')); "
+        "print(llama_cpp.llama_print_system_info().decode())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = out.stdout.strip().splitlines() or ["?", "?"]
+    return [
+        f"CPU: {cpu} ({' '.join(simd)})",
+        f"med42-rs kernels: {lines[0]}",
+        f"llama.cpp: {lines[-1].strip()}",
+    ]
+
+
 def warm(path: Path) -> None:
     """Read the file once so both engines start with it in the page cache."""
     with open(path, "rb") as f:
@@ -341,7 +364,10 @@ def main() -> None:
     print(
         f"\nthreads {args.threads}, prompt {args.prompt}, decode {args.gen}, {args.rounds} rounds, medians;"
     )
-    print(f"memory read bandwidth {bw:.1f} GiB/s\n")
+    print(f"memory read bandwidth {bw:.1f} GiB/s")
+    for line in machine_lines():
+        print(line)
+    print()
     print(
         "| file | size GiB | prefill tok/s ours / llama.cpp (ratio) "
         "| prefill, all logits, tok/s ours / llama.cpp (ratio) | decode tok/s ours / llama.cpp (ratio) "
