@@ -91,7 +91,8 @@ __all__ = [
 def build_info() -> dict[str, Any]:
     """What this build was compiled with and what runs on this CPU: ``kernels``, the instruction
     set the engine's CPU kernels use (chosen at run time, so portable wheels keep them:
-    ``avx2``, or ``scalar``, which is slow); ``dot_kernels``, the kernel each weight type gets
+    ``avx512vnni`` or ``avxvnni`` where the CPU has VNNI, ``avx2``, or ``scalar``, which is
+    slow); ``dot_kernels``, the kernel each weight type gets
     (with ``+multi-row``/``+packed`` where prompts use those); ``candle_kernels``, the family
     candle's own kernels were compiled for; the SIMD features compiled in and those the CPU
     offers; the candle version and the cargo features."""
