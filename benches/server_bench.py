@@ -73,11 +73,13 @@ def _stream(client: openai.OpenAI, prompt: str, max_tokens: int) -> int:
         model="bench", prompt=prompt, max_tokens=max_tokens, temperature=0, stream=True,
         stream_options={"include_usage": True},
     )  # fmt: skip
-    n = 0
+    n = pieces = 0
     for chunk in s:
         if chunk.usage is not None:
             n = chunk.usage.completion_tokens
-    return n
+        pieces += sum(1 for c in chunk.choices if c.text)
+    # a server that sends no usage in streams (llama-cpp-python's): one token per text piece
+    return n or pieces
 
 
 def run(url: str, clients: int, max_tokens: int) -> Result:
