@@ -245,13 +245,7 @@ pub const MAX_LOGPROBS: usize = 20;
 
 /// The log-softmax of `logits` at `token`, and the `n` largest (ties: lower id first).
 fn logprobs_of(logits: &[f32], token: u32, n: usize) -> TokenLogprobs {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max
-        + logits
-            .iter()
-            .map(|&x| (x as f64 - max).exp())
-            .sum::<f64>()
-            .ln();
+    let lse = log_sum_exp(logits);
     let lp = |x: f32| (x as f64 - lse) as f32;
     let mut top: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
     if n > 0 {
@@ -651,19 +645,28 @@ pub fn score(
         Logits::All,
         cancelled,
     )?;
+    Ok(continuation_logprob(&rows, continuation, n_vocab))
+}
+
+/// `log(sum(exp(row)))` in f64, shifted by the maximum.
+pub fn log_sum_exp(row: &[f32]) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + row
+        .iter()
+        .map(|&x| (x as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
+/// `(sum of log-probabilities, all greedy)` of `continuation` from its logit rows (`rows` holds
+/// `continuation.len()` rows of `n_vocab`; row `i` predicts `continuation[i]`).
+pub fn continuation_logprob(rows: &[f32], continuation: &[u32], n_vocab: usize) -> (f64, bool) {
     let mut total = 0.0f64;
     let mut greedy = true;
     for (i, &tok) in continuation.iter().enumerate() {
         let row = &rows[i * n_vocab..(i + 1) * n_vocab];
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max
-            + row
-                .iter()
-                .map(|&x| (x as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
-        total += row[tok as usize] as f64 - lse;
+        total += row[tok as usize] as f64 - log_sum_exp(row);
         greedy &= crate::sampling::argmax(row) == tok;
     }
-    Ok((total, greedy))
+    (total, greedy)
 }

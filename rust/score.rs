@@ -64,21 +64,7 @@ pub fn score_many(
         input.extend_from_slice(&cont[..cont.len() - 1]);
         // (len(cont), n_vocab): row i predicts cont[i]
         let rows = s.append(&input, Logits::All, cancelled)?;
-        let mut total = 0.0f64;
-        let mut greedy = true;
-        for (i, &tok) in cont.iter().enumerate() {
-            let row = &rows[i * n_vocab..(i + 1) * n_vocab];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = max
-                + row
-                    .iter()
-                    .map(|&x| (x as f64 - max).exp())
-                    .sum::<f64>()
-                    .ln();
-            total += row[tok as usize] as f64 - lse;
-            greedy &= crate::sampling::argmax(row) == tok;
-        }
-        out.push((total, greedy));
+        out.push(crate::generate::continuation_logprob(&rows, cont, n_vocab));
     }
     Ok(out)
 }

@@ -190,3 +190,30 @@ pub(crate) fn id(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<u32> {
         )),
     }
 }
+
+/// The arguments of a generation: prompt ids, stop ids, and the log-probability alternatives
+/// (`0..=MAX_LOGPROBS`), checked before anything is taken or allocated.
+pub(crate) type GenerationArgs = (Vec<u32>, Vec<u32>, Option<usize>);
+
+/// Convert and check the arguments every `generate` takes (see [`GenerationArgs`]).
+pub(crate) fn generation(
+    py: Python<'_>,
+    ids: &Bound<'_, PyAny>,
+    stop_ids: &Bound<'_, PyAny>,
+    logprobs: Option<&Bound<'_, PyAny>>,
+) -> PyResult<GenerationArgs> {
+    use crate::generate::MAX_LOGPROBS;
+    let logprobs = logprobs.map(|v| count(v, "logprobs")).transpose()?;
+    if let Some(n) = logprobs.filter(|&n| n > MAX_LOGPROBS) {
+        return Err(invalid(
+            py,
+            "logprobs",
+            format!("{n} alternatives; at most {MAX_LOGPROBS}"),
+        ));
+    }
+    Ok((
+        self::ids(ids, "prompt")?,
+        self::ids(stop_ids, "stop_ids")?,
+        logprobs,
+    ))
+}

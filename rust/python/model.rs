@@ -300,9 +300,7 @@ impl NativeModel {
         stop_ids: &Bound<'_, PyAny>,
         logprobs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NativeGeneration> {
-        let ids = args::ids(ids, "prompt")?;
-        let stop_ids = args::ids(stop_ids, "stop_ids")?;
-        let logprobs = logprobs.map(|v| args::count(v, "logprobs")).transpose()?;
+        let (ids, stop_ids, logprobs) = args::generation(py, ids, stop_ids, logprobs)?;
         let params = params.get().p.clone();
         let tok = self.tok(py)?;
         let model = Arc::clone(&self.model);

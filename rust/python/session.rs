@@ -7,9 +7,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::args;
-use super::errors::{detached, invalid, to_py};
+use super::errors::{detached, to_py};
 use super::generation::{NativeGeneration, SamplingParams};
-use crate::generate::{Generation, Session, MAX_LOGPROBS};
+use crate::generate::{Generation, Session};
 use crate::scheduler::{Scheduler, SessionSlot};
 use crate::tokenizer::Tokenizer;
 
@@ -61,16 +61,7 @@ impl NativeSession {
         stop_ids: &Bound<'_, PyAny>,
         logprobs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NativeGeneration> {
-        let ids = args::ids(ids, "prompt")?;
-        let stop_ids = args::ids(stop_ids, "stop_ids")?;
-        let logprobs = logprobs.map(|v| args::count(v, "logprobs")).transpose()?;
-        if let Some(n) = logprobs.filter(|&n| n > MAX_LOGPROBS) {
-            return Err(invalid(
-                py,
-                "logprobs",
-                format!("{n} alternatives; at most {MAX_LOGPROBS}"),
-            ));
-        }
+        let (ids, stop_ids, logprobs) = args::generation(py, ids, stop_ids, logprobs)?;
         let params = params.get().p.clone();
         let tok = Arc::clone(&self.tok);
         let slot = &self.slot;
@@ -78,7 +69,7 @@ impl NativeSession {
             slot.with(RETURN_WAIT, |s| {
                 let mut g = Generation::from_session(s, Some(tok), ids, params, &stop_ids)?;
                 if let Some(n) = logprobs {
-                    g.set_logprobs(n)?; // checked above: cannot fail
+                    g.set_logprobs(n)?; // checked by args::generation: cannot fail
                 }
                 Ok(g)
             })
