@@ -216,3 +216,27 @@ def test_info_reports_the_offload_split(tmp_path: Path) -> None:
         [sys.executable, "-m", "med42_rs.cli", "info", str(p)], capture_output=True, text=True, timeout=60
     )
     assert "offload" not in cpu.stdout
+
+
+def test_session_states_move_between_the_cpu_and_the_offloaded_path(smollm2: Path, device: str) -> None:
+    """A state saved from a session on the offloaded path restores into a CPU session (and back):
+    the same bytes on both paths, so the continuation is the CPU's own; the cache type is still
+    checked (negative control)."""
+    cpu = med42_rs.Model.load(smollm2, n_parallel=1)
+    gpu = load(smollm2, device, 15, n_parallel=1)
+    prompt = "A clinical note: the patient has a fever of 39 C and a cough. Summary:"
+    s = gpu.session()
+    s.generate(prompt, max_tokens=1, **GREEDY)
+    state = s.save_state()
+    c = cpu.session()
+    c.load_state(state)
+    assert c.tokens == s.tokens
+    want = cpu.session().generate(prompt, max_tokens=16, **GREEDY)
+    got = c.generate(prompt, max_tokens=16, **GREEDY)
+    assert got.usage is not None and got.usage.prompt_tokens_cached == len(s.tokens) - 1
+    assert got.text == want.text
+    back = gpu.session()
+    back.load_state(c.save_state())
+    assert back.tokens == c.tokens
+    with pytest.raises(med42_rs.SessionStateError):
+        med42_rs.Model.load(smollm2, n_parallel=1, kv_type="f32").session().load_state(state)

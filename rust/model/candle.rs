@@ -67,6 +67,67 @@ impl CandleCache {
     }
 }
 
+impl CandleCache {
+    /// Append positions `0..len` of every layer, K then V, head by head, in the cache's type:
+    /// the bytes the CPU path's `KvLayer::save` writes for the same positions, so a saved state
+    /// restores on either path.
+    pub fn save(&self, len: usize, out: &mut Vec<u8>) -> Result<()> {
+        for (k, v) in self.k.iter().zip(&self.v) {
+            for t in [k, v] {
+                let rows = t.narrow(1, 0, len)?.contiguous()?.flatten_all()?; // (G*len*D)
+                match rows.dtype() {
+                    DType::F16 => {
+                        for x in rows.to_vec1::<half::f16>()? {
+                            out.extend_from_slice(&x.to_le_bytes());
+                        }
+                    }
+                    _ => {
+                        for x in rows.to_vec1::<f32>()? {
+                            out.extend_from_slice(&x.to_le_bytes());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read positions `0..len` of every layer back from what [`Self::save`] wrote (`data` holds
+    /// exactly those bytes: the caller checks).
+    pub fn restore(&mut self, len: usize, data: &[u8]) -> Result<()> {
+        let mut at = 0;
+        for i in 0..self.k.len() {
+            for t in [&mut self.k[i], &mut self.v[i]] {
+                let (g, _, d) = t.dims3()?;
+                let n = g * len * d;
+                let dev = t.device().clone();
+                let rows = match t.dtype() {
+                    DType::F16 => {
+                        let v: Vec<half::f16> = data[at..at + 2 * n]
+                            .chunks_exact(2)
+                            .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                            .collect();
+                        at += 2 * n;
+                        Tensor::from_vec(v, (g, len, d), &dev)?
+                    }
+                    _ => {
+                        let v: Vec<f32> = data[at..at + 4 * n]
+                            .chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect();
+                        at += 4 * n;
+                        Tensor::from_vec(v, (g, len, d), &dev)?
+                    }
+                };
+                if len > 0 {
+                    t.slice_set(&rows, 1, 0)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// An error of the device, with an out-of-memory condition told apart: it is the caller's to
 /// handle (fewer offloaded blocks, a shorter context), not a bug.
 pub(crate) fn device_error(e: Error, device: &str) -> Error {

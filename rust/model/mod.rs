@@ -183,6 +183,9 @@ pub struct KvCache {
     len: usize,
     n_ctx: usize,
     store: KvStore,
+    /// Saved bytes per position and layer (K and V in the cache type).
+    layer_state_bytes: usize,
+    n_layer: usize,
 }
 
 enum KvStore {
@@ -219,7 +222,7 @@ impl KvCache {
     pub fn state_bytes(&self) -> usize {
         match &self.store {
             KvStore::Native(c) => c.kv.state_bytes(self.len),
-            KvStore::Candle(_) | KvStore::Split(..) => 0,
+            KvStore::Candle(_) | KvStore::Split(..) => self.full_state_bytes(self.len),
         }
     }
 
@@ -230,11 +233,11 @@ impl KvCache {
                 c.kv.write_state(self.len, out);
                 Ok(())
             }
-            KvStore::Candle(_) | KvStore::Split(..) => Err(Error::State(
-                "saving a session's state needs every block on the CPU (the native backend); \
-                 load the model with device=\"cpu\" to save or restore states"
-                    .into(),
-            )),
+            KvStore::Candle(d) => d.save(self.len, out),
+            KvStore::Split(c, d) => {
+                c.kv.write_state(self.len, out);
+                d.save(self.len, out)
+            }
         }
     }
 
@@ -247,6 +250,7 @@ impl KvCache {
                 self.n_ctx
             )));
         }
+        let want = self.full_state_bytes(n);
         match &mut self.store {
             KvStore::Native(c) => {
                 if data.len() != c.kv.state_bytes(n) {
@@ -260,12 +264,31 @@ impl KvCache {
                 self.len = n;
                 Ok(())
             }
-            KvStore::Candle(_) | KvStore::Split(..) => Err(Error::State(
-                "restoring a session's state needs every block on the CPU (the native backend); \
-                 load the model with device=\"cpu\" to save or restore states"
-                    .into(),
-            )),
+            KvStore::Candle(_) | KvStore::Split(..) => {
+                if data.len() != want {
+                    return Err(Error::State(format!(
+                        "its K/V data has {} bytes, {n} positions need {want}",
+                        data.len()
+                    )));
+                }
+                match &mut self.store {
+                    KvStore::Candle(d) => d.restore(n, data)?,
+                    KvStore::Split(c, d) => {
+                        let host = c.kv.state_bytes(n);
+                        c.kv.read_state(n, &data[..host]);
+                        d.restore(n, &data[host..])?;
+                    }
+                    KvStore::Native(_) => unreachable!("matched above"),
+                }
+                self.len = n;
+                Ok(())
+            }
         }
+    }
+
+    /// Bytes of a saved state of `n` positions, every layer (the same on both paths).
+    fn full_state_bytes(&self, n: usize) -> usize {
+        self.layer_state_bytes * self.n_layer * n
     }
 
     /// Keep the first `n` positions (rewind for prompt reuse).
@@ -554,6 +577,10 @@ impl Llama {
             len: 0,
             n_ctx,
             store,
+            layer_state_bytes: self
+                .kv_type
+                .bytes_per_position(self.config.n_head_kv, self.config.head_dim),
+            n_layer: self.config.n_layer,
         })
     }
 
