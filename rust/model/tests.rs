@@ -519,3 +519,27 @@ fn kv_types_load_and_refuse_with_typed_errors() {
     // negative control: the F16 cache is really rounded (the F32 cache's logits differ)
     assert!(la != l32);
 }
+
+/// A device's out-of-memory error becomes the typed error a caller can act on; other device
+/// errors stay internal ones.
+#[test]
+fn device_out_of_memory_is_told_apart() {
+    let oom =
+        candle_core::Error::Msg("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into());
+    match candle::device_error(Error::Candle(oom), "cuda:0") {
+        Error::DeviceOutOfMemory { device, detail } => {
+            assert_eq!(device, "cuda:0");
+            assert!(detail.contains("OUT_OF_MEMORY"), "{detail}");
+        }
+        other => panic!("expected DeviceOutOfMemory, got {other:?}"),
+    }
+    let other = candle_core::Error::Msg("shape mismatch in matmul".into());
+    assert!(matches!(
+        candle::device_error(Error::Candle(other), "cuda:0"),
+        Error::Candle(_)
+    ));
+    assert!(matches!(
+        candle::device_error(Error::Cancelled, "cuda:0"),
+        Error::Cancelled
+    ));
+}
