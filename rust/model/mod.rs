@@ -100,14 +100,20 @@ pub fn device_from_name(name: &str) -> Result<Device> {
             if !cfg!(feature = "cuda") {
                 return Err(Error::Device {
                     device: name.into(),
-                    detail: "this build has no CUDA support; build med42-rs with the cargo feature `cuda` \
-                             (pip install . --config-settings=build-args=\"--features python,cuda\")"
+                    detail: "this is the CPU build of med42-rs; install the CUDA build beside it \
+                             (pip install med42-rs-cuda: Linux, NVIDIA driver 580+), or build with the \
+                             cargo feature `cuda`"
                         .into(),
                 });
             }
+            // candle's error text is one line followed by a backtrace: keep the line, which names
+            // the driver's error (CUDA_ERROR_NO_DEVICE where there is no GPU)
             Device::new_cuda(ordinal).map_err(|e| Error::Device {
                 device: name.into(),
-                detail: e.to_string(),
+                detail: format!(
+                    "no usable CUDA device or driver ({})",
+                    e.to_string().lines().next().unwrap_or_default().trim()
+                ),
             })
         }
         "metal" => {
