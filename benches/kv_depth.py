@@ -10,14 +10,16 @@ a quantized V, and as ``--llama-flash-attn`` says for f16):
 
 - decode tok/s at each depth (default 0, 1,000 and 4,000 cached tokens): greedy steps after a
   random prompt of that many tokens (``--gen`` steps, timed from the first token to the last);
-- prefill tok/s of ``--prefill`` tokens (512) after ``--prefill-after`` (3,500) cached. llama.cpp
-  evaluates the first part, then the timed second part into the same context. med42-rs has no
-  public prefix cache in Python yet, so its figure is the engine's prompt time of the whole
-  ``after + prefill`` prompt minus that of the ``after`` prompt alone (both in batches of 512);
+- prefill tok/s of ``--prefill`` tokens (512) after ``--prefill-after`` (3,500) cached: the timed
+  512 tokens are evaluated into a context that holds the first 3,500 (med42-rs: a ``Session``
+  whose cached prefix is reused, the engine's own prompt time of the new tokens);
 - KV cache bytes per token (all layers, K and V).
 
-Every measurement runs in a fresh child process, engines alternating round by round, medians
-reported. The slice is benches/compare.py's 70B-shaped 2-block model (written and quantized once).
+Each child process (one per engine, cache type and round; engines alternate round by round)
+prefills the deepest context once and starts every measurement from a prefix of it (the cache
+truncated: ``Session.truncate`` / llama.cpp's ``kv_cache_seq_rm``), ``--reps`` times each; the
+table gives the medians over rounds of the per-process medians. The slice is benches/compare.py's
+70B-shaped 2-block model (written and quantized once).
 """
 
 from __future__ import annotations
@@ -50,24 +52,38 @@ def child_ours(path: str, kv: str, a: argparse.Namespace) -> dict[str, Any]:
     import med42_rs
 
     n_ctx = max(max(a.depths) + a.gen + 1, a.prefill_after + a.prefill + 1)
-    m = med42_rs.Model.load(path, n_ctx=n_ctx, n_threads=a.threads, kv_type=kv, accept_license=False)
+    m = med42_rs.Model.load(
+        path, n_ctx=n_ctx, n_threads=a.threads, kv_type=kv, accept_license=False, n_parallel=1
+    )
     n_vocab = int(m.config["n_vocab"])
+    ids = _ids(max(max(a.depths), a.prefill_after + a.prefill, 1), n_vocab)
+    s = m.session()
+    # one prefill of the deepest context; every measurement starts from a prefix of it
+    s.generate(ids[: max(max(a.depths), a.prefill_after, 1)], max_tokens=1, temperature=0.0)
     out: dict[str, Any] = {"decode": {}}
-    for depth in a.depths:
-        ids = _ids(max(depth, 1), n_vocab)
-        stamps: list[float] = []
-        for chunk in m.generate(ids, max_tokens=a.gen, temperature=0.0, repeat_penalty=1.0, stream=True):
-            if chunk.token_ids:
-                stamps.append(time.perf_counter())
-        out["decode"][str(depth)] = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 2 else None
-
-    def prompt_seconds(n: int) -> float:
-        c = m.generate(_ids(n, n_vocab), max_tokens=1, temperature=0.0)
-        assert c.usage is not None
-        return c.usage.prompt_seconds
-
-    whole, first = prompt_seconds(a.prefill_after + a.prefill), prompt_seconds(a.prefill_after)
-    out["prefill_after"] = a.prefill / (whole - first)
+    reps = []
+    for _ in range(a.reps):
+        s.truncate(a.prefill_after)
+        c = s.generate(ids[: a.prefill_after + a.prefill], max_tokens=1, temperature=0.0)
+        assert c.usage is not None and c.usage.prompt_tokens_cached == a.prefill_after, c.usage
+        reps.append(a.prefill / c.usage.prompt_seconds)
+    out["prefill_after"] = statistics.median(reps)
+    if len(s.tokens) < max(a.depths):
+        s.generate(ids[: max(a.depths)], max_tokens=1, temperature=0.0)
+    for depth in sorted(a.depths, reverse=True):  # a deeper prefix is still cached
+        reps = []
+        for _ in range(a.reps):
+            s.truncate(max(depth, 1) - 1)
+            stamps: list[float] = []
+            stream = s.generate(
+                ids[: max(depth, 1)], max_tokens=a.gen, temperature=0.0, repeat_penalty=1.0, stream=True
+            )
+            for chunk in stream:
+                if chunk.token_ids:
+                    stamps.append(time.perf_counter())
+            assert len(stamps) > 2, stamps
+            reps.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+        out["decode"][str(depth)] = statistics.median(reps)
     return out
 
 
@@ -83,27 +99,40 @@ def child_llama(path: str, kv: str, a: argparse.Namespace) -> dict[str, Any]:
         n_ubatch=512, type_k=GGML_TYPE[kv], type_v=GGML_TYPE[kv], flash_attn=fa, verbose=False,
     )  # fmt: skip
     n_vocab = llm.n_vocab()
+    ids = _ids(max(max(a.depths), a.prefill_after + a.prefill, 1), n_vocab)
 
     def argmax_last() -> int:
         ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
         return int(np.argmax(np.ctypeslib.as_array(ptr, shape=(n_vocab,))))
 
-    out: dict[str, Any] = {"decode": {}, "flash_attn": fa}
-    for depth in a.depths:
-        llm.reset()
-        llm.eval(_ids(max(depth, 1), n_vocab))
-        tok = argmax_last()
-        t0 = time.perf_counter()
-        for _ in range(a.gen - 1):
-            llm.eval([tok])
-            tok = argmax_last()
-        out["decode"][str(depth)] = (a.gen - 1) / (time.perf_counter() - t0)
-    ids = _ids(a.prefill_after + a.prefill, n_vocab)
+    def truncate(n: int) -> None:
+        llm._ctx.kv_cache_seq_rm(-1, n, -1)
+        llm.n_tokens = n
+
     llm.reset()
-    llm.eval(ids[: a.prefill_after])
-    t0 = time.perf_counter()
-    llm.eval(ids[a.prefill_after :])
-    out["prefill_after"] = a.prefill / (time.perf_counter() - t0)
+    llm.eval(ids[: max(max(a.depths), a.prefill_after, 1)])
+    out: dict[str, Any] = {"decode": {}, "flash_attn": fa}
+    reps = []
+    for _ in range(a.reps):
+        truncate(a.prefill_after)
+        t0 = time.perf_counter()
+        llm.eval(ids[a.prefill_after : a.prefill_after + a.prefill])
+        reps.append(a.prefill / (time.perf_counter() - t0))
+    out["prefill_after"] = statistics.median(reps)
+    if llm.n_tokens < max(a.depths):
+        llm.eval(ids[llm.n_tokens : max(a.depths)])
+    for depth in sorted(a.depths, reverse=True):
+        reps = []
+        for _ in range(a.reps):
+            truncate(max(depth, 1) - 1)
+            llm.eval(ids[max(depth, 1) - 1 : max(depth, 1)])
+            tok = argmax_last()
+            t0 = time.perf_counter()
+            for _ in range(a.gen - 1):
+                llm.eval([tok])
+                tok = argmax_last()
+            reps.append((a.gen - 1) / (time.perf_counter() - t0))
+        out["decode"][str(depth)] = statistics.median(reps)
     return out
 
 
@@ -111,7 +140,7 @@ def run_child(engine: str, path: Path, kv: str, a: argparse.Namespace) -> dict[s
     cmd = [
         sys.executable, __file__, "--child", engine, str(path), kv, "--threads", str(a.threads),
         "--gen", str(a.gen), "--prefill", str(a.prefill), "--prefill-after", str(a.prefill_after),
-        "--llama-flash-attn", a.llama_flash_attn, "--depths", *map(str, a.depths),
+        "--llama-flash-attn", a.llama_flash_attn, "--reps", str(a.reps), "--depths", *map(str, a.depths),
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
@@ -152,6 +181,7 @@ def main() -> None:
         "--llama-flash-attn", choices=["off", "on"], default="off", help="llama.cpp, f16 (q8_0: on)"
     )
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=3, help="measurements per depth within one process")
     ap.add_argument("--quants", nargs="*", default=["Q4_K_M", "Q8_0"])
     ap.add_argument("--files", nargs="*", default=None, help="GGUF files instead of the slice")
     ap.add_argument("--no-smollm2", action="store_true")

@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -109,18 +110,22 @@ def run(url: str, clients: int, max_tokens: int) -> Result:
     return Result(clients, sum(counts), dt)
 
 
-def bench(name: str, cmd: list[str], url: str, args: argparse.Namespace) -> list[Result]:
+def bench(name: str, cmd: list[str], url: str, args: argparse.Namespace) -> dict[int, list[Result]]:
+    """Every client count ``--rounds`` times (round by round) on one server process."""
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_up(url, proc)
         run(url, 1, 4)  # warm-up: page the weights in
-        results = []
-        for n in args.clients:
-            r = run(url, n, args.max_tokens)
-            print(
-                f"{name:>18}  {n:>2} clients  {r.tokens:>6} tokens  {r.seconds:7.2f} s  {r.tok_s:8.1f} tok/s"
-            )
-            results.append(r)
+        results: dict[int, list[Result]] = {n: [] for n in args.clients}
+        for rnd in range(args.rounds):
+            for n in args.clients:
+                r = run(url, n, args.max_tokens)
+                print(
+                    f"{name:>26}  round {rnd + 1}  {n:>2} clients  {r.tokens:>6} tokens  {r.seconds:7.2f} s"
+                    f"  {r.tok_s:8.1f} tok/s",
+                    flush=True,
+                )
+                results[n].append(r)
         return results
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -139,8 +144,12 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--parallel", type=int, default=None, help="server slots (default: the most clients)")
     p.add_argument(
-        "--llama-cpp", action="store_true", help="also run llama-cpp-python's server (extra server)"
+        "--llama-cpp",
+        action="store_true",
+        help="also run llama-cpp-python's server (extra server), as it starts by default (a new "
+        "request interrupts the one running) and with --interrupt_requests False (requests queue)",
     )
+    p.add_argument("--rounds", type=int, default=3, help="measurements per client count (medians)")
     args = p.parse_args()
     args.clients = [int(x) for x in re.split(r"[ ,]+", args.clients.strip()) if x]
     parallel = args.parallel or max(args.clients)
@@ -151,14 +160,30 @@ def main() -> int:
         "--queue", str(max(args.clients)), "--log-level", "warning",
     ]  # fmt: skip
     print(f"{args.model}: {args.max_tokens} tokens per stream, {args.threads} threads, {parallel} slots")
-    bench("med42 serve", med42, f"http://127.0.0.1:{port}", args)
+    table = {"med42 serve": bench("med42 serve", med42, f"http://127.0.0.1:{port}", args)}
     if args.llama_cpp:
-        port = _free_port()
-        llama = [
-            sys.executable, "-m", "llama_cpp.server", "--model", args.model, "--port", str(port),
-            "--host", "127.0.0.1", "--n_ctx", str(args.n_ctx), "--n_threads", str(args.threads),
-        ]  # fmt: skip
-        bench("llama_cpp.server", llama, f"http://127.0.0.1:{port}", args)
+        for name, extra in (
+            ("llama_cpp.server", []),
+            ("llama_cpp.server no-interrupt", ["--interrupt_requests", "False"]),
+        ):
+            port = _free_port()
+            llama = [
+                sys.executable, "-m", "llama_cpp.server", "--model", args.model, "--port", str(port),
+                "--host", "127.0.0.1", "--n_ctx", str(args.n_ctx), "--n_threads", str(args.threads),
+                "--n_threads_batch", str(args.threads), *extra,
+            ]  # fmt: skip
+            table[name] = bench(name, llama, f"http://127.0.0.1:{port}", args)
+    med = {k: {n: statistics.median(r.tok_s for r in v[n]) for n in args.clients} for k, v in table.items()}
+    print(f"\naggregate tok/s, median of {args.rounds} rounds (ratio: med42 serve / that server)\n")
+    print("| server | " + " | ".join(f"{n} streams" for n in args.clients) + " |")
+    print("|---" * (len(args.clients) + 1) + "|")
+    ours = med["med42 serve"]
+    for k, row in med.items():
+        cells = [
+            f"{row[n]:.1f}" + ("" if k == "med42 serve" or row[n] == 0 else f" ({ours[n] / row[n]:.2f}×)")
+            for n in args.clients
+        ]
+        print(f"| {k} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -89,6 +89,28 @@ pub enum Error {
         detail: String,
     },
 
+    /// The GPU ran out of memory while the model was in use (the model stays usable).
+    #[error(
+        "device `{device}` ran out of memory ({detail}); nothing was lost and the model stays \
+         usable: retry with a shorter prompt or fewer parallel requests, or load the model with \
+         fewer n_gpu_layers or a smaller n_ctx"
+    )]
+    DeviceOutOfMemory { device: String, detail: String },
+
+    /// Not enough GPU memory for the offloaded blocks and their KV caches (checked at load).
+    #[error(
+        "offloading {n_gpu_layers} blocks to `{device}` needs about {needed_gib:.1} GiB of its memory \
+         ({detail}) but {available_gib:.1} GiB is free; lower n_gpu_layers (the other blocks run \
+         on the CPU), n_ctx or n_parallel, or use a smaller quant"
+    )]
+    InsufficientDeviceMemory {
+        device: String,
+        n_gpu_layers: usize,
+        needed_gib: f64,
+        available_gib: f64,
+        detail: String,
+    },
+
     /// Tokenizer metadata is inconsistent or text cannot be tokenized.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -199,6 +221,17 @@ pub fn examples() -> Vec<Error> {
             needed_gib: 44.0,
             available_gib: 20.0,
             detail: "weights 41.0 GiB, KV cache 2.5 GiB".into(),
+        },
+        Error::DeviceOutOfMemory {
+            device: "cuda:0".into(),
+            detail: "CUDA_ERROR_OUT_OF_MEMORY".into(),
+        },
+        Error::InsufficientDeviceMemory {
+            device: "cuda:0".into(),
+            n_gpu_layers: 80,
+            needed_gib: 82.0,
+            available_gib: 79.1,
+            detail: "weights 39.5 GiB + KV cache 40.0 GiB".into(),
         },
         Error::Tokenizer("token id 70000 is outside the vocabulary of 32000".into()),
         Error::Cancelled,

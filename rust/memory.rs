@@ -22,13 +22,79 @@ pub struct Estimate {
     pub kv_type: KvType,
 }
 
+/// Where a tensor of the file lives when blocks `split..` are offloaded: `Some(block)` for a
+/// block's tensors, `None` for the rest.
+fn block_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+}
+
+/// GPU memory kept free for the CUDA context, cuBLAS's workspace and the allocator's slack.
+pub const DEVICE_RESERVE: u64 = 768 << 20;
+
 impl Estimate {
-    /// Weights, one KV cache of `n_ctx` positions (K and V in `kv_type`) and batch scratch.
+    /// Weights, one KV cache of `n_ctx` positions (K and V in `kv_type`) and batch scratch, all
+    /// on the CPU.
     pub fn new(file: &GgufFile, cfg: &LlamaConfig, n_ctx: usize, kv_type: KvType) -> Self {
-        let weights = file.tensors.iter().map(|t| t.n_bytes).sum();
+        Self::host(file, cfg, n_ctx, kv_type, cfg.n_layer)
+    }
+
+    /// The CPU's part when blocks `split..` are offloaded: the token embedding, the blocks
+    /// `..split` and their caches (and the output matrix when nothing is offloaded).
+    pub fn host(
+        file: &GgufFile,
+        cfg: &LlamaConfig,
+        n_ctx: usize,
+        kv_type: KvType,
+        split: usize,
+    ) -> Self {
+        let all = split == cfg.n_layer;
+        let weights = file
+            .tensors
+            .iter()
+            .filter(|t| match block_of(&t.name) {
+                Some(b) => b < split,
+                None => all || !t.name.starts_with("output"),
+            })
+            .map(|t| t.n_bytes)
+            .sum();
+        Self::with_weights(cfg, n_ctx, kv_type, split, weights)
+    }
+
+    /// The device's part when blocks `split..` are offloaded: those blocks, the output norm and
+    /// matrix (a copy of the token embedding when the output is tied to it), their caches, the
+    /// activations of one prompt batch, one chunk of attention scores and [`DEVICE_RESERVE`].
+    pub fn device(
+        file: &GgufFile,
+        cfg: &LlamaConfig,
+        n_ctx: usize,
+        kv_type: KvType,
+        split: usize,
+    ) -> Self {
+        let tied = file.tensor_info("output.weight").is_none();
+        let weights = file
+            .tensors
+            .iter()
+            .filter(|t| match block_of(&t.name) {
+                Some(b) => b >= split,
+                None => t.name.starts_with("output") || (tied && t.name == "token_embd.weight"),
+            })
+            .map(|t| t.n_bytes)
+            .sum();
+        let mut est = Self::with_weights(cfg, n_ctx, kv_type, cfg.n_layer - split, weights);
+        est.scratch += 2 * crate::model::SCORE_BYTES as u64 + DEVICE_RESERVE;
+        est
+    }
+
+    fn with_weights(
+        cfg: &LlamaConfig,
+        n_ctx: usize,
+        kv_type: KvType,
+        n_layers: usize,
+        weights: u64,
+    ) -> Self {
         let kv_dim = (cfg.n_head_kv * cfg.head_dim) as u64;
         let per_pos = kv_type.bytes_per_position(cfg.n_head_kv, cfg.head_dim) as u64;
-        let kv_cache = cfg.n_layer as u64 * n_ctx as u64 * per_pos;
+        let kv_cache = n_layers as u64 * n_ctx as u64 * per_pos;
         let b = BATCH.min(n_ctx) as u64;
         let q_dim = (cfg.n_head * cfg.head_dim) as u64;
         // activations of one batch (x, norm, q/k/v, attention out, gate/up) + logits; attention
@@ -116,6 +182,56 @@ pub fn check(est: &Estimate, n_ctx: usize) -> Result<()> {
         available_gib: gib(avail),
         detail: format!(
             "weights {:.1} GiB + KV cache {:.1} GiB for n_ctx {n_ctx} ({}) + scratch {:.1} GiB",
+            gib(est.weights),
+            gib(est.kv_cache),
+            est.kv_type,
+            gib(est.scratch)
+        ),
+    })
+}
+
+/// Free memory of `device` in bytes: `MED42_GPU_MEMORY_AVAILABLE` (bytes; for tests), else what
+/// the CUDA driver reports. `None` where it cannot be read (Metal; the check is then skipped).
+pub fn device_available(device: &candle_core::Device) -> Option<u64> {
+    if let Ok(v) = std::env::var("MED42_GPU_MEMORY_AVAILABLE") {
+        if let Ok(n) = v.trim().parse::<u64>() {
+            return Some(n);
+        }
+    }
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(d) = device {
+        return d
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, _total)| free as u64);
+    }
+    let _ = device;
+    None
+}
+
+/// Refuse to offload `n_gpu_layers` blocks when their part of the model does not fit the device's
+/// free memory.
+pub fn check_device(
+    est: &Estimate,
+    device: &candle_core::Device,
+    name: &str,
+    n_gpu_layers: usize,
+) -> Result<()> {
+    let Some(avail) = device_available(device) else {
+        return Ok(());
+    };
+    if est.total() <= avail {
+        return Ok(());
+    }
+    Err(Error::InsufficientDeviceMemory {
+        device: name.to_string(),
+        n_gpu_layers,
+        needed_gib: gib(est.total()),
+        available_gib: gib(avail),
+        detail: format!(
+            "weights {:.1} GiB + KV cache {:.1} GiB ({}) + activations and CUDA workspace {:.1} GiB",
             gib(est.weights),
             gib(est.kv_cache),
             est.kv_type,

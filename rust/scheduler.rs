@@ -555,10 +555,9 @@ fn run(model: Arc<Llama>, cfg: SchedulerConfig, shared: Arc<Shared>, rx: Receive
                 Ok(Ok(())) => {}
                 Ok(Err(Error::Cancelled)) => continue, // run again without the interrupted ones
                 Ok(Err(e)) => {
-                    let msg = e.to_string();
                     for &i in members.iter().rev() {
                         let req = retire_active(&mut active, i, &shared);
-                        req.retire(Some(Event::Error(Error::Internal(msg.clone()))));
+                        req.retire(Some(Event::Error(for_each_member(&e))));
                     }
                     continue;
                 }
@@ -619,5 +618,17 @@ fn run(model: Arc<Llama>, cfg: SchedulerConfig, shared: Arc<Shared>, rx: Receive
                 *lock(&r.ctl.usage) = Usage::of(&r.gen);
             }
         }
+    }
+}
+
+/// The error of a failed pass, for each of its sequences: a device out of memory stays that typed
+/// error (the caller can retry with less); anything else is a bug report.
+fn for_each_member(e: &Error) -> Error {
+    match e {
+        Error::DeviceOutOfMemory { device, detail } => Error::DeviceOutOfMemory {
+            device: device.clone(),
+            detail: detail.clone(),
+        },
+        e => Error::Internal(e.to_string()),
     }
 }

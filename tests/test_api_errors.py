@@ -35,6 +35,8 @@ EXPECTED_CLASSES = [
     E.InvalidParameterError,
     E.ContextLengthExceededError,
     E.InsufficientMemoryError,
+    E.InsufficientMemoryError,  # DeviceOutOfMemory
+    E.InsufficientMemoryError,  # InsufficientDeviceMemory
     E.TokenizerError,
     E.GenerationCancelled,
     E.InternalError,  # Internal

@@ -75,11 +75,16 @@ def test_logits_match_the_reference_that_rounds_kv_alike(quant: str, kv: str, we
 
 @pytest.mark.parametrize("quant", ["F32", "Q8_0"])
 def test_candle_backend_with_an_f16_cache(quant: str, weights, tiny_cfg) -> None:
+    """The candle (GPU) path rounds one thing more than the reference: the attention
+    probabilities, to f16, to multiply them with the F16 values in place (as GPU attention
+    does). That is 2^-11 relative on the attention output, which F32 weights are exact enough to
+    see (measured median 4.8e-4, worst 9.9e-4); quantized weights keep their own bounds."""
     m = med42_rs.Model.load(tiny_path(quant), backend="candle", kv_type="f16")
     w, types = weights[quant]
     ref = g.reference_forward(w, tiny_cfg, SEQS[0], types=types, kv_type="f16")
     r = rel_rows(m.logits(SEQS[0]), ref)
-    assert np.median(r) <= bounds(quant, "f16")[0] and r.max() <= bounds(quant, "f16")[1], r.max()
+    med, worst = (1e-3, 3e-3) if quant == "F32" else bounds(quant, "f16")
+    assert np.median(r) <= med and r.max() <= worst, (np.median(r), r.max())
 
 
 def test_negative_controls_unrounded_and_wrong_scale_references_fail(

@@ -166,6 +166,8 @@ def _load(
     n_threads: int | None,
     accept_license: bool = False,
     kv_type: str = "f16",
+    device: str = "cpu",
+    n_gpu_layers: int | None = None,
 ) -> Any:
     from . import Model
 
@@ -189,7 +191,10 @@ def _load(
         spinner.start()
     t0 = time.monotonic()
     try:
-        model = Model._load_accepted(paths, n_ctx=n_ctx, n_threads=n_threads, kv_type=cast("KvType", kv_type))
+        model = Model._load_accepted(
+            paths, n_ctx=n_ctx, n_threads=n_threads, kv_type=cast("KvType", kv_type), device=device,
+            n_gpu_layers=n_gpu_layers,
+        )  # fmt: skip
     finally:
         done.set()
         if spinner.is_alive():
@@ -252,7 +257,10 @@ def _print_stream(chunks: Any) -> str:
 
 def cmd_generate(a: argparse.Namespace) -> int:
     """`med42 generate`: stream one answer to stdout."""
-    model = _load(_model_files(a.model, a.accept_license), a.n_ctx, a.threads, a.accept_license, a.kv_type)
+    model = _load(
+        _model_files(a.model, a.accept_license), a.n_ctx, a.threads, a.accept_license, a.kv_type,
+        a.device, a.n_gpu_layers,
+    )  # fmt: skip
     msgs = [{"role": "user", "content": a.prompt}]
     if a.raw:
         chunks = model.generate(a.prompt, _sampling(a), stream=True)
@@ -269,7 +277,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 def cmd_chat(a: argparse.Namespace) -> int:
     """`med42 chat`: the multi-turn REPL (Ctrl-C cancels an answer, Ctrl-D exits)."""
-    model = _load(_model_files(a.model, a.accept_license), a.n_ctx, a.threads, a.accept_license, a.kv_type)
+    model = _load(
+        _model_files(a.model, a.accept_license), a.n_ctx, a.threads, a.accept_license, a.kv_type,
+        a.device, a.n_gpu_layers,
+    )  # fmt: skip
     # Each turn reuses the KV cache of the conversation before it: only the new message is computed.
     chat = model.start_chat(system=a.system)
     sys.stderr.write("Ctrl-C cancels an answer, Ctrl-D exits.\n")
@@ -344,6 +355,22 @@ def cmd_info(a: argparse.Namespace) -> int:
         f"memory        weights {total / 2**30:.2f} GiB mapped from the file (page cache) + KV cache "
         f"{kv_bytes / 2**30:.2f} GiB at {n_ctx} tokens ({a.kv_type})"
     )
+    if a.device != "cpu":
+        ngl = -1 if a.n_gpu_layers is None else a.n_gpu_layers
+        est = _native.memory_estimate(files, n_ctx, a.kv_type, ngl)
+        gib = 2**30
+        h, d = est["host"], est["device"]
+        print(
+            f"offload       {est['n_gpu_layers']} of {n_layer} blocks on {a.device}: GPU "
+            + (
+                f"weights {d['weights'] / gib:.2f} GiB + KV cache {d['kv_cache'] / gib:.2f} GiB "
+                f"+ activations and CUDA workspace {d['scratch'] / gib:.2f} GiB"
+                if d is not None
+                else "nothing"
+            )
+            + f"; CPU weights {h['weights'] / gib:.2f} GiB + KV cache {h['kv_cache'] / gib:.2f} GiB"
+            + " (per sequence)"
+        )
     from .license import license_for
 
     lic = license_for(repo_id=repo, paths=files, metadata=md)
@@ -507,6 +534,19 @@ def _parser() -> argparse.ArgumentParser:
             choices=["f16", "q8_0", "f32"],
             default="f16",
             help="KV cache type (default f16; q8_0 takes about half the memory of f16)",
+        )
+        sp.add_argument(
+            "--device",
+            default="cpu",
+            help='"cpu" (default), "cuda", "cuda:N" or "metal" (GPUs need the med42-rs-cuda package)',
+        )
+        sp.add_argument(
+            "--n-gpu-layers",
+            "-ngl",
+            type=_int_in(-1, _INT_MAX),
+            default=None,
+            metavar="N",
+            help="blocks to run on the GPU, counted from the last (default and -1: all)",
         )
         sp.add_argument(
             "--accept-license", action="store_true", help="accept the model's license (Med42) without asking"

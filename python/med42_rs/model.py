@@ -54,6 +54,7 @@ class Model:
         n_parallel: int | None = None,
         max_queue: int | None = None,
         kv_type: KvType = "f16",
+        n_gpu_layers: int | None = None,
     ) -> Model:
         """Map and validate a GGUF model and load it.
 
@@ -63,6 +64,18 @@ class Model:
         ``n_ctx`` caps the context (default: the trained context length); ``n_threads`` sets the
         CPU threads (default: all CPUs available to the process). ``backend`` forces
         ``"native"`` (CPU only) or ``"candle"``.
+
+        On a GPU (``device="cuda"``; needs the ``med42-rs-cuda`` package, see docs/GPU.md) the
+        weights are uploaded as quantized tensors and the K/V caches live there in ``kv_type``
+        (f16 or f32). ``n_gpu_layers`` (as llama.cpp's ``-ngl``) offloads only the last N blocks:
+        the blocks before them run on the CPU with the native kernels, reading the mapping, and
+        the hidden state crosses to the GPU once per forward pass. ``None`` or ``-1`` (default):
+        every block. The token embedding is always gathered on the CPU; the output norm and
+        matrix sit with the last block. Loading is refused with
+        :class:`~med42_rs.InsufficientMemoryError` when the offloaded part (weights, caches of
+        ``n_parallel`` sequences, activations and about 0.75 GiB of CUDA workspace) exceeds the
+        GPU's free memory (``MED42_GPU_MEMORY_AVAILABLE`` overrides it, in bytes); running out
+        of GPU memory later raises the same class and leaves the model usable.
 
         ``kv_type`` is the element type of every generation's K/V cache, as llama.cpp's
         ``--cache-type-k/v``: ``"f16"`` (default, 2 bytes per value), ``"q8_0"`` (ggml's 8-bit
@@ -90,6 +103,7 @@ class Model:
         return cls._load_accepted(
             paths, device=device, n_ctx=n_ctx, n_threads=n_threads, backend=backend,
             check_memory=check_memory, n_parallel=n_parallel, max_queue=max_queue, kv_type=kv_type,
+            n_gpu_layers=n_gpu_layers,
         )  # fmt: skip
 
     @staticmethod
@@ -116,13 +130,14 @@ class Model:
         n_parallel: int | None = None,
         max_queue: int | None = None,
         kv_type: KvType = "f16",
+        n_gpu_layers: int | None = None,
     ) -> Model:
         """:meth:`load` after :meth:`_license_gate` passed for ``paths``."""
-        return cls(
-            _native.NativeModel.load(
-                paths, device, n_ctx, n_threads, backend, check_memory, n_parallel, max_queue, kv_type
-            )
-        )
+        native = _native.NativeModel.load(
+            paths, device, n_ctx, n_threads, backend, check_memory, n_parallel, max_queue, kv_type,
+            n_gpu_layers,
+        )  # fmt: skip
+        return cls(native)
 
     @classmethod
     def from_pretrained(
@@ -139,6 +154,7 @@ class Model:
         n_ctx: int | None = None,
         n_threads: int | None = None,
         kv_type: KvType = "f16",
+        n_gpu_layers: int | None = None,
     ) -> Model:
         """Download a GGUF model from the Hugging Face Hub (or find it in the local cache) and load it.
 
@@ -161,7 +177,7 @@ class Model:
         )  # fmt: skip
         return cls.load(
             paths, device=device, n_ctx=n_ctx, n_threads=n_threads, accept_license=accept_license,
-            kv_type=kv_type,
+            kv_type=kv_type, n_gpu_layers=n_gpu_layers,
         )  # fmt: skip
 
     @property
@@ -195,6 +211,16 @@ class Model:
     def kv_type(self) -> KvType:
         """The element type of the K/V caches: ``"f16"``, ``"q8_0"`` or ``"f32"``."""
         return cast(KvType, self._native.kv_type)
+
+    @property
+    def device(self) -> str:
+        """Where the offloaded blocks run: ``"cuda:0"`` etc., or ``"cpu"``."""
+        return self._native.device
+
+    @property
+    def n_gpu_layers(self) -> int:
+        """Blocks that run on the device (the last ones); 0 on the CPU."""
+        return self._native.n_gpu_layers
 
     @property
     def backend(self) -> str:

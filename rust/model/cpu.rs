@@ -66,9 +66,10 @@ pub(crate) struct NativeKv {
 }
 
 impl NativeKv {
-    /// Zeroed allocations: pages are committed only when positions are written.
-    pub fn new(cfg: &LlamaConfig, n_ctx: usize, kv_type: KvType) -> Result<Self> {
-        let layers = (0..cfg.n_layer)
+    /// Zeroed allocations for the first `n_layers` blocks: pages are committed only when
+    /// positions are written.
+    pub fn new(cfg: &LlamaConfig, n_layers: usize, n_ctx: usize, kv_type: KvType) -> Result<Self> {
+        let layers = (0..n_layers)
             .map(|_| KvLayer::new(kv_type, cfg.n_head_kv, n_ctx, cfg.head_dim))
             .collect::<Result<_>>()?;
         Ok(NativeKv { layers })
@@ -109,9 +110,10 @@ pub(crate) struct NativeCache {
 }
 
 impl NativeCache {
-    pub fn new(cfg: &LlamaConfig, n_ctx: usize, kv_type: KvType) -> Result<Self> {
+    /// The cache of blocks `..n_layers` (those on the CPU path).
+    pub fn new(cfg: &LlamaConfig, n_layers: usize, n_ctx: usize, kv_type: KvType) -> Result<Self> {
         Ok(NativeCache {
-            kv: NativeKv::new(cfg, n_ctx, kv_type)?,
+            kv: NativeKv::new(cfg, n_layers, n_ctx, kv_type)?,
             s: Scratch::default(),
         })
     }
@@ -172,29 +174,13 @@ pub(crate) struct SeqIn<'a> {
     pub which: Logits,
 }
 
-/// Run `tokens` at positions `pos..pos+T` and return logits (`Last`: 1 row, `All`: T rows).
-pub(crate) fn forward(
-    m: &Llama,
-    tokens: &[u32],
-    pos: usize,
-    c: &mut NativeCache,
-    which: Logits,
-    cancelled: &mut dyn FnMut() -> bool,
-) -> Result<Vec<f32>> {
-    let NativeCache { kv, s } = c;
-    let mut seqs = [SeqIn {
-        tokens,
-        pos,
-        kv,
-        which,
-    }];
-    let mut out = forward_multi(m, &mut seqs, s, cancelled)?;
-    Ok(out.pop().expect("one sequence in, one out"))
-}
-
 /// One forward pass over several sequences: every weight matrix is read once for the rows of all
 /// of them (`T` = the sum of their new tokens), attention runs per sequence over its own cache.
 /// Returns each sequence's logits (`Last`: 1 row, `All`: its T rows).
+///
+/// Only the blocks `..m.split` run here. When blocks are offloaded (`split < n_layer`) the result
+/// is instead one buffer: the hidden state of every row `(T, E)` after block `split - 1`, in
+/// batch order, for the device blocks to continue from.
 ///
 /// Every kernel gives a row the same result whatever the other rows of the batch
 /// (kernels::tests), so each sequence's logits are those it gets alone, bit for bit.
@@ -252,7 +238,7 @@ pub(crate) fn forward_multi(
     }
 
     let n_blocks = m.blocks.len();
-    for (li, b) in m.blocks.iter().enumerate() {
+    for (li, b) in m.blocks[..m.split].iter().enumerate() {
         if cancelled() {
             return Err(crate::Error::Cancelled);
         }
@@ -348,6 +334,10 @@ pub(crate) fn forward_multi(
         for (xv, ov) in s.x[..tq * e].iter_mut().zip(&s.xb[..tq * e]) {
             *xv += ov;
         }
+    }
+
+    if m.split < n_blocks {
+        return Ok(vec![s.x[..t * e].to_vec()]);
     }
 
     // After the last block the kept rows are x[..R] (compacted, or all rows when R == T).

@@ -8,6 +8,7 @@
 //!   GPU).
 
 mod candle;
+pub(crate) use candle::SCORE_BYTES;
 mod cpu;
 
 use std::path::PathBuf;
@@ -58,6 +59,10 @@ pub struct LoadOptions {
     /// The element type of every session's K/V cache: F16 (default, as llama.cpp), Q8_0 (half
     /// that again; the native CPU backend only) or F32.
     pub kv_type: KvType,
+    /// Blocks run by the candle backend (on the GPU), counted from the last block, as llama.cpp's
+    /// `-ngl`; the blocks before them run on the CPU with the native kernels. `None` (default)
+    /// or more than the model has: all of them. Needs the candle backend (the default on a GPU).
+    pub n_gpu_layers: Option<usize>,
 }
 
 impl Default for LoadOptions {
@@ -70,6 +75,7 @@ impl Default for LoadOptions {
             check_memory: true,
             n_parallel: None,
             kv_type: KvType::default(),
+            n_gpu_layers: None,
         }
     }
 }
@@ -156,6 +162,11 @@ pub struct Llama {
     pub n_parallel: usize,
     /// The element type of the sessions' K/V caches.
     pub kv_type: KvType,
+    /// The first block run by the candle backend: blocks `..split` run on the CPU (native
+    /// kernels, weights read from the mapping), blocks `split..`, the output norm and the output
+    /// matrix on [`Self::device`]. `n_layer` on the native backend, 0 when every block is
+    /// offloaded. The token embedding is always gathered on the CPU, from the mapping.
+    pub split: usize,
     pub file: Arc<GgufFile>,
     pub(crate) tok_embd: Arc<QWeight>,
     pub(crate) output: Arc<QWeight>,
@@ -172,11 +183,18 @@ pub struct KvCache {
     len: usize,
     n_ctx: usize,
     store: KvStore,
+    /// Saved bytes per position and layer (K and V in the cache type).
+    layer_state_bytes: usize,
+    n_layer: usize,
 }
 
 enum KvStore {
+    /// Every block on the CPU path.
     Native(Box<cpu::NativeCache>),
+    /// Every block on the candle path.
     Candle(candle::CandleCache),
+    /// Blocks `..split` on the CPU path, the rest on the candle path (layer offload).
+    Split(Box<cpu::NativeCache>, candle::CandleCache),
 }
 
 impl KvCache {
@@ -204,7 +222,7 @@ impl KvCache {
     pub fn state_bytes(&self) -> usize {
         match &self.store {
             KvStore::Native(c) => c.kv.state_bytes(self.len),
-            KvStore::Candle(_) => 0,
+            KvStore::Candle(_) | KvStore::Split(..) => self.full_state_bytes(self.len),
         }
     }
 
@@ -215,9 +233,11 @@ impl KvCache {
                 c.kv.write_state(self.len, out);
                 Ok(())
             }
-            KvStore::Candle(_) => Err(Error::State(
-                "saving a session's state needs the native CPU backend".into(),
-            )),
+            KvStore::Candle(d) => d.save(self.len, out),
+            KvStore::Split(c, d) => {
+                c.kv.write_state(self.len, out);
+                d.save(self.len, out)
+            }
         }
     }
 
@@ -230,6 +250,7 @@ impl KvCache {
                 self.n_ctx
             )));
         }
+        let want = self.full_state_bytes(n);
         match &mut self.store {
             KvStore::Native(c) => {
                 if data.len() != c.kv.state_bytes(n) {
@@ -243,10 +264,31 @@ impl KvCache {
                 self.len = n;
                 Ok(())
             }
-            KvStore::Candle(_) => Err(Error::State(
-                "restoring a session's state needs the native CPU backend".into(),
-            )),
+            KvStore::Candle(_) | KvStore::Split(..) => {
+                if data.len() != want {
+                    return Err(Error::State(format!(
+                        "its K/V data has {} bytes, {n} positions need {want}",
+                        data.len()
+                    )));
+                }
+                match &mut self.store {
+                    KvStore::Candle(d) => d.restore(n, data)?,
+                    KvStore::Split(c, d) => {
+                        let host = c.kv.state_bytes(n);
+                        c.kv.read_state(n, &data[..host]);
+                        d.restore(n, &data[host..])?;
+                    }
+                    KvStore::Native(_) => unreachable!("matched above"),
+                }
+                self.len = n;
+                Ok(())
+            }
         }
+    }
+
+    /// Bytes of a saved state of `n` positions, every layer (the same on both paths).
+    fn full_state_bytes(&self, n: usize) -> usize {
+        self.layer_state_bytes * self.n_layer * n
     }
 
     /// Keep the first `n` positions (rewind for prompt reuse).
@@ -283,7 +325,7 @@ impl Llama {
     pub fn from_gguf(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Self> {
         let cfg = LlamaConfig::from_gguf(&file)?;
         let device = device_from_name(&opts.device)?;
-        let backend = match (opts.backend, device.is_cpu()) {
+        let mut backend = match (opts.backend, device.is_cpu()) {
             (None, true) => Backend::Native,
             (None, false) | (Some(Backend::Candle), _) => Backend::Candle,
             (Some(Backend::Native), true) => Backend::Native,
@@ -293,6 +335,30 @@ impl Llama {
                     "the native backend runs on the CPU only",
                 ))
             }
+        };
+        let split = match (backend, opts.n_gpu_layers) {
+            (Backend::Native, Some(n)) if n > 0 => {
+                return Err(Error::arg(
+                    "n_gpu_layers",
+                    format!(
+                        "{n} blocks cannot be offloaded to device `{}`: offloading needs a GPU \
+                         device (\"cuda\", \"cuda:N\", \"metal\"); leave n_gpu_layers unset on the CPU",
+                        opts.device
+                    ),
+                ))
+            }
+            (Backend::Native, _) => cfg.n_layer,
+            (Backend::Candle, n) => cfg.n_layer - n.unwrap_or(cfg.n_layer).min(cfg.n_layer),
+        };
+        if split == cfg.n_layer {
+            // nothing offloaded: the whole model runs on the CPU path
+            backend = Backend::Native;
+        }
+        // where blocks `split..`, the output norm and the output matrix live
+        let head_device = if split < cfg.n_layer {
+            device.clone()
+        } else {
+            Device::Cpu
         };
         let n_ctx = opts.n_ctx.unwrap_or(cfg.n_ctx_train);
         if n_ctx == 0 || n_ctx > (1 << 20) {
@@ -382,8 +448,8 @@ impl Llama {
                  with the candle backend",
             ));
         }
-        let est = crate::memory::Estimate::new(&file, &cfg, n_ctx, opts.kv_type);
-        let check = opts.check_memory && device.is_cpu();
+        let est = crate::memory::Estimate::host(&file, &cfg, n_ctx, opts.kv_type, split);
+        let check = opts.check_memory;
         let n_parallel = match opts.n_parallel {
             Some(0) => return Err(Error::arg("n_parallel", "must be at least 1")),
             Some(n) if n > 256 => {
@@ -418,43 +484,49 @@ impl Llama {
             }
             None => 4,
         };
+        if opts.check_memory && split < cfg.n_layer {
+            let dev_est = crate::memory::Estimate::device(&file, &cfg, n_ctx, opts.kv_type, split)
+                .with_sequences(n_parallel);
+            crate::memory::check_device(&dev_est, &device, &opts.device, cfg.n_layer - split)?;
+        }
 
-        let w = |name: &str, n_in: usize, n_out: usize| -> Result<Arc<QWeight>> {
-            Ok(Arc::new(QWeight::load(
-                &file,
-                required(&file, name)?,
-                n_in,
-                n_out,
-                &device,
-            )?))
+        // Weights on the CPU are views of the mapping; on a GPU they are uploaded as quantized
+        // tensors (never dequantized).
+        let w = |name: &str, n_in: usize, n_out: usize, dev: &Device| -> Result<Arc<QWeight>> {
+            QWeight::load(&file, required(&file, name)?, n_in, n_out, dev)
+                .map(Arc::new)
+                .map_err(|err| candle::device_error(err, &opts.device))
         };
-        let v = |name: &str| -> Result<Vector> {
+        let v = |name: &str, dev: &Device| -> Result<Vector> {
             let host = load_vector(&file, required(&file, name)?, e)?;
-            let dev = Tensor::from_slice(&host, e, &device)?;
+            let dev = Tensor::from_slice(&host, e, dev)
+                .map_err(|err| candle::device_error(err.into(), &opts.device))?;
             Ok(Vector { host, dev })
         };
 
-        let tok_embd = w("token_embd.weight", e, cfg.n_vocab)?;
-        let output = match out_info {
-            Some(_) => w("output.weight", e, cfg.n_vocab)?,
-            None => Arc::clone(&tok_embd), // tied embeddings
+        let tok_embd = w("token_embd.weight", e, cfg.n_vocab, &Device::Cpu)?;
+        let output = match (out_info, head_device.is_cpu()) {
+            (Some(_), _) => w("output.weight", e, cfg.n_vocab, &head_device)?,
+            (None, true) => Arc::clone(&tok_embd), // tied embeddings
+            (None, false) => w("token_embd.weight", e, cfg.n_vocab, &head_device)?,
         };
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
+            let dev = if i < split { &Device::Cpu } else { &device };
             let p = |s: &str| format!("blk.{i}.{s}.weight");
             blocks.push(Block {
-                attn_norm: v(&p("attn_norm"))?,
-                wq: w(&p("attn_q"), e, q_dim)?,
-                wk: w(&p("attn_k"), e, kv_dim)?,
-                wv: w(&p("attn_v"), e, kv_dim)?,
-                wo: w(&p("attn_output"), q_dim, e)?,
-                ffn_norm: v(&p("ffn_norm"))?,
-                w_gate: w(&p("ffn_gate"), e, cfg.n_ff)?,
-                w_up: w(&p("ffn_up"), e, cfg.n_ff)?,
-                w_down: w(&p("ffn_down"), cfg.n_ff, e)?,
+                attn_norm: v(&p("attn_norm"), dev)?,
+                wq: w(&p("attn_q"), e, q_dim, dev)?,
+                wk: w(&p("attn_k"), e, kv_dim, dev)?,
+                wv: w(&p("attn_v"), e, kv_dim, dev)?,
+                wo: w(&p("attn_output"), q_dim, e, dev)?,
+                ffn_norm: v(&p("ffn_norm"), dev)?,
+                w_gate: w(&p("ffn_gate"), e, cfg.n_ff, dev)?,
+                w_up: w(&p("ffn_up"), e, cfg.n_ff, dev)?,
+                w_down: w(&p("ffn_down"), cfg.n_ff, e, dev)?,
             });
         }
-        let output_norm = v("output_norm.weight")?;
+        let output_norm = v("output_norm.weight", &head_device)?;
 
         let freq_factors = match file.tensor_info("rope_freqs.weight") {
             Some(info) => Some(load_vector(&file, info, cfg.n_rot / 2)?),
@@ -470,6 +542,7 @@ impl Llama {
             n_threads,
             n_parallel,
             kv_type: opts.kv_type,
+            split,
             file,
             tok_embd,
             output,
@@ -492,18 +565,22 @@ impl Llama {
                 ),
             ));
         }
-        let store = match self.backend {
-            Backend::Native => KvStore::Native(Box::new(cpu::NativeCache::new(
-                &self.config,
-                n_ctx,
-                self.kv_type,
-            )?)),
-            Backend::Candle => KvStore::Candle(candle::CandleCache::new(self, n_ctx)?),
+        let native = || cpu::NativeCache::new(&self.config, self.split, n_ctx, self.kv_type);
+        let store = if self.split == self.config.n_layer {
+            KvStore::Native(Box::new(native()?))
+        } else if self.split == 0 {
+            KvStore::Candle(candle::CandleCache::new(self, n_ctx)?)
+        } else {
+            KvStore::Split(Box::new(native()?), candle::CandleCache::new(self, n_ctx)?)
         };
         Ok(KvCache {
             len: 0,
             n_ctx,
             store,
+            layer_state_bytes: self
+                .kv_type
+                .bytes_per_position(self.config.n_head_kv, self.config.head_dim),
+            n_layer: self.config.n_layer,
         })
     }
 
@@ -570,13 +647,13 @@ impl Llama {
             });
         }
         self.check_tokens("tokens", tokens)?;
-        let pos = cache.len;
-        let out = match &mut cache.store {
-            KvStore::Native(c) => cpu::forward(self, tokens, pos, c, which, cancelled)?,
-            KvStore::Candle(c) => candle::forward(self, tokens, pos, c, which, cancelled)?,
-        };
-        cache.len = l;
-        Ok(out)
+        let mut items = [BatchItem {
+            tokens,
+            cache,
+            which,
+        }];
+        let mut out = self.run_batch(&mut items, None, cancelled)?;
+        Ok(out.pop().expect("one sequence in, one out"))
     }
 }
 
@@ -617,46 +694,99 @@ impl Llama {
             }
             self.check_tokens("tokens", it.tokens)?;
         }
-        let all_native = items
-            .iter()
-            .all(|it| matches!(it.cache.store, KvStore::Native(_)));
-        if all_native {
-            let mut seqs: Vec<cpu::SeqIn<'_>> = items
-                .iter_mut()
-                .map(|it| {
-                    let pos = it.cache.len;
-                    let KvStore::Native(c) = &mut it.cache.store else {
-                        unreachable!("checked above")
-                    };
-                    cpu::SeqIn {
-                        tokens: it.tokens,
-                        pos,
-                        kv: &mut c.kv,
-                        which: it.which,
-                    }
-                })
-                .collect();
-            let out = cpu::forward_multi(self, &mut seqs, &mut scratch.0, cancelled)?;
-            drop(seqs);
-            for it in items.iter_mut() {
-                it.cache.len += it.tokens.len();
-            }
-            return Ok(out);
-        }
-        let lens: Vec<usize> = items.iter().map(|it| it.cache.len).collect();
-        let mut out = Vec::with_capacity(items.len());
+        self.run_batch(items, Some(scratch), cancelled)
+    }
+
+    /// The forward pass of checked items: the CPU blocks `..split` for all rows at once (weights
+    /// read once), the hidden state uploaded once, then the device blocks `split..` and the output
+    /// matrix for all rows at once, attention per sequence. Caches advance only on success.
+    /// `scratch: None` (one item): the CPU blocks use that cache's own buffers.
+    fn run_batch(
+        &self,
+        items: &mut [BatchItem<'_>],
+        scratch: Option<&mut BatchScratch>,
+        cancelled: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<Vec<f32>>> {
+        let e = self.config.n_embd;
+        // every sequence's tokens in batch order (the embedding rows of a fully offloaded model)
+        let ids: Vec<u32> = if self.split == 0 {
+            items
+                .iter()
+                .flat_map(|it| it.tokens.iter().copied())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut local = cpu::Scratch::default(); // allocates nothing until used
+        let mut own: Option<&mut cpu::Scratch> = None;
+        let mut natives: Vec<cpu::SeqIn<'_>> = Vec::with_capacity(items.len());
+        let mut devs: Vec<candle::SeqIn<'_>> = Vec::with_capacity(items.len());
         for it in items.iter_mut() {
-            match self.forward_cancellable(it.tokens, it.cache, it.which, cancelled) {
-                Ok(l) => out.push(l),
-                Err(e) => {
-                    for (it, &len) in items.iter_mut().zip(&lens) {
-                        it.cache.len = len;
-                    }
-                    return Err(e);
-                }
+            let pos = it.cache.len;
+            let (native, dev) = match &mut it.cache.store {
+                KvStore::Native(c) => (Some(c), None),
+                KvStore::Candle(d) => (None, Some(d)),
+                KvStore::Split(c, d) => (Some(c), Some(d)),
+            };
+            if let Some(c) = native {
+                let cpu::NativeCache { kv, s } = &mut **c;
+                own = Some(s);
+                natives.push(cpu::SeqIn {
+                    tokens: it.tokens,
+                    pos,
+                    kv,
+                    which: it.which,
+                });
             }
+            if let Some(d) = dev {
+                devs.push(candle::SeqIn {
+                    t: it.tokens.len(),
+                    pos,
+                    cache: d,
+                    which: it.which,
+                });
+            }
+        }
+        let s: &mut cpu::Scratch = match scratch {
+            Some(b) => &mut b.0,
+            None => own.unwrap_or(&mut local),
+        };
+        let out = if devs.is_empty() {
+            cpu::forward_multi(self, &mut natives, s, cancelled)?
+        } else {
+            if !natives.is_empty() && natives.len() != devs.len() {
+                return Err(Error::arg(
+                    "cache",
+                    "every cache of one batch must come from this model",
+                ));
+            }
+            // the hidden state after the CPU blocks (or the embeddings), all rows
+            let hidden: Vec<f32> = if natives.is_empty() {
+                let mut x = vec![0f32; ids.len() * e];
+                self.tok_embd.gather_rows(&ids, &mut x)?;
+                x
+            } else {
+                cpu::forward_multi(self, &mut natives, s, cancelled)?
+                    .pop()
+                    .expect("the hidden rows of every sequence, in one buffer")
+            };
+            drop(natives);
+            candle::forward_multi(self, &hidden, &mut devs, cancelled)
+                .map_err(|err| candle::device_error(err, &self.device_name()))?
+        };
+        for it in items.iter_mut() {
+            it.cache.len += it.tokens.len();
         }
         Ok(out)
+    }
+
+    /// The device's name as the caller gave it (`cpu`, `cuda:0`, ...), for messages.
+    pub fn device_name(&self) -> String {
+        match self.device.location() {
+            candle_core::DeviceLocation::Cpu => "cpu".into(),
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+        }
     }
 }
 

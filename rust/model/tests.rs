@@ -149,6 +149,163 @@ fn native_and_candle_backends_agree() {
     }
 }
 
+fn load_split(p: &PathBuf, n_gpu_layers: Option<usize>, kv_type: KvType) -> Arc<Llama> {
+    let opts = LoadOptions {
+        backend: Some(Backend::Candle),
+        n_gpu_layers,
+        kv_type,
+        ..Default::default()
+    };
+    Arc::new(Llama::load(std::slice::from_ref(p), &opts).unwrap())
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0
+}
+
+/// Layer offload: blocks `..split` on the native path, the rest on the candle path (here on the
+/// CPU device, the same code a GPU runs), the hidden state crossing once. Every split gives the
+/// native logits: to f32 rounding with an F32 cache, to f16 rounding of the attention with F16.
+#[test]
+fn every_offload_split_agrees_with_the_native_path() {
+    for (name, tied) in [("split1.gguf", false), ("split2.gguf", true)] {
+        let p = tiny_model(name, tied, 2);
+        for (kv, tol) in [(KvType::F32, 1e-4), (KvType::F16, 2e-2)] {
+            let native = load_kv(&p, Backend::Native, kv);
+            let mut nc = native.new_cache(None).unwrap();
+            let want_prompt = native.forward(&TOKENS, &mut nc, Logits::All).unwrap();
+            let want_step = native.forward(&[4], &mut nc, Logits::Last).unwrap();
+            for ngl in [Some(0), Some(1), Some(2), None, Some(99)] {
+                let m = load_split(&p, ngl, kv);
+                let want_split = 2 - ngl.unwrap_or(2).min(2);
+                assert_eq!(m.split, want_split, "{name} {ngl:?}");
+                let expect_backend = if want_split == 2 {
+                    Backend::Native
+                } else {
+                    Backend::Candle
+                };
+                assert_eq!(m.backend, expect_backend);
+                let mut c = m.new_cache(None).unwrap();
+                let got = m.forward(&TOKENS, &mut c, Logits::All).unwrap();
+                assert!(close(&got, &want_prompt, tol), "{name} {kv} {ngl:?}");
+                let step = m.forward(&[4], &mut c, Logits::Last).unwrap();
+                assert!(close(&step, &want_step, tol), "{name} {kv} {ngl:?} step");
+                assert_eq!(argmax(&step), argmax(&want_step));
+                assert_eq!(c.len(), TOKENS.len() + 1);
+                // a saved state is the same bytes on every path: saved here, restored into the
+                // native path (and back), the continuation is unchanged
+                let mut st = Vec::new();
+                c.write_state(&mut st).unwrap();
+                assert_eq!(st.len(), c.state_bytes());
+                let mut nc2 = native.new_cache(None).unwrap();
+                nc2.read_state(c.len(), &st).unwrap();
+                let mut back = m.new_cache(None).unwrap();
+                let mut st2 = Vec::new();
+                nc2.write_state(&mut st2).unwrap();
+                back.read_state(nc2.len(), &st2).unwrap();
+                let a = native.forward(&[9], &mut nc2, Logits::Last).unwrap();
+                let b = m.forward(&[9], &mut back, Logits::Last).unwrap();
+                let want_next = m.forward(&[9], &mut c, Logits::Last).unwrap();
+                assert!(b == want_next, "{name} {kv} {ngl:?}: restored state");
+                assert!(close(&a, &want_next, tol));
+                assert!(matches!(
+                    back.read_state(2, &st2[1..]),
+                    Err(Error::State(_))
+                ));
+            }
+        }
+    }
+}
+
+/// The prompt's attention taken in chunks of query rows (a small score budget) gives the logits
+/// of one chunk; a cancelled offloaded pass leaves the cache as it was.
+#[test]
+fn chunked_attention_and_cancel_on_the_candle_path() {
+    let p = tiny_model("chunk.gguf", false, 2);
+    for kv in [KvType::F32, KvType::F16] {
+        let m = load_split(&p, Some(1), kv);
+        let run = |limit: Option<usize>| {
+            candle::SCORE_LIMIT.with(|c| c.set(limit));
+            let mut c = m.new_cache(None).unwrap();
+            m.forward(&TOKENS[..3], &mut c, Logits::Last).unwrap();
+            let out = m.forward(&TOKENS, &mut c, Logits::All).unwrap();
+            candle::SCORE_LIMIT.with(|c| c.set(None));
+            out
+        };
+        let one = run(None);
+        // 4 heads x 12 keys x 4 bytes x 2 rows: chunks of two query rows
+        let chunked = run(Some(4 * 4 * 12 * 2));
+        assert!(close(&chunked, &one, 1e-5), "{kv}");
+
+        let mut c = m.new_cache(None).unwrap();
+        m.forward(&TOKENS[..3], &mut c, Logits::Last).unwrap();
+        let mut polls = 0;
+        let r = m.forward_cancellable(&TOKENS[3..], &mut c, Logits::Last, &mut || {
+            polls += 1;
+            polls > 1 // the CPU block runs, the device block is cancelled
+        });
+        assert!(matches!(r, Err(Error::Cancelled)));
+        assert_eq!(c.len(), 3);
+        let after = m.forward(&TOKENS[3..], &mut c, Logits::All).unwrap();
+        let mut fresh = m.new_cache(None).unwrap();
+        let want = m.forward(&TOKENS, &mut fresh, Logits::All).unwrap();
+        let nv = m.config.n_vocab;
+        assert!(close(&after, &want[3 * nv..], 1e-5), "{kv} after cancel");
+    }
+}
+
+#[test]
+fn n_gpu_layers_needs_an_offload_target_and_the_estimate_splits_the_weights() {
+    let p = tiny_model("ngl.gguf", false, 2);
+    let opts = LoadOptions {
+        n_gpu_layers: Some(1),
+        ..Default::default()
+    };
+    match Llama::load(std::slice::from_ref(&p), &opts) {
+        Err(Error::InvalidArgument { param, detail }) => {
+            assert_eq!(param, "n_gpu_layers");
+            assert!(detail.contains("GPU"), "{detail}");
+        }
+        other => panic!("expected InvalidArgument, got {:?}", other.err()),
+    }
+    // zero blocks offloaded is the CPU path itself
+    let opts = LoadOptions {
+        n_gpu_layers: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(
+        Llama::load(std::slice::from_ref(&p), &opts).unwrap().split,
+        2
+    );
+
+    // host + device weights = the file's tensors, for every split (no tensor counted twice,
+    // none left out); the device part of a tied model carries its own output copy
+    for (name, tied) in [("est1.gguf", false), ("est2.gguf", true)] {
+        let p = tiny_model(name, tied, 2);
+        let f = crate::gguf::GgufFile::open(std::slice::from_ref(&p)).unwrap();
+        let cfg = LlamaConfig::from_gguf(&f).unwrap();
+        let total: u64 = f.tensors.iter().map(|t| t.n_bytes).sum();
+        let embd = f.tensor_info("token_embd.weight").unwrap().n_bytes;
+        for split in 0..=2 {
+            let h = crate::memory::Estimate::host(&f, &cfg, 64, KvType::F16, split);
+            let d = crate::memory::Estimate::device(&f, &cfg, 64, KvType::F16, split);
+            let copy = if tied && split < 2 { embd } else { 0 };
+            if split < 2 {
+                assert_eq!(h.weights + d.weights, total + copy, "{name} split {split}");
+            } else {
+                assert_eq!(h.weights, total);
+            }
+            let per_layer = KvType::F16.bytes_per_position(2, 16) as u64 * 64;
+            assert_eq!(h.kv_cache, split as u64 * per_layer);
+            assert_eq!(d.kv_cache, (2 - split) as u64 * per_layer);
+        }
+    }
+}
+
 #[test]
 fn tied_output_uses_the_embedding_matrix() {
     let m = load(&tiny_model("tied.gguf", true, 2), Backend::Native);
@@ -206,6 +363,16 @@ fn forward_batch_equals_each_sequence_alone() {
         (Backend::Candle, KvType::F16),
     ] {
         let m = load_kv(&p, backend, kv);
+        batch_cases(&m);
+        if backend == Backend::Candle {
+            // layer offload: one block on each path
+            batch_cases(&load_split(&p, Some(1), kv));
+        }
+    }
+}
+
+fn batch_cases(m: &Llama) {
+    {
         // (cached prefix, new tokens, logits)
         let cases: [(&[u32], &[u32], Logits); 4] = [
             (&TOKENS[..4], &[5], Logits::Last),
@@ -269,7 +436,10 @@ fn forward_batch_equals_each_sequence_alone() {
         for (i, (g, a)) in got.iter().zip(&alone).enumerate() {
             assert!(
                 g == a,
-                "{backend:?} {kv}: sequence {i} differs from its lone pass"
+                "{:?} {} split {}: sequence {i} differs from its lone pass",
+                m.backend,
+                m.kv_type,
+                m.split
             );
         }
         // negative control: a different cached prefix gives different logits
@@ -342,7 +512,34 @@ fn kv_types_load_and_refuse_with_typed_errors() {
             .unwrap()
     };
     let (la, lb, l32) = (run(&a), run(&b), run(&f32));
-    assert!(close(&la, &lb, 2e-3));
+    // the candle path rounds the attention probabilities to f16 to multiply them with the F16
+    // values in place, as GPU attention does; the native path keeps them in f32. On this tiny
+    // model with large random activations that costs up to 6.2e-3 (relative).
+    assert!(close(&la, &lb, 1e-2));
     // negative control: the F16 cache is really rounded (the F32 cache's logits differ)
     assert!(la != l32);
+}
+
+/// A device's out-of-memory error becomes the typed error a caller can act on; other device
+/// errors stay internal ones.
+#[test]
+fn device_out_of_memory_is_told_apart() {
+    let oom =
+        candle_core::Error::Msg("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into());
+    match candle::device_error(Error::Candle(oom), "cuda:0") {
+        Error::DeviceOutOfMemory { device, detail } => {
+            assert_eq!(device, "cuda:0");
+            assert!(detail.contains("OUT_OF_MEMORY"), "{detail}");
+        }
+        other => panic!("expected DeviceOutOfMemory, got {other:?}"),
+    }
+    let other = candle_core::Error::Msg("shape mismatch in matmul".into());
+    assert!(matches!(
+        candle::device_error(Error::Candle(other), "cuda:0"),
+        Error::Candle(_)
+    ));
+    assert!(matches!(
+        candle::device_error(Error::Cancelled, "cuda:0"),
+        Error::Cancelled
+    ));
 }

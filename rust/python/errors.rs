@@ -75,7 +75,9 @@ fn class_of(e: &Error) -> Class {
         Error::Device { .. } => Class::Device,
         Error::InvalidArgument { .. } => Class::InvalidParameter,
         Error::ContextOverflow { .. } => Class::ContextLength,
-        Error::InsufficientMemory { .. } => Class::InsufficientMemory,
+        Error::InsufficientMemory { .. }
+        | Error::DeviceOutOfMemory { .. }
+        | Error::InsufficientDeviceMemory { .. } => Class::InsufficientMemory,
         Error::Tokenizer(_) => Class::Tokenizer,
         Error::Cancelled => Class::Cancelled,
         Error::Internal(_) | Error::Candle(_) => Class::Internal,

@@ -120,6 +120,55 @@ fn kv_cache_bytes(
     Ok(per_pos.saturating_mul(n_layer).saturating_mul(n_ctx))
 }
 
+/// What loading `paths` needs with the last `n_gpu_layers` blocks offloaded (`med42 info`):
+/// `{"host": {...}, "device": {...} | None}`, each with `weights`, `kv_cache` and `scratch` in
+/// bytes for one sequence of `n_ctx` positions (default: the trained context), as the load-time
+/// checks count them.
+#[pyfunction]
+#[pyo3(signature = (paths, n_ctx=None, kv_type="f16", n_gpu_layers=0))]
+fn memory_estimate<'py>(
+    py: Python<'py>,
+    paths: &Bound<'py, PyAny>,
+    n_ctx: Option<usize>,
+    kv_type: &str,
+    n_gpu_layers: i64,
+) -> PyResult<Bound<'py, PyDict>> {
+    use crate::memory::Estimate;
+    let t = crate::kernels::KvType::from_name(kv_type).map_err(|e| to_py(py, e))?;
+    let paths = args::paths(paths)?;
+    let file = detached(py, move || GgufFile::open(&paths))?;
+    let cfg = crate::gguf::LlamaConfig::from_gguf(&file).map_err(|e| to_py(py, e))?;
+    let n_ctx = n_ctx.unwrap_or(cfg.n_ctx_train);
+    let ngl = if n_gpu_layers < 0 {
+        cfg.n_layer
+    } else {
+        (n_gpu_layers as usize).min(cfg.n_layer)
+    };
+    let split = cfg.n_layer - ngl;
+    let as_dict = |e: &Estimate| -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("weights", e.weights)?;
+        d.set_item("kv_cache", e.kv_cache)?;
+        d.set_item("scratch", e.scratch)?;
+        Ok(d)
+    };
+    let out = PyDict::new(py);
+    out.set_item(
+        "host",
+        as_dict(&Estimate::host(&file, &cfg, n_ctx, t, split))?,
+    )?;
+    if ngl > 0 {
+        out.set_item(
+            "device",
+            as_dict(&Estimate::device(&file, &cfg, n_ctx, t, split))?,
+        )?;
+    } else {
+        out.set_item("device", py.None())?;
+    }
+    out.set_item("n_gpu_layers", ngl)?;
+    Ok(out)
+}
+
 /// Panic inside the engine on purpose: proves a Rust panic becomes `InternalError` (tests).
 #[pyfunction]
 fn _debug_panic(py: Python<'_>, message: String) -> PyResult<()> {
@@ -208,6 +257,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(read_header, m)?)?;
     m.add_function(wrap_pyfunction!(kv_cache_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(memory_estimate, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_error, m)?)?;
     m.add_function(wrap_pyfunction!(render_chat_template, m)?)?;

@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyDict};
+use pyo3::types::{PyBool, PyByteArray, PyDict};
 
 use super::args;
 use super::errors::{cancellable, detached, invalid, to_py};
@@ -43,7 +43,7 @@ impl NativeModel {
 impl NativeModel {
     #[staticmethod]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (paths, device="cpu", n_ctx=None, n_threads=None, backend=None, check_memory=true, n_parallel=None, max_queue=None, kv_type="f16"))]
+    #[pyo3(signature = (paths, device="cpu", n_ctx=None, n_threads=None, backend=None, check_memory=true, n_parallel=None, max_queue=None, kv_type="f16", n_gpu_layers=None))]
     fn load(
         py: Python<'_>,
         paths: &Bound<'_, PyAny>,
@@ -55,6 +55,7 @@ impl NativeModel {
         n_parallel: Option<&Bound<'_, PyAny>>,
         max_queue: Option<&Bound<'_, PyAny>>,
         kv_type: &str,
+        n_gpu_layers: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let kv_type = KvType::from_name(kv_type).map_err(|e| to_py(py, e))?;
         let paths = args::paths(paths)?;
@@ -64,6 +65,21 @@ impl NativeModel {
             .map(|v| args::count(v, "n_parallel"))
             .transpose()?;
         let max_queue = max_queue.map(|v| args::count(v, "max_queue")).transpose()?;
+        // -1 (as llama.cpp's -ngl) and None: every block
+        let n_gpu_layers = match n_gpu_layers {
+            Some(v) if v.extract::<i64>().ok() == Some(-1) && !v.is_instance_of::<PyBool>() => None,
+            Some(v) => Some(args::count(v, "n_gpu_layers").map_err(|_| {
+                invalid(
+                    py,
+                    "n_gpu_layers",
+                    format!(
+                        "must be a number of blocks >= 0, or -1 (or None) for all of them, got {}",
+                        v.repr().map(|r| r.to_string()).unwrap_or_default()
+                    ),
+                )
+            })?),
+            None => None,
+        };
         let backend = match backend {
             None => None,
             Some("native") => Some(Backend::Native),
@@ -84,6 +100,7 @@ impl NativeModel {
             check_memory,
             n_parallel,
             kv_type,
+            n_gpu_layers,
         };
         let model = Arc::new(detached(py, move || Llama::load(&paths, &opts))?);
         let mut cfg = SchedulerConfig {
@@ -195,6 +212,18 @@ impl NativeModel {
     }
 
     /// The context length sessions may use.
+    /// Blocks run on the device (the last ones), as `n_gpu_layers` resolved at load.
+    #[getter]
+    fn n_gpu_layers(&self) -> usize {
+        self.model.config.n_layer - self.model.split
+    }
+
+    /// The device the offloaded blocks run on (`cpu` when none are).
+    #[getter]
+    fn device(&self) -> String {
+        self.model.device_name()
+    }
+
     #[getter]
     fn n_ctx(&self) -> usize {
         self.model.n_ctx

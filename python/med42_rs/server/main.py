@@ -107,7 +107,7 @@ def _load(a: argparse.Namespace, paths: list[str]) -> Any:
 
     return Model.load(
         paths, n_ctx=a.n_ctx, n_threads=a.threads, accept_license=True if a.accept_license else None,
-        n_parallel=a.parallel,
+        n_parallel=a.parallel, kv_type=a.kv_type, device=a.device, n_gpu_layers=a.n_gpu_layers,
     )  # fmt: skip
 
 
