@@ -40,14 +40,6 @@ import conftest  # noqa: E402  (tiny_path: the cached tiny GGUFs, made here wher
 dest = Path(sys.argv[1])
 # only the llama.cpp-quantized ones: check.sh's pytest writes the others with gguf-py itself
 made = [conftest.tiny_path(q) for q in conftest.LLAMA_CPP_FTYPES]
-# test_gpu.py may name more tiny configurations (a list of ggufgen.TinyConfig) in GPU_TINY_CONFIGS
-try:
-    import test_gpu
-
-    extra = list(getattr(test_gpu, "GPU_TINY_CONFIGS", []))
-except ImportError:
-    extra = []
-made += [conftest.tiny_path(q, cfg) for cfg in extra for q in conftest.LLAMA_CPP_FTYPES]
 cache = conftest.g.cache_dir()
 for p in made:
     to = dest / p.relative_to(cache)
