@@ -116,10 +116,14 @@ def child_gpu() -> dict[str, Any]:
 def run_child(args: list[str], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", json.dumps(args)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if out.returncode != 0:
+    lines = out.stdout.strip().splitlines()
+    result: dict[str, Any] = {}
+    if lines and lines[-1].startswith("{"):
+        result = dict(json.loads(lines[-1]))
+    if out.returncode != 0 or "error" in result:
         err = out.stderr.strip().splitlines()
-        raise RuntimeError(err[-1] if err else f"exit {out.returncode}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+        raise RuntimeError(result.get("error") or (err[-1] if err else f"exit {out.returncode}"))
+    return result
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,7 +185,13 @@ def main() -> int:
     a = ap.parse_args()
     if a.child:
         args = json.loads(a.child)
-        result = child_gpu() if args[0] == "gpu" else child_run(*args)
+        try:
+            result = child_gpu() if args[0] == "gpu" else child_run(*args)
+        except Exception as e:
+            # the exception's own first line (an engine error's text may end in a backtrace)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            print(json.dumps({"error": f"{type(e).__name__}: {first}"}))
+            return 1
         print(json.dumps(result))
         return 0
 
