@@ -95,6 +95,15 @@ pub fn cargo_features() -> Vec<&'static str> {
     f
 }
 
+/// The GPU architectures (compute capabilities, `90` = H100/H200) candle's CUDA kernels were
+/// compiled for: empty unless this is a `cuda` build (recorded by build.rs from `CUDA_COMPUTE_CAP`).
+pub fn cuda_compute_caps() -> Vec<u32> {
+    env!("MED42_CUDA_COMPUTE_CAPS")
+        .split(',')
+        .filter_map(|c| c.parse().ok())
+        .collect()
+}
+
 /// Everything `build_info()` reports.
 #[derive(Debug, Clone)]
 pub struct BuildInfo {
@@ -112,6 +121,10 @@ pub struct BuildInfo {
     pub cpu_simd: Vec<&'static str>,
     /// Cargo features of this build.
     pub cargo_features: Vec<&'static str>,
+    /// Whether this is a CUDA build (the `cuda` feature).
+    pub cuda: bool,
+    /// The compute capabilities its CUDA kernels were compiled for (see [`cuda_compute_caps`]).
+    pub cuda_compute_caps: Vec<u32>,
     /// The target architecture.
     pub target: &'static str,
     /// Per weight type: the dot-product kernel, with `+multi-row` and `+packed` where prompts
@@ -148,6 +161,8 @@ impl BuildInfo {
             compiled_simd: compiled_features(),
             cpu_simd: runtime_features(),
             cargo_features: cargo_features(),
+            cuda: cfg!(feature = "cuda"),
+            cuda_compute_caps: cuda_compute_caps(),
             target: std::env::consts::ARCH,
             dot_kernels,
         }

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _native
+# _backend first: it picks the CPU or the CUDA build and installs it as med42_rs._native
+from . import _backend, _native
 from .errors import (
     AccessDeniedError,
     AuthenticationRequiredError,
@@ -95,5 +96,13 @@ def build_info() -> dict[str, Any]:
     slow); ``dot_kernels``, the kernel each weight type gets
     (with ``+multi-row``/``+packed`` where prompts use those); ``candle_kernels``, the family
     candle's own kernels were compiled for; the SIMD features compiled in and those the CPU
-    offers; the candle version and the cargo features."""
-    return dict(_native.build_info())
+    offers; the candle version and the cargo features. ``cuda`` says whether this is the CUDA build
+    and ``cuda_compute_caps`` lists the GPU architectures its kernels were compiled for (``[90]``:
+    H100/H200). ``native_module`` names the extension in use (``med42_rs._native``, the CPU build,
+    or ``med42_rs_cuda._native`` from ``med42-rs-cuda``), ``backend`` the ``MED42_BACKEND`` choice
+    and ``cuda_unavailable`` why the CUDA build is not in use (None when it is)."""
+    info = dict(_native.build_info())
+    info["native_module"] = _backend.native_module
+    info["backend"] = _backend.choice
+    info["cuda_unavailable"] = _backend.cuda_unavailable
+    return info

@@ -201,6 +201,8 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("compiled_simd", b.compiled_simd)?;
     d.set_item("cpu_simd", b.cpu_simd)?;
     d.set_item("cargo_features", b.cargo_features)?;
+    d.set_item("cuda", b.cuda)?;
+    d.set_item("cuda_compute_caps", b.cuda_compute_caps)?;
     d.set_item("candle", b.candle)?;
     d.set_item("target", b.target)?;
     let per_type = PyDict::new(py);
