@@ -1,13 +1,15 @@
 //! VNNI dot products of one K-quant weight row (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) with `N` Q8_K
-//! activation rows: `N = 1` is the decode kernel, `N = ROWS` the multi-row one.
+//! activation rows: `N = 1` is the decode kernel, `N = ROWS` the multi-row one; they prefetch
+//! the weights where `N = 1` or `PF` (as [`crate::kernels::x86::avx2::multi`]).
 //!
 //! They are the AVX2 kernels of [`crate::kernels::x86::avx2::multi`] with each pair
 //! `vpmaddwd` (the i16 pair sums times the sub-block scales) + `vpaddd` made one `vpdpwssd`, on
 //! the same 256-bit registers: the same exact per-block integers through the same f32
 //! operations ([`block_term`]), so the same f32 bit for bit (tested). 512-bit forms of these
-//! kernels (two sub-blocks per register) ran slower than these on a Sapphire Rapids Xeon: the
-//! per-block work (scale decoding, reductions, the f32 terms) dominates there, and 512-bit
-//! shuffles and shifts cost more than they save.
+//! kernels (two sub-blocks per register) ran slower than these on a Sapphire Rapids Xeon for
+//! one row: the per-block work (scale decoding, reductions, the f32 terms) dominates there, and
+//! 512-bit shuffles and shifts cost more than they save. With several rows that work is shared,
+//! and the 512-bit multi-row kernels of [`super::rows512`] are the faster ones for some types.
 //!
 //! Generated for both VNNI forms from one source (`kquant_kernels!`): [`avx512vnni`] (EVEX,
 //! AVX-512 VL) and [`avxvnni`] (VEX).
@@ -51,7 +53,7 @@ macro_rules! kquant_kernels {
         /// blocks.
         #[inline]
         #[target_feature(enable = $feat)]
-        pub unsafe fn q45_k<const N: usize, const Q5: bool>(
+        pub unsafe fn q45_k<const N: usize, const Q5: bool, const PF: bool>(
             nb: usize,
             w: *const u8,
             a: [*const u8; N],
@@ -62,8 +64,8 @@ macro_rules! kquant_kernels {
             let mut acc = [0f32; N];
             for b in 0..nb {
                 let wb = w.add(b * block);
-                if N == 1 {
-                    // decode streams the weights from memory: ask for them ahead
+                if N == 1 || PF {
+                    // decode (one row or a batched step) streams the weights from memory: ask ahead
                     prefetch_ahead(wb, block);
                 }
                 let mut qh = if Q5 {
@@ -127,13 +129,17 @@ macro_rules! kquant_kernels {
         /// As [`q45_k`], with Q6_K blocks.
         #[inline]
         #[target_feature(enable = $feat)]
-        pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -> [f32; N] {
+        pub unsafe fn q6_k<const N: usize, const PF: bool>(
+            nb: usize,
+            w: *const u8,
+            a: [*const u8; N],
+        ) -> [f32; N] {
             let m4 = _mm256_set1_epi8(0x0F);
             let m2 = _mm256_set1_epi8(0x03);
             let mut acc = [0f32; N];
             for b in 0..nb {
                 let wb = w.add(b * Q6K);
-                if N == 1 {
+                if N == 1 || PF {
                     prefetch_ahead(wb, Q6K);
                 }
                 let d = f16_at(wb.add(208));
@@ -204,7 +210,7 @@ macro_rules! kquant_kernels {
         /// As [`q45_k`], with Q2_K or Q3_K blocks.
         #[inline]
         #[target_feature(enable = $feat)]
-        pub unsafe fn q23_k<const N: usize, const Q3: bool>(
+        pub unsafe fn q23_k<const N: usize, const Q3: bool, const PF: bool>(
             nb: usize,
             w: *const u8,
             a: [*const u8; N],
@@ -213,7 +219,7 @@ macro_rules! kquant_kernels {
             let mut acc = [0f32; N];
             for b in 0..nb {
                 let wb = w.add(b * block);
-                if N == 1 {
+                if N == 1 || PF {
                     prefetch_ahead(wb, block);
                 }
                 // 16 scales (and Q2_K's mins) as i16
