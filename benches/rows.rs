@@ -4,6 +4,8 @@
 //! For Q8_0, Q4_K and Q6_K, one weight matrix of rows of k = 8192 (the 70B hidden size) with
 //! random quants, on one thread, through:
 //! - `dec1`: one activation row, the single-row kernel (a decode step of one sequence);
+//! - `one3`: 3 rows, 3 single-row calls per weight row (what a 4-row call with a row twice
+//!   replaces);
 //! - `old4` / `old8`: 4 / 8 rows, one call of the 256-bit VNNI multi-row kernel without
 //!   software prefetch (`PF = false`: [`vnni::blocks32`], [`vnni::kquants`]);
 //! - `pf4` / `pf8`: the same kernel with prefetch (`PF = true`, what the dispatch runs where a
@@ -69,7 +71,7 @@ type Kernel = fn(&[u8], &[&[u8]; 8], &mut f32);
 
 /// Columns of the report: (variant, over variant) medians of per-round time ratios (those of
 /// variants a type has).
-const RATIOS: [(&str, &str); 10] = [
+const RATIOS: [(&str, &str); 12] = [
     ("pf4", "old4"),
     ("wide4", "old4"),
     ("wide4", "pf4"),
@@ -80,6 +82,8 @@ const RATIOS: [(&str, &str); 10] = [
     ("pf4", "dec1"),
     ("wide4", "dec1"),
     ("pf8", "dec1"),
+    ("pf4", "one3"),
+    ("wide4", "one3"),
 ];
 
 /// The variants of `t`: (name, what one weight row costs: its kernel calls).
@@ -114,6 +118,7 @@ fn variants(t: GgmlType) -> Vec<(&'static str, Kernel)> {
     match t {
         GgmlType::Q8_0 => vec![
             ("dec1", q8!(1, 1, q8_acts::<1, Q8_0W, false>)),
+            ("one3", q8!(1, 3, q8_acts::<1, Q8_0W, false>)),
             ("old4", q8!(4, 1, q8_acts::<4, Q8_0W, false>)),
             ("pf4", q8!(4, 1, q8_acts::<4, Q8_0W, true>)),
             ("old8", q8!(8, 1, q8_acts::<8, Q8_0W, false>)),
@@ -121,6 +126,7 @@ fn variants(t: GgmlType) -> Vec<(&'static str, Kernel)> {
         ],
         GgmlType::Q4_K => vec![
             ("dec1", kq!(1, 1, q45_k::<1, false, false>)),
+            ("one3", kq!(1, 3, q45_k::<1, false, false>)),
             ("old4", kq!(4, 1, q45_k::<4, false, false>)),
             ("pf4", kq!(4, 1, q45_k::<4, false, true>)),
             ("wide4", kq!(4, 1, rows512::q45_k_rows::<4, false>)),
@@ -130,6 +136,7 @@ fn variants(t: GgmlType) -> Vec<(&'static str, Kernel)> {
         ],
         _ => vec![
             ("dec1", kq!(1, 1, q6_k::<1, false>)),
+            ("one3", kq!(1, 3, q6_k::<1, false>)),
             ("old4", kq!(4, 1, q6_k::<4, false>)),
             ("pf4", kq!(4, 1, q6_k::<4, true>)),
             ("wide4", kq!(4, 1, rows512::q6_k_rows::<4>)),
@@ -175,7 +182,7 @@ fn main() {
         vnni::Vnni::detect().map_or("none", |v| v.name())
     );
     println!(
-        "variants: dec1 = 1 row, single-row kernel; oldN = N rows, 256-bit kernel without \
+        "variants: dec1 = 1 row, single-row kernel; one3 = 3 single-row calls; oldN = N rows, 256-bit kernel without \
          prefetch; pfN = the same with prefetch; wideN = 512-bit kernel; ratios: medians of \
          per-round time ratios"
     );

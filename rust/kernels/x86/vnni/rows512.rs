@@ -68,7 +68,7 @@ unsafe fn fold32(x: __m512i, y: __m512i) -> __m512i {
     _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y))
 }
 
-/// Per 128-bit lane of `x` and `y`: `[x0 + x1, x2 + x3, y0 + y1, y2 + y3]` (64-bit halves).
+/// Per 128-bit lane of `x` and `y` (i32 elements): `[x0 + x2, x1 + x3, y0 + y2, y1 + y3]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn fold64(x: __m512i, y: __m512i) -> __m512i {
@@ -76,8 +76,8 @@ unsafe fn fold64(x: __m512i, y: __m512i) -> __m512i {
 }
 
 /// The integer totals of one super-block for 4 rows: `(sums, offs)` as f32, lane `r` the lane
-/// sum of `s[r]` (16 i32) and of row `r`'s half of `o[r / 2]` (8 i32 each), converted exactly as
-/// the single-row kernels convert them (`vcvtdq2ps`, round to nearest).
+/// sum of `s[r]` (16 i32) and of row `r`'s half of `o[r / 2]` (8 i32 each), exact integers
+/// converted as the single-row kernels convert them (`vcvtdq2ps`, round to nearest).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn totals4(s: [__m512i; 4], o: [__m512i; 2]) -> (__m128, __m128) {
