@@ -2,15 +2,15 @@
 //! machine, where timings of separate runs drift by more than the differences measured here.
 //!
 //! For Q8_0, Q4_K and Q6_K, one weight matrix of rows of k = 8192 (the 70B hidden size) with
-//! random quants, on one thread, through:
-//! - `dec1`: one activation row, the single-row kernel (a decode step of one sequence);
+//! random quants, on one thread, through the VNNI kernels of this CPU's form:
+//! - `dec1`: one activation row, the single-row kernel as it was (a decode step of one sequence);
+//! - `new1` (Q4_K, Q6_K): the single-row kernel the dispatch runs (`PK`: packed sub-block sums);
 //! - `one3`: 3 rows, 3 single-row calls per weight row (what a 4-row call with a row twice
-//!   replaces);
-//! - `old4` / `old8`: 4 / 8 rows, one call of the 256-bit VNNI multi-row kernel without
-//!   software prefetch (`PF = false`: [`vnni::blocks32`], [`vnni::kquants`]);
-//! - `pf4` / `pf8`: the same kernel with prefetch (`PF = true`, what the dispatch runs where a
-//!   type has no 512-bit multi-row kernel);
-//! - `wide4` / `wide8` (Q4_K, Q6_K): the 512-bit kernels of [`rows512`].
+//!   replaces in the matmul);
+//! - `old4` / `old8`: 4 / 8 rows, one call of the multi-row kernel as it was (no software
+//!   prefetch: `PF = false`; `PK = false`);
+//! - `pf4` / `pf8` (Q4_K, Q6_K): with prefetch, without `PK`;
+//! - `new4` / `new8`: the multi-row kernels the dispatch runs (`PF`, and `PK` for the K-quants).
 //!
 //! Every round times each variant once over the whole matrix, in an order that rotates from
 //! round to round; the report gives each variant's median time and the medians of per-round
@@ -28,7 +28,7 @@ use std::time::Instant;
 use med42_rs::gguf::GgmlType;
 use med42_rs::kernels::acts::{q8_0_scales_offset, q8_0_sums_offset};
 use med42_rs::kernels::x86::avx2::multi::Q8_0W;
-use med42_rs::kernels::x86::vnni::{blocks32, kquants, rows512};
+use med42_rs::kernels::x86::vnni::{blocks32, kquants};
 use med42_rs::kernels::x86::{has_avx512vnni, vnni};
 use med42_rs::kernels::{ActKind, QActs};
 
@@ -72,18 +72,18 @@ type Kernel = fn(&[u8], &[&[u8]; 8], &mut f32);
 /// Columns of the report: (variant, over variant) medians of per-round time ratios (those of
 /// variants a type has).
 const RATIOS: [(&str, &str); 12] = [
-    ("pf4", "old4"),
-    ("wide4", "old4"),
-    ("wide4", "pf4"),
-    ("pf8", "old8"),
-    ("wide8", "old8"),
-    ("wide8", "pf8"),
+    ("new1", "dec1"),
+    ("new4", "old4"),
+    ("new4", "pf4"),
+    ("new8", "old8"),
+    ("new8", "pf8"),
+    ("new4", "one3"),
     ("old4", "dec1"),
-    ("pf4", "dec1"),
-    ("wide4", "dec1"),
-    ("pf8", "dec1"),
-    ("pf4", "one3"),
-    ("wide4", "one3"),
+    ("new4", "dec1"),
+    ("new4", "new1"),
+    ("old8", "dec1"),
+    ("new8", "dec1"),
+    ("new8", "new1"),
 ];
 
 /// The variants of `t`: (name, what one weight row costs: its kernel calls).
@@ -120,29 +120,31 @@ fn variants(t: GgmlType) -> Vec<(&'static str, Kernel)> {
             ("dec1", q8!(1, 1, q8_acts::<1, Q8_0W, false>)),
             ("one3", q8!(1, 3, q8_acts::<1, Q8_0W, false>)),
             ("old4", q8!(4, 1, q8_acts::<4, Q8_0W, false>)),
-            ("pf4", q8!(4, 1, q8_acts::<4, Q8_0W, true>)),
+            ("new4", q8!(4, 1, q8_acts::<4, Q8_0W, true>)),
             ("old8", q8!(8, 1, q8_acts::<8, Q8_0W, false>)),
-            ("pf8", q8!(8, 1, q8_acts::<8, Q8_0W, true>)),
+            ("new8", q8!(8, 1, q8_acts::<8, Q8_0W, true>)),
         ],
         GgmlType::Q4_K => vec![
-            ("dec1", kq!(1, 1, q45_k::<1, false, false>)),
-            ("one3", kq!(1, 3, q45_k::<1, false, false>)),
-            ("old4", kq!(4, 1, q45_k::<4, false, false>)),
-            ("pf4", kq!(4, 1, q45_k::<4, false, true>)),
-            ("wide4", kq!(4, 1, rows512::q45_k_rows::<4, false>)),
-            ("old8", kq!(8, 1, q45_k::<8, false, false>)),
-            ("pf8", kq!(8, 1, q45_k::<8, false, true>)),
-            ("wide8", kq!(8, 1, rows512::q45_k_rows::<8, false>)),
+            ("dec1", kq!(1, 1, q45_k::<1, false, false, false>)),
+            ("new1", kq!(1, 1, q45_k::<1, false, false, true>)),
+            ("one3", kq!(1, 3, q45_k::<1, false, false, true>)),
+            ("old4", kq!(4, 1, q45_k::<4, false, false, false>)),
+            ("pf4", kq!(4, 1, q45_k::<4, false, true, false>)),
+            ("new4", kq!(4, 1, q45_k::<4, false, true, true>)),
+            ("old8", kq!(8, 1, q45_k::<8, false, false, false>)),
+            ("pf8", kq!(8, 1, q45_k::<8, false, true, false>)),
+            ("new8", kq!(8, 1, q45_k::<8, false, true, true>)),
         ],
         _ => vec![
-            ("dec1", kq!(1, 1, q6_k::<1, false>)),
-            ("one3", kq!(1, 3, q6_k::<1, false>)),
-            ("old4", kq!(4, 1, q6_k::<4, false>)),
-            ("pf4", kq!(4, 1, q6_k::<4, true>)),
-            ("wide4", kq!(4, 1, rows512::q6_k_rows::<4>)),
-            ("old8", kq!(8, 1, q6_k::<8, false>)),
-            ("pf8", kq!(8, 1, q6_k::<8, true>)),
-            ("wide8", kq!(8, 1, rows512::q6_k_rows::<8>)),
+            ("dec1", kq!(1, 1, q6_k::<1, false, false>)),
+            ("new1", kq!(1, 1, q6_k::<1, false, true>)),
+            ("one3", kq!(1, 3, q6_k::<1, false, true>)),
+            ("old4", kq!(4, 1, q6_k::<4, false, false>)),
+            ("pf4", kq!(4, 1, q6_k::<4, true, false>)),
+            ("new4", kq!(4, 1, q6_k::<4, true, true>)),
+            ("old8", kq!(8, 1, q6_k::<8, false, false>)),
+            ("pf8", kq!(8, 1, q6_k::<8, true, false>)),
+            ("new8", kq!(8, 1, q6_k::<8, true, true>)),
         ],
     }
 }
@@ -182,9 +184,9 @@ fn main() {
         vnni::Vnni::detect().map_or("none", |v| v.name())
     );
     println!(
-        "variants: dec1 = 1 row, single-row kernel; one3 = 3 single-row calls; oldN = N rows, 256-bit kernel without \
-         prefetch; pfN = the same with prefetch; wideN = 512-bit kernel; ratios: medians of \
-         per-round time ratios"
+        "variants: dec1 / new1 = 1 row, single-row kernel before / now; one3 = 3 single-row \
+         calls; oldN / newN = N rows, multi-row kernel before / now; pfN = with prefetch, \
+         without packed sums; ratios: medians of per-round time ratios"
     );
     for t in [GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
         let kind = ActKind::of(t).unwrap();

@@ -1,8 +1,8 @@
 //! Kernel correctness: every SIMD dot against the scalar reference and against an f64 dot of the
 //! dequantized operands ([`dots`]); the tiled and packed matmul against the single-row kernel, f64
 //! math and each other ([`matmul`]); the safe entry points' length checks ([`bounds`]); the VNNI
-//! kernels against the AVX2 ones ([`vnni`]) and the 512-bit multi-row kernels against the
-//! single-row ones ([`wide`]).
+//! kernels against the AVX2 ones ([`vnni`]) and their multi-row kernels against the single-row
+//! ones ([`rows`]).
 
 use candle_core::quantized::k_quants::{BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType as CandleBlock};
 use half::{bf16, f16};
@@ -16,9 +16,9 @@ mod bounds;
 mod dots;
 mod matmul;
 #[cfg(target_arch = "x86_64")]
-mod vnni;
+mod rows;
 #[cfg(target_arch = "x86_64")]
-mod wide;
+mod vnni;
 
 /// Every type with weight kernels (Q8_K exists only as an activation format).
 pub(super) fn types() -> impl Iterator<Item = GgmlType> {

@@ -17,7 +17,6 @@
 pub mod blocks32;
 pub mod kquants;
 pub mod packed;
-pub mod rows512;
 
 use crate::gguf::GgmlType;
 use crate::kernels::acts::ActKind;
@@ -78,43 +77,6 @@ fn check<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> usiz
     nb
 }
 
-/// Run the 512-bit `N`-row kernel ([`rows512`], `N` = 4 or 8) for `t` (Q4_K, Q5_K or Q6_K)
-/// after checking lengths.
-#[inline(always)]
-fn multi512<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-    let nb = check::<N>(t, k, w, a);
-    debug_assert!(super::has_avx512vnni());
-    let (w, ap) = (w.as_ptr(), a.map(|r| r.as_ptr()));
-    // SAFETY: the dispatcher that handed out this function detected AVX-512 F/BW/VL/VNNI with
-    // AVX2, FMA and F16C; the lengths are checked above.
-    unsafe {
-        match t {
-            GgmlType::Q4_K => rows512::q45_k_rows::<N, false>(nb, w, ap),
-            GgmlType::Q5_K => rows512::q45_k_rows::<N, true>(nb, w, ap),
-            GgmlType::Q6_K => rows512::q6_k_rows::<N>(nb, w, ap),
-            _ => unreachable!("no 512-bit multi-row kernel for {t}"),
-        }
-    }
-}
-
-/// The 512-bit multi-row dots of [`rows512`] that the AVX-512 form uses for `t`: ([`ROWS`] rows,
-/// [`ROWS4`] rows), each where it beat the 256-bit kernel (Q6_K both, Q4_K and Q5_K 4 rows).
-///
-/// # Safety
-/// The CPU has AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C ([`super::has_avx512vnni`]).
-pub(crate) unsafe fn wide_rows(t: GgmlType) -> (Option<DotRowsFn>, Option<DotRows4Fn>) {
-    use GgmlType::*;
-    match t {
-        Q4_K => (None, Some(|k, w, a| multi512::<ROWS4>(Q4_K, k, w, a))),
-        Q5_K => (None, Some(|k, w, a| multi512::<ROWS4>(Q5_K, k, w, a))),
-        Q6_K => (
-            Some(|k, w, a| multi512::<ROWS>(Q6_K, k, w, a)),
-            Some(|k, w, a| multi512::<ROWS4>(Q6_K, k, w, a)),
-        ),
-        _ => (None, None),
-    }
-}
-
 /// Run the `N`-row kernel for `t` (Q2_K..Q6_K, Q4_0, Q5_0 or Q8_0) of the form `AVX512`
 /// ([`Vnni`]) after checking lengths.
 #[inline(always)]
@@ -139,17 +101,17 @@ fn multi<const N: usize, const AVX512: bool>(
     // `AVX512`; the lengths are checked above.
     unsafe {
         match (t, AVX512) {
-            (Q4_K, true) => k::q45_k::<N, false, true>(nb, w, ap),
-            (Q5_K, true) => k::q45_k::<N, true, true>(nb, w, ap),
-            (Q6_K, true) => k::q6_k::<N, true>(nb, w, ap),
+            (Q4_K, true) => k::q45_k::<N, false, true, true>(nb, w, ap),
+            (Q5_K, true) => k::q45_k::<N, true, true, true>(nb, w, ap),
+            (Q6_K, true) => k::q6_k::<N, true, true>(nb, w, ap),
             (Q2_K, true) => k::q23_k::<N, false, true>(nb, w, ap),
             (Q3_K, true) => k::q23_k::<N, true, true>(nb, w, ap),
             (Q8_0, true) => q::q8_acts::<N, { Q8_0W }, true>(nb, w, ap, so, mo),
             (Q4_0, true) => q::q8_acts::<N, { Q4_0W }, true>(nb, w, ap, so, mo),
             (Q5_0, true) => q::q8_acts::<N, { Q5_0W }, true>(nb, w, ap, so, mo),
-            (Q4_K, false) => kv::q45_k::<N, false, true>(nb, w, ap),
-            (Q5_K, false) => kv::q45_k::<N, true, true>(nb, w, ap),
-            (Q6_K, false) => kv::q6_k::<N, true>(nb, w, ap),
+            (Q4_K, false) => kv::q45_k::<N, false, true, true>(nb, w, ap),
+            (Q5_K, false) => kv::q45_k::<N, true, true, true>(nb, w, ap),
+            (Q6_K, false) => kv::q6_k::<N, true, true>(nb, w, ap),
             (Q2_K, false) => kv::q23_k::<N, false, true>(nb, w, ap),
             (Q3_K, false) => kv::q23_k::<N, true, true>(nb, w, ap),
             (Q8_0, false) => qv::q8_acts::<N, { Q8_0W }, true>(nb, w, ap, so, mo),
@@ -218,12 +180,6 @@ pub(crate) unsafe fn dot_with_scales<const AVX512: bool>(t: GgmlType) -> Option<
 /// As [`dot`].
 pub(crate) unsafe fn dot_rows<const AVX512: bool>(t: GgmlType) -> Option<DotRowsFn> {
     use GgmlType::*;
-    // the 512-bit kernels where there are some, for this form
-    if AVX512 {
-        if let (Some(rows), _) = wide_rows(t) {
-            return Some(rows);
-        }
-    }
     Some(match t {
         Q4_K => |k, w, a| multi::<ROWS, AVX512>(Q4_K, k, w, a),
         Q5_K => |k, w, a| multi::<ROWS, AVX512>(Q5_K, k, w, a),
@@ -244,12 +200,6 @@ pub(crate) unsafe fn dot_rows<const AVX512: bool>(t: GgmlType) -> Option<DotRows
 /// As [`dot`].
 pub(crate) unsafe fn dot_rows4<const AVX512: bool>(t: GgmlType) -> Option<DotRows4Fn> {
     use GgmlType::*;
-    // the 512-bit kernels where there are some, for this form
-    if AVX512 {
-        if let (_, Some(rows4)) = wide_rows(t) {
-            return Some(rows4);
-        }
-    }
     Some(match t {
         Q4_K => |k, w, a| multi::<ROWS4, AVX512>(Q4_K, k, w, a),
         Q5_K => |k, w, a| multi::<ROWS4, AVX512>(Q5_K, k, w, a),
