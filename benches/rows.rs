@@ -1,15 +1,15 @@
 //! The multi-row decode kernels, old and new, interleaved in one process: robust to a shared
 //! machine, where timings of separate runs drift by more than the differences measured here.
 //!
-//! For Q8_0, Q4_K and Q6_K, one weight matrix of rows of k = 8192 (the 70B hidden size) with
+//! For Q8_0, Q4_K, Q6_K and Q3_K, one weight matrix of rows of k = 8192 (the 70B hidden size) with
 //! random quants, on one thread, through the VNNI kernels of this CPU's form:
 //! - `dec1`: one activation row, the single-row kernel as it was (a decode step of one sequence);
-//! - `new1` (Q4_K, Q6_K): the single-row kernel the dispatch runs (`PK`: packed sub-block sums);
+//! - `new1` (the K-quants): the single-row kernel the dispatch runs (`PK`: packed sub-block sums);
 //! - `one3`: 3 rows, 3 single-row calls per weight row (what a 4-row call with a row twice
 //!   replaces in the matmul);
 //! - `old4` / `old8`: 4 / 8 rows, one call of the multi-row kernel as it was (no software
 //!   prefetch: `PF = false`; `PK = false`);
-//! - `pf4` / `pf8` (Q4_K, Q6_K): with prefetch, without `PK`;
+//! - `pf4` / `pf8` (the K-quants): with prefetch, without `PK`;
 //! - `new4` / `new8`: the multi-row kernels the dispatch runs (`PF`, and `PK` for the K-quants).
 //!
 //! Every round times each variant once over the whole matrix, in an order that rotates from
@@ -56,6 +56,7 @@ fn weights(t: GgmlType, rows: usize) -> Vec<u8> {
     let fields: &[usize] = match t {
         GgmlType::Q4_K => &[0, 2],
         GgmlType::Q6_K => &[208],
+        GgmlType::Q3_K => &[108],
         _ => &[0],
     };
     let h = half::f16::from_f32(0.01).to_bits().to_le_bytes();
@@ -114,7 +115,7 @@ fn variants(t: GgmlType) -> Vec<(&'static str, Kernel)> {
         };
     }
     use blocks32::avx512vnni::q8_acts;
-    use kquants::avx512vnni::{q45_k, q6_k};
+    use kquants::avx512vnni::{q23_k, q45_k, q6_k};
     match t {
         GgmlType::Q8_0 => vec![
             ("dec1", q8!(1, 1, q8_acts::<1, Q8_0W, false>)),
@@ -134,6 +135,17 @@ fn variants(t: GgmlType) -> Vec<(&'static str, Kernel)> {
             ("old8", kq!(8, 1, q45_k::<8, false, false, false>)),
             ("pf8", kq!(8, 1, q45_k::<8, false, true, false>)),
             ("new8", kq!(8, 1, q45_k::<8, false, true, true>)),
+        ],
+        GgmlType::Q3_K => vec![
+            ("dec1", kq!(1, 1, q23_k::<1, true, false, false>)),
+            ("new1", kq!(1, 1, q23_k::<1, true, false, true>)),
+            ("one3", kq!(1, 3, q23_k::<1, true, false, true>)),
+            ("old4", kq!(4, 1, q23_k::<4, true, false, false>)),
+            ("pf4", kq!(4, 1, q23_k::<4, true, true, false>)),
+            ("new4", kq!(4, 1, q23_k::<4, true, true, true>)),
+            ("old8", kq!(8, 1, q23_k::<8, true, false, false>)),
+            ("pf8", kq!(8, 1, q23_k::<8, true, true, false>)),
+            ("new8", kq!(8, 1, q23_k::<8, true, true, true>)),
         ],
         _ => vec![
             ("dec1", kq!(1, 1, q6_k::<1, false, false>)),
@@ -188,7 +200,12 @@ fn main() {
          calls; oldN / newN = N rows, multi-row kernel before / now; pfN = with prefetch, \
          without packed sums; ratios: medians of per-round time ratios"
     );
-    for t in [GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
+    for t in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q3_K,
+    ] {
         let kind = ActKind::of(t).unwrap();
         let mut acts = QActs::default();
         let x: Vec<f32> = bytes(8 * K, 3)

@@ -12,7 +12,9 @@ use crate::kernels::acts::Q8K_BSUMS;
 use crate::kernels::layout::{DotFn, DotRows4Fn, DotRowsFn, ROWS};
 use crate::kernels::x86::{self, avx2, vnni};
 
-const TYPES: [GgmlType; 4] = [
+const TYPES: [GgmlType; 6] = [
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
@@ -125,7 +127,7 @@ fn multi_row_kernels_give_every_row_the_single_row_bits() {
         }
     }
     if x86::has_avx512vnni() {
-        assert!(checked >= 52, "only {checked} cases ran");
+        assert!(checked >= 76, "only {checked} cases ran");
     }
 }
 
@@ -135,7 +137,8 @@ fn a_wrong_correction_term_breaks_the_bit_equality() {
     // Each row's correction comes from its activation sums: Q8_0's block sums (the 128 * sum(a)
     // taken back from the unsigned weights), the K-quants' 16-sums (times the weight mins, or
     // for Q6_K 32 times the scales). One of them off by one in row 2 changes row 2 alone; a
-    // Q4_K/Q5_K min or a block scale off by one bit changes every row.
+    // Q4_K/Q5_K min or a block scale off by one bit changes every row (Q2_K, Q3_K: the 16-sum
+    // chosen meets a nonzero min / scale in these blocks).
     for avx512 in forms("a_wrong_correction_term_breaks_the_bit_equality") {
         for (i, t) in TYPES.into_iter().enumerate() {
             let (_, _, with_scales, four, _) = kernels(t, avx512);

@@ -5,8 +5,8 @@
 //! They are the AVX2 kernels of [`crate::kernels::x86::avx2::multi`] with each pair
 //! `vpmaddwd` (the i16 pair sums times the sub-block scales) + `vpaddd` made one `vpdpwssd`, on
 //! the same 256-bit registers: the same exact per-block integers through the same f32
-//! operations ([`block_term`]), so the same f32 bit for bit (tested). With `PK` (Q4_K, Q5_K,
-//! Q6_K; what the engine runs) the products of a row take 3 multiplications per 64 values
+//! operations ([`block_term`]), so the same f32 bit for bit (tested). With `PK` (what the
+//! engine runs) the products of a row take 3 multiplications per 64 values
 //! instead of 4: `vpdpbusd` sums 4 products of one sub-block per i32 lane, at most
 //! 4 * 63 * 128 = 32256 in magnitude, so `vpackssdw` packs the lanes of two sub-blocks into i16
 //! exactly and one `vpdpwssd` applies both sub-blocks' scales. On a 2-core Xeon with AVX-512
@@ -63,7 +63,7 @@ macro_rules! kquant_kernels {
             [pair(0), pair(1), pair(2), pair(3)]
         };
 
-        /// The same for Q6_K's chunk pairs `(2p, 2p + 1)` of a half block: i16 lanes 0..4 of
+        /// The same for the chunk pairs `(2p, 2p + 1)` of a Q6_K, Q2_K or Q3_K half block: i16 lanes 0..4 of
         /// the low 128-bit lane element `4p`, lanes 4..8 element `4p + 2`; of the high lane
         /// `4p + 1` and `4p + 3` (each chunk's 16-value halves have their own scales).
         const Q6_PAIRS: [__m256i; 2] = {
@@ -282,7 +282,7 @@ macro_rules! kquant_kernels {
         /// As [`q45_k`], with Q2_K or Q3_K blocks.
         #[inline]
         #[target_feature(enable = $feat)]
-        pub unsafe fn q23_k<const N: usize, const Q3: bool, const PF: bool>(
+        pub unsafe fn q23_k<const N: usize, const Q3: bool, const PF: bool, const PK: bool>(
             nb: usize,
             w: *const u8,
             a: [*const u8; N],
@@ -314,6 +314,24 @@ macro_rules! kquant_kernels {
                     } else {
                         _mm256_permute2x128_si256(sc16, sc16, 0x11)
                     };
+                    if PK {
+                        // as Q6_K: chunks j and j + 1 of this half share a vpdpwssd
+                        for j in [0, 2] {
+                            let (u0, u1) = (
+                                q23_values::<Q3>(q, hm, n, j),
+                                q23_values::<Q3>(q, hm, n, j + 1),
+                            );
+                            let sv = _mm256_shuffle_epi8(sch, Q6_PAIRS[j / 2]);
+                            for i in 0..N {
+                                let ab = a[i].add(b * Q8K + Q8K_QS + 128 * n + 32 * j);
+                                let z = _mm256_setzero_si256();
+                                let p0 = $dpbusd(z, u0, load(ab));
+                                let p1 = $dpbusd(z, u1, load(ab.add(32)));
+                                sumi[i] = $dpwssd(sumi[i], _mm256_packs_epi32(p0, p1), sv);
+                            }
+                        }
+                        continue;
+                    }
                     for j in 0..4 {
                         let u = q23_values::<Q3>(q, hm, n, j);
                         let sv = _mm256_shuffle_epi8(sch, SCALE_PAIRS[j]);
