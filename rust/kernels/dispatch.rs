@@ -48,7 +48,8 @@ pub struct Kernels {
     /// how the rows were batched, bit for bit (tested).
     pub dot_rows: Option<DotRowsFn>,
     /// The same for [`ROWS4`] rows (what is left of a batch after its groups of 8: the few
-    /// sequences of a batched decode step), in the same order: the same bits.
+    /// sequences of a batched decode step; 3 rows left take it with the last row twice), in
+    /// the same order: the same bits.
     pub dot_rows4: Option<DotRows4Fn>,
     /// The packed-tile GEMM for prompts of [`super::PACKED_MIN_ROWS`] rows or more, if any (on
     /// AVX2, Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0).

@@ -31,7 +31,7 @@ impl WeightView<'_> {
 /// Tile of a prompt matmul: (activation rows, weight rows), from the bytes of one activation row
 /// and one weight row: ~256 KiB of activations and ~128 KiB of weights. The height is a whole
 /// number of multi-row groups (at least one, even when 8 rows of a long `k` exceed the budget), so
-/// only the prompt's last `m % ROWS` rows take the one-row kernel.
+/// only the prompt's last `m % ROWS` rows take the 4-row and one-row kernels.
 pub(super) fn tile_shape(
     act_row_bytes: usize,
     w_row_bytes: usize,
@@ -110,6 +110,21 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
                         }
                     }
                     tail += ROWS4;
+                }
+                // 3 rows left: one 4-row call with the last row twice costs less than 3
+                // single-row calls (`benches/rows.rs`), and each row's result is its own
+                if t1 - tail == ROWS4 - 1 {
+                    let t = tail;
+                    let a: [&[u8]; ROWS4] =
+                        std::array::from_fn(|i| acts.row_with_scales(t + i.min(ROWS4 - 2)));
+                    for j in j0..j1 {
+                        let r = dot_rows4(w.k, w.row(j), a);
+                        for (i, &v) in r[..ROWS4 - 1].iter().enumerate() {
+                            // SAFETY: (t, j) pairs of different tasks are disjoint.
+                            unsafe { *dst.get().add((t + i) * n + j) = v };
+                        }
+                    }
+                    tail = t1;
                 }
             }
             for j in j0..j1 {

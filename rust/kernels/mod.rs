@@ -23,7 +23,9 @@
 //! decode kernel) and the packed GEMMs of Q4_0, Q5_0 and Q8_0 are VNNI ones (with AVX-VNNI
 //! alone, those of the 32-value-block types), which compute the same integers with fewer
 //! instructions and give the AVX2 kernels' results bit for bit, so batching still changes
-//! nothing and every x86 machine gives the same logits.
+//! nothing and every x86 machine gives the same logits. With AVX-512, the multi-row kernels of
+//! a batched decode step of Q4_K, Q5_K (4 rows) and Q6_K (4 and 8 rows) use 512-bit registers
+//! (`x86::vnni::rows512`), again with the same bits.
 //!
 //! Every safe function here is sound for any input: the kernels behind [`Kernels`] and
 //! [`matmul`](fn@matmul) check the lengths of the rows they are given (once per row, not per

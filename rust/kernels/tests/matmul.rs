@@ -230,6 +230,12 @@ fn results_do_not_depend_on_the_batch() {
             &short[..],
             "{t}: short prompt vs packed"
         );
+        // every batch a decode step of 2..15 sequences makes: 8-row, 4-row (also for 3 rows,
+        // the last one twice) and single-row calls
+        for b in 2..PACKED_MIN_ROWS {
+            let part = run(kernels, 0..b);
+            assert_eq!(&packed[..part.len()], &part[..], "{t}: {b} rows vs packed");
+        }
         for r in [0, ROWS, m - 1] {
             let one = run(kernels, r..r + 1);
             assert_eq!(

@@ -1,6 +1,8 @@
 //! Kernel correctness: every SIMD dot against the scalar reference and against an f64 dot of the
 //! dequantized operands ([`dots`]); the tiled and packed matmul against the single-row kernel, f64
-//! math and each other ([`matmul`]); the safe entry points' length checks ([`bounds`]).
+//! math and each other ([`matmul`]); the safe entry points' length checks ([`bounds`]); the VNNI
+//! kernels against the AVX2 ones ([`vnni`]) and their multi-row kernels against the single-row
+//! ones ([`rows`]).
 
 use candle_core::quantized::k_quants::{BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType as CandleBlock};
 use half::{bf16, f16};
@@ -13,6 +15,8 @@ mod attn;
 mod bounds;
 mod dots;
 mod matmul;
+#[cfg(target_arch = "x86_64")]
+mod rows;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 

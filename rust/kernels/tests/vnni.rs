@@ -18,7 +18,7 @@ const TYPES: [GgmlType; 9] = {
 };
 
 /// Byte offsets of the f16 scale fields in a block of `t`.
-fn f16_fields(t: GgmlType) -> &'static [usize] {
+pub(super) fn f16_fields(t: GgmlType) -> &'static [usize] {
     use GgmlType::*;
     match t {
         Q4_K | Q5_K | Q4_1 => &[0, 2],
@@ -47,7 +47,7 @@ fn forms(test: &str) -> Vec<bool> {
 
 /// Weight rows of `nb` blocks of `t` with arbitrary quant bytes (`extreme`: all 0xFF or all 0x80
 /// / 0x7F patterns, the largest magnitudes each format holds) and finite f16 scales.
-fn raw_weights(t: GgmlType, nb: usize, seed: u64, extreme: bool) -> Vec<u8> {
+pub(super) fn raw_weights(t: GgmlType, nb: usize, seed: u64, extreme: bool) -> Vec<u8> {
     let mut rng = Rng::new(seed);
     let bs = t.type_size();
     let mut w: Vec<u8> = (0..nb * bs)
@@ -71,7 +71,12 @@ fn raw_weights(t: GgmlType, nb: usize, seed: u64, extreme: bool) -> Vec<u8> {
 /// `ROWS` activation rows of `k` values for `t` as the single-row kernel takes them and as the
 /// multi-row kernel takes them (with scales and sums), converted from floats; with `extreme`
 /// every block holds the largest magnitudes of its format (Q8_K: -128 and 127, Q8_0/Q8_1: +-127).
-fn activations(t: GgmlType, k: usize, seed: u64, extreme: bool) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+pub(super) fn activations(
+    t: GgmlType,
+    k: usize,
+    seed: u64,
+    extreme: bool,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let mut x = rand_vec(ROWS * k, seed);
     if extreme {
         for (i, v) in x.iter_mut().enumerate() {

@@ -56,18 +56,22 @@ fn multi<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> [f32
     // lengths are checked above.
     unsafe {
         match t {
-            GgmlType::Q4_K => multi::q45_k::<N, false>(nb, w.as_ptr(), ap),
-            GgmlType::Q5_K => multi::q45_k::<N, true>(nb, w.as_ptr(), ap),
-            GgmlType::Q6_K => multi::q6_k::<N>(nb, w.as_ptr(), ap),
-            GgmlType::Q2_K => multi::q23_k::<N, false>(nb, w.as_ptr(), ap),
-            GgmlType::Q3_K => multi::q23_k::<N, true>(nb, w.as_ptr(), ap),
+            GgmlType::Q4_K => multi::q45_k::<N, false, true>(nb, w.as_ptr(), ap),
+            GgmlType::Q5_K => multi::q45_k::<N, true, true>(nb, w.as_ptr(), ap),
+            GgmlType::Q6_K => multi::q6_k::<N, true>(nb, w.as_ptr(), ap),
+            GgmlType::Q2_K => multi::q23_k::<N, false, true>(nb, w.as_ptr(), ap),
+            GgmlType::Q3_K => multi::q23_k::<N, true, true>(nb, w.as_ptr(), ap),
             GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => {
                 let (so, mo) = (q8_0_scales_offset(nb), q8_0_sums_offset(nb));
                 let w = w.as_ptr();
                 match t {
-                    GgmlType::Q8_0 => multi::q8_acts::<N, { multi::Q8_0W }>(nb, w, ap, so, mo),
-                    GgmlType::Q4_0 => multi::q8_acts::<N, { multi::Q4_0W }>(nb, w, ap, so, mo),
-                    _ => multi::q8_acts::<N, { multi::Q5_0W }>(nb, w, ap, so, mo),
+                    GgmlType::Q8_0 => {
+                        multi::q8_acts::<N, { multi::Q8_0W }, true>(nb, w, ap, so, mo)
+                    }
+                    GgmlType::Q4_0 => {
+                        multi::q8_acts::<N, { multi::Q4_0W }, true>(nb, w, ap, so, mo)
+                    }
+                    _ => multi::q8_acts::<N, { multi::Q5_0W }, true>(nb, w, ap, so, mo),
                 }
             }
             _ => unreachable!("no multi-row kernel for {t}"),

@@ -4,7 +4,11 @@
 //! Each weight block is loaded and unpacked to bytes once and then multiplied with the same block
 //! of all `N` activation rows, so the unpacking (nibble masks, high-bit merges, scale shuffles)
 //! is paid once per `N` products instead of once per product. With `N = 1` the same code is the
-//! single-row (decode) kernel, which also prefetches the weights ahead. Every kernel adds exact
+//! single-row (decode) kernel. That one always prefetches the weights ahead, the multi-row ones
+//! where `PF` says so: the engine passes `true`, since a batched decode step streams the
+//! weights from memory as a single-row one does (hardware prefetch alone left a 4-row step
+//! 1.4-1.5x slower on a 2-core Xeon, `benches/rows.rs`); `false` keeps the kernel without, for
+//! that side-by-side bench (prefetching changes no result). Every kernel adds exact
 //! per-block integer dot products in the order of the packed prompt GEMM of
 //! [`super::packed`] ([`block_term`] for the K-quants, 4 partial sums for [`q8_acts`]), so
 //! decode, short prompts and long prompts give the same f32 bit for bit.
@@ -86,7 +90,7 @@ pub(crate) unsafe fn block_term(
 /// AVX2/FMA/F16C present; `w` holds `nb` blocks and every `a[i]` `nb` Q8_K blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q45_k<const N: usize, const Q5: bool>(
+pub unsafe fn q45_k<const N: usize, const Q5: bool, const PF: bool>(
     nb: usize,
     w: *const u8,
     a: [*const u8; N],
@@ -97,8 +101,8 @@ pub unsafe fn q45_k<const N: usize, const Q5: bool>(
     let mut acc = [0f32; N];
     for b in 0..nb {
         let wb = w.add(b * block);
-        if N == 1 {
-            // decode streams the weights from memory: ask for them ahead
+        if N == 1 || PF {
+            // decode (one row or a batched step) streams the weights from memory: ask ahead
             prefetch_ahead(wb, block);
         }
         let mut qh = if Q5 {
@@ -200,13 +204,17 @@ pub(crate) const SCALE_PAIRS: [__m256i; 4] = {
 /// As [`q45_k`], with Q6_K blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -> [f32; N] {
+pub unsafe fn q6_k<const N: usize, const PF: bool>(
+    nb: usize,
+    w: *const u8,
+    a: [*const u8; N],
+) -> [f32; N] {
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x03);
     let mut acc = [0f32; N];
     for b in 0..nb {
         let wb = w.add(b * Q6K);
-        if N == 1 {
+        if N == 1 || PF {
             prefetch_ahead(wb, Q6K);
         }
         let d = f16_at(wb.add(208));
@@ -275,7 +283,7 @@ pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -
 /// As [`q45_k`], with Q2_K or Q3_K blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q23_k<const N: usize, const Q3: bool>(
+pub unsafe fn q23_k<const N: usize, const Q3: bool, const PF: bool>(
     nb: usize,
     w: *const u8,
     a: [*const u8; N],
@@ -284,7 +292,7 @@ pub unsafe fn q23_k<const N: usize, const Q3: bool>(
     let mut acc = [0f32; N];
     for b in 0..nb {
         let wb = w.add(b * block);
-        if N == 1 {
+        if N == 1 || PF {
             prefetch_ahead(wb, block);
         }
         // 16 scales (and Q2_K's mins) as i16
@@ -359,7 +367,7 @@ pub const Q5_0W: u8 = 5;
 /// AVX2/FMA/F16C present; `w` holds `nb` blocks and every `a[i]` `sums + 4 * nb` bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q8_acts<const N: usize, const W: u8>(
+pub unsafe fn q8_acts<const N: usize, const W: u8, const PF: bool>(
     nb: usize,
     w: *const u8,
     a: [*const u8; N],
@@ -380,7 +388,7 @@ pub unsafe fn q8_acts<const N: usize, const W: u8>(
     let mut group = |b: usize, n: usize| {
         let mut p = [[_mm256_setzero_si256(); 4]; N];
         let mut dw = 0u64; // the 4 weight scales as f16
-        if N == 1 {
+        if N == 1 || PF {
             prefetch_ahead(w.add(b * bytes), n * bytes);
         }
         for j in 0..n {

@@ -9,6 +9,9 @@
 //! as the AVX2 kernels' lanes and go through the same f32 operations, so the results are the
 //! same bit for bit (tested).
 //!
+//! The single-row kernel prefetches the weights ahead, the multi-row ones where `PF` says so (as
+//! [`crate::kernels::x86::avx2::multi`]).
+//!
 //! The kernels exist twice, from one source (`kernels32!`): [`avx512vnni`] (the EVEX form of
 //! AVX-512 VNNI with VL) and [`avxvnni`] (the VEX form of AVX-VNNI, for CPUs that have it without
 //! AVX-512); the two compute the same.
@@ -61,7 +64,7 @@ macro_rules! kernels32 {
         /// `sums + 4 * nb` bytes.
         #[inline]
         #[target_feature(enable = $feat)]
-        pub unsafe fn q8_acts<const N: usize, const W: u8>(
+        pub unsafe fn q8_acts<const N: usize, const W: u8, const PF: bool>(
             nb: usize,
             w: *const u8,
             a: [*const u8; N],
@@ -84,7 +87,7 @@ macro_rules! kernels32 {
             let mut group = |b: usize, n: usize| {
                 let mut p = [[_mm256_setzero_si256(); 4]; N];
                 let mut dw = 0u64; // the 4 weight scales as f16
-                if N == 1 {
+                if N == 1 || PF {
                     prefetch_ahead(w.add(b * bytes), n * bytes);
                 }
                 for j in 0..n {

@@ -1,13 +1,23 @@
 //! VNNI dot products of one K-quant weight row (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) with `N` Q8_K
-//! activation rows: `N = 1` is the decode kernel, `N = ROWS` the multi-row one.
+//! activation rows: `N = 1` is the decode kernel, `N = ROWS` or `ROWS4` the multi-row ones; they
+//! prefetch the weights where `N = 1` or `PF` (as [`crate::kernels::x86::avx2::multi`]).
 //!
 //! They are the AVX2 kernels of [`crate::kernels::x86::avx2::multi`] with each pair
 //! `vpmaddwd` (the i16 pair sums times the sub-block scales) + `vpaddd` made one `vpdpwssd`, on
 //! the same 256-bit registers: the same exact per-block integers through the same f32
-//! operations ([`block_term`]), so the same f32 bit for bit (tested). 512-bit forms of these
-//! kernels (two sub-blocks per register) ran slower than these on a Sapphire Rapids Xeon: the
-//! per-block work (scale decoding, reductions, the f32 terms) dominates there, and 512-bit
-//! shuffles and shifts cost more than they save.
+//! operations ([`block_term`]), so the same f32 bit for bit (tested). With `PK` (what the
+//! engine runs) the products of a row take 3 multiplications per 64 values
+//! instead of 4: `vpdpbusd` sums 4 products of one sub-block per i32 lane, at most
+//! 4 * 63 * 128 = 32256 in magnitude, so `vpackssdw` packs the lanes of two sub-blocks into i16
+//! exactly and one `vpdpwssd` applies both sub-blocks' scales. On a 2-core Xeon with AVX-512
+//! VNNI (`benches/rows.rs`, in L2) that takes 0.86x the time for one row and 0.84-0.87x for 4.
+//!
+//! 512-bit forms of these kernels (two sub-blocks per register) ran slower than these on a
+//! Sapphire Rapids Xeon for one row: the per-block work (scale decoding, reductions, the f32
+//! terms) dominates there, and 512-bit shuffles and shifts cost more than they save; 512-bit
+//! multi-row forms (two 32-value chunks of a row per register, one `vpmaddubsw` + `vpdpwssd`
+//! per 64 values, the lanes of 4 rows reduced together) were at best as fast as `PK` on a 2-core
+//! Xeon (0.92-1.03x of its time) and are not kept.
 //!
 //! Generated for both VNNI forms from one source (`kquant_kernels!`): [`avx512vnni`] (EVEX,
 //! AVX-512 VL) and [`avxvnni`] (VEX).
@@ -16,10 +26,10 @@
 // block, part and lane indices address several arrays at once in these kernels
 #![allow(clippy::needless_range_loop)]
 
-/// The kernels of this file for the target features `$feat`, with `$dpwssd` the 256-bit
-/// `vpdpwssd` intrinsic those features provide.
+/// The kernels of this file for the target features `$feat`, with `$dpwssd` and `$dpbusd` the
+/// 256-bit `vpdpwssd` and `vpdpbusd` intrinsics those features provide.
 macro_rules! kquant_kernels {
-    ($feat:literal, $dpwssd:ident) => {
+    ($feat:literal, $dpwssd:ident, $dpbusd:ident) => {
         use std::arch::x86_64::*;
 
         use crate::gguf::GgmlType;
@@ -34,6 +44,43 @@ macro_rules! kquant_kernels {
         const Q2K: usize = GgmlType::Q2_K.type_size();
         const Q3K: usize = GgmlType::Q3_K.type_size();
         const Q8K: usize = GgmlType::Q8_K.type_size();
+
+        /// Byte shuffles of 8 i16 (in both 128-bit lanes) that give i16 lanes 0..4 of each
+        /// 128-bit lane element `2j` and lanes 4..8 element `2j + 1`: the scales of the two
+        /// sub-blocks whose `vpdpbusd` sums `vpackssdw` puts there.
+        const PAIR4: [__m256i; 4] = {
+            const fn pair(j: u8) -> __m256i {
+                let mut b = [0u8; 32];
+                let mut i = 0;
+                while i < 32 {
+                    let e = 2 * j + ((i as u8 % 16) / 8);
+                    b[i] = 2 * e + (i as u8 & 1);
+                    i += 1;
+                }
+                // SAFETY: 32 bytes to a 32-byte plain-data vector.
+                unsafe { std::mem::transmute::<[u8; 32], __m256i>(b) }
+            }
+            [pair(0), pair(1), pair(2), pair(3)]
+        };
+
+        /// The same for the chunk pairs `(2p, 2p + 1)` of a Q6_K, Q2_K or Q3_K half block: i16 lanes 0..4 of
+        /// the low 128-bit lane element `4p`, lanes 4..8 element `4p + 2`; of the high lane
+        /// `4p + 1` and `4p + 3` (each chunk's 16-value halves have their own scales).
+        const Q6_PAIRS: [__m256i; 2] = {
+            const fn pair(p: u8) -> __m256i {
+                let mut b = [0u8; 32];
+                let mut i = 0;
+                while i < 32 {
+                    let lane = i as u8 / 16;
+                    let e = 4 * p + lane + 2 * ((i as u8 % 16) / 8);
+                    b[i] = 2 * e + (i as u8 & 1);
+                    i += 1;
+                }
+                // SAFETY: 32 bytes to a 32-byte plain-data vector.
+                unsafe { std::mem::transmute::<[u8; 32], __m256i>(b) }
+            }
+            [pair(0), pair(1)]
+        };
 
         #[inline]
         #[target_feature(enable = $feat)]
@@ -51,7 +98,7 @@ macro_rules! kquant_kernels {
         /// blocks.
         #[inline]
         #[target_feature(enable = $feat)]
-        pub unsafe fn q45_k<const N: usize, const Q5: bool>(
+        pub unsafe fn q45_k<const N: usize, const Q5: bool, const PF: bool, const PK: bool>(
             nb: usize,
             w: *const u8,
             a: [*const u8; N],
@@ -62,8 +109,8 @@ macro_rules! kquant_kernels {
             let mut acc = [0f32; N];
             for b in 0..nb {
                 let wb = w.add(b * block);
-                if N == 1 {
-                    // decode streams the weights from memory: ask for them ahead
+                if N == 1 || PF {
+                    // decode (one row or a batched step) streams the weights from memory: ask ahead
                     prefetch_ahead(wb, block);
                 }
                 let mut qh = if Q5 {
@@ -97,6 +144,18 @@ macro_rules! kquant_kernels {
                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 1), one), 4),
                         );
                     }
+                    if PK {
+                        // i16 lanes 0..4 of each 128-bit lane: scale 2j, lanes 4..8: 2j + 1
+                        let s = _mm256_shuffle_epi8(scales, PAIR4[j]);
+                        for i in 0..N {
+                            let ab = a[i].add(b * Q8K + Q8K_QS + 64 * j);
+                            let z = _mm256_setzero_si256();
+                            let (pl, ph) =
+                                ($dpbusd(z, lo, load(ab)), $dpbusd(z, hi, load(ab.add(32))));
+                            sumi[i] = $dpwssd(sumi[i], _mm256_packs_epi32(pl, ph), s);
+                        }
+                        continue;
+                    }
                     let sl = _mm256_shuffle_epi8(scales, I16_SPREAD[2 * j]);
                     let sh = _mm256_shuffle_epi8(scales, I16_SPREAD[2 * j + 1]);
                     for i in 0..N {
@@ -127,13 +186,17 @@ macro_rules! kquant_kernels {
         /// As [`q45_k`], with Q6_K blocks.
         #[inline]
         #[target_feature(enable = $feat)]
-        pub unsafe fn q6_k<const N: usize>(nb: usize, w: *const u8, a: [*const u8; N]) -> [f32; N] {
+        pub unsafe fn q6_k<const N: usize, const PF: bool, const PK: bool>(
+            nb: usize,
+            w: *const u8,
+            a: [*const u8; N],
+        ) -> [f32; N] {
             let m4 = _mm256_set1_epi8(0x0F);
             let m2 = _mm256_set1_epi8(0x03);
             let mut acc = [0f32; N];
             for b in 0..nb {
                 let wb = w.add(b * Q6K);
-                if N == 1 {
+                if N == 1 || PF {
                     prefetch_ahead(wb, Q6K);
                 }
                 let d = f16_at(wb.add(208));
@@ -169,6 +232,21 @@ macro_rules! kquant_kernels {
                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 6), m2), 4),
                         ),
                     ];
+                    if PK {
+                        for c in [0, 2] {
+                            // chunks c and c + 1: i16 lanes 0..4 of the low 128-bit lane scale
+                            // 2c, 4..8 scale 2c + 2; of the high lane 2c + 1 and 2c + 3
+                            let sv = _mm256_shuffle_epi8(sch, Q6_PAIRS[c / 2]);
+                            for i in 0..N {
+                                let ab = a[i].add(b * Q8K + Q8K_QS + 128 * h + 32 * c);
+                                let z = _mm256_setzero_si256();
+                                let p0 = $dpbusd(z, q[c], load(ab));
+                                let p1 = $dpbusd(z, q[c + 1], load(ab.add(32)));
+                                sumi[i] = $dpwssd(sumi[i], _mm256_packs_epi32(p0, p1), sv);
+                            }
+                        }
+                        continue;
+                    }
                     for (c, qc) in q.iter().enumerate() {
                         // scales of the two 16-value halves of this 32-value chunk
                         // (scale 2c of the half in the low lane, 2c + 1 in the high one)
@@ -204,7 +282,7 @@ macro_rules! kquant_kernels {
         /// As [`q45_k`], with Q2_K or Q3_K blocks.
         #[inline]
         #[target_feature(enable = $feat)]
-        pub unsafe fn q23_k<const N: usize, const Q3: bool>(
+        pub unsafe fn q23_k<const N: usize, const Q3: bool, const PF: bool, const PK: bool>(
             nb: usize,
             w: *const u8,
             a: [*const u8; N],
@@ -213,7 +291,7 @@ macro_rules! kquant_kernels {
             let mut acc = [0f32; N];
             for b in 0..nb {
                 let wb = w.add(b * block);
-                if N == 1 {
+                if N == 1 || PF {
                     prefetch_ahead(wb, block);
                 }
                 // 16 scales (and Q2_K's mins) as i16
@@ -236,6 +314,24 @@ macro_rules! kquant_kernels {
                     } else {
                         _mm256_permute2x128_si256(sc16, sc16, 0x11)
                     };
+                    if PK {
+                        // as Q6_K: chunks j and j + 1 of this half share a vpdpwssd
+                        for j in [0, 2] {
+                            let (u0, u1) = (
+                                q23_values::<Q3>(q, hm, n, j),
+                                q23_values::<Q3>(q, hm, n, j + 1),
+                            );
+                            let sv = _mm256_shuffle_epi8(sch, Q6_PAIRS[j / 2]);
+                            for i in 0..N {
+                                let ab = a[i].add(b * Q8K + Q8K_QS + 128 * n + 32 * j);
+                                let z = _mm256_setzero_si256();
+                                let p0 = $dpbusd(z, u0, load(ab));
+                                let p1 = $dpbusd(z, u1, load(ab.add(32)));
+                                sumi[i] = $dpwssd(sumi[i], _mm256_packs_epi32(p0, p1), sv);
+                            }
+                        }
+                        continue;
+                    }
                     for j in 0..4 {
                         let u = q23_values::<Q3>(q, hm, n, j);
                         let sv = _mm256_shuffle_epi8(sch, SCALE_PAIRS[j]);
@@ -273,11 +369,16 @@ macro_rules! kquant_kernels {
 pub mod avx512vnni {
     kquant_kernels!(
         "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-        _mm256_dpwssd_epi32
+        _mm256_dpwssd_epi32,
+        _mm256_dpbusd_epi32
     );
 }
 
 /// AVX-VNNI (with AVX2, FMA, F16C), for CPUs without AVX-512.
 pub mod avxvnni {
-    kquant_kernels!("avxvnni,avx2,fma,f16c", _mm256_dpwssd_avx_epi32);
+    kquant_kernels!(
+        "avxvnni,avx2,fma,f16c",
+        _mm256_dpwssd_avx_epi32,
+        _mm256_dpbusd_avx_epi32
+    );
 }

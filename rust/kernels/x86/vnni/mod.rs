@@ -55,15 +55,10 @@ impl Vnni {
     }
 }
 
-/// Run the `N`-row kernel for `t` (Q2_K..Q6_K, Q4_0, Q5_0 or Q8_0) of the form `AVX512`
-/// ([`Vnni`]) after checking lengths.
+/// The number of blocks of a `k`-element row of `t`, after checking that `w` and every row of
+/// `a` hold them (panics otherwise).
 #[inline(always)]
-fn multi<const N: usize, const AVX512: bool>(
-    t: GgmlType,
-    k: usize,
-    w: &[u8],
-    a: [&[u8]; N],
-) -> [f32; N] {
+fn check<const N: usize>(t: GgmlType, k: usize, w: &[u8], a: [&[u8]; N]) -> usize {
     let nb = k / t.block_size();
     let kind = ActKind::of(t).expect("quantized type");
     // Q8_0 activation rows carry their scales and sums after the blocks (QActs::row_with_scales)
@@ -79,6 +74,19 @@ fn multi<const N: usize, const AVX512: bool>(
         "{t} dot of {k} elements: weight row of {} bytes, activation rows need {a_len}",
         w.len()
     );
+    nb
+}
+
+/// Run the `N`-row kernel for `t` (Q2_K..Q6_K, Q4_0, Q5_0 or Q8_0) of the form `AVX512`
+/// ([`Vnni`]) after checking lengths.
+#[inline(always)]
+fn multi<const N: usize, const AVX512: bool>(
+    t: GgmlType,
+    k: usize,
+    w: &[u8],
+    a: [&[u8]; N],
+) -> [f32; N] {
+    let nb = check::<N>(t, k, w, a);
     debug_assert!(if AVX512 {
         super::has_avx512vnni()
     } else {
@@ -93,22 +101,22 @@ fn multi<const N: usize, const AVX512: bool>(
     // `AVX512`; the lengths are checked above.
     unsafe {
         match (t, AVX512) {
-            (Q4_K, true) => k::q45_k::<N, false>(nb, w, ap),
-            (Q5_K, true) => k::q45_k::<N, true>(nb, w, ap),
-            (Q6_K, true) => k::q6_k::<N>(nb, w, ap),
-            (Q2_K, true) => k::q23_k::<N, false>(nb, w, ap),
-            (Q3_K, true) => k::q23_k::<N, true>(nb, w, ap),
-            (Q8_0, true) => q::q8_acts::<N, { Q8_0W }>(nb, w, ap, so, mo),
-            (Q4_0, true) => q::q8_acts::<N, { Q4_0W }>(nb, w, ap, so, mo),
-            (Q5_0, true) => q::q8_acts::<N, { Q5_0W }>(nb, w, ap, so, mo),
-            (Q4_K, false) => kv::q45_k::<N, false>(nb, w, ap),
-            (Q5_K, false) => kv::q45_k::<N, true>(nb, w, ap),
-            (Q6_K, false) => kv::q6_k::<N>(nb, w, ap),
-            (Q2_K, false) => kv::q23_k::<N, false>(nb, w, ap),
-            (Q3_K, false) => kv::q23_k::<N, true>(nb, w, ap),
-            (Q8_0, false) => qv::q8_acts::<N, { Q8_0W }>(nb, w, ap, so, mo),
-            (Q4_0, false) => qv::q8_acts::<N, { Q4_0W }>(nb, w, ap, so, mo),
-            (Q5_0, false) => qv::q8_acts::<N, { Q5_0W }>(nb, w, ap, so, mo),
+            (Q4_K, true) => k::q45_k::<N, false, true, true>(nb, w, ap),
+            (Q5_K, true) => k::q45_k::<N, true, true, true>(nb, w, ap),
+            (Q6_K, true) => k::q6_k::<N, true, true>(nb, w, ap),
+            (Q2_K, true) => k::q23_k::<N, false, true, true>(nb, w, ap),
+            (Q3_K, true) => k::q23_k::<N, true, true, true>(nb, w, ap),
+            (Q8_0, true) => q::q8_acts::<N, { Q8_0W }, true>(nb, w, ap, so, mo),
+            (Q4_0, true) => q::q8_acts::<N, { Q4_0W }, true>(nb, w, ap, so, mo),
+            (Q5_0, true) => q::q8_acts::<N, { Q5_0W }, true>(nb, w, ap, so, mo),
+            (Q4_K, false) => kv::q45_k::<N, false, true, true>(nb, w, ap),
+            (Q5_K, false) => kv::q45_k::<N, true, true, true>(nb, w, ap),
+            (Q6_K, false) => kv::q6_k::<N, true, true>(nb, w, ap),
+            (Q2_K, false) => kv::q23_k::<N, false, true, true>(nb, w, ap),
+            (Q3_K, false) => kv::q23_k::<N, true, true, true>(nb, w, ap),
+            (Q8_0, false) => qv::q8_acts::<N, { Q8_0W }, true>(nb, w, ap, so, mo),
+            (Q4_0, false) => qv::q8_acts::<N, { Q4_0W }, true>(nb, w, ap, so, mo),
+            (Q5_0, false) => qv::q8_acts::<N, { Q5_0W }, true>(nb, w, ap, so, mo),
             _ => unreachable!("no multi-row kernel for {t}"),
         }
     }
