@@ -8,7 +8,7 @@ together. med42-rs: N Python threads call ``Model.generate(stream=True)`` on one
 ``n_parallel=N``; its scheduler runs them in one forward pass per token. llama.cpp: its low-level
 batch API through llama-cpp-python, one ``llama_decode`` per step with one token of each of the N
 sequences (``seq_id`` 0..N-1, a context with ``n_seq_max=N``), the prompts prefilled first in one
-batch; llama.cpp's default F16 KV cache (med42-rs: F32). The figure is steady-state tokens per
+batch; both engines with their default F16 KV cache. The figure is steady-state tokens per
 second summed over the sequences: the tokens produced while all N are decoding, over that window.
 
 Session reuse (med42-rs only; the slice): a 6-turn conversation in token ids (a 64-token system
