@@ -123,6 +123,9 @@ def main() -> None:
             k = first_divergence(ids, cont)
             note = "" if k >= args.steps else f" (float64 margin there {f64.margin(exact[k]):.3f})"
             print(f"own greedy path of {name}: same as float64 for {k} of {args.steps} steps{note}")
+            if name != "med42-rs":
+                k = first_divergence(ids, greedy["med42-rs"])
+                print(f"  and the same as med42-rs's for {k} of {args.steps} steps")
 
     print(f"\n## all prompts: per-step errors against float64 (median / max over steps), {cpu}")
     print(
