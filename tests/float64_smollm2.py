@@ -9,7 +9,7 @@ Two float64 references:
 - **ggml**: the same, with activations rounded to 8 bits before each quantized matmul as ggml does
   (Q8_1 for Q4_1, Q8_0 for Q8_0, with ggml's rounding rules). Both engines do that rounding, so
   this is what an ideal ggml-arithmetic engine computes; its distance to *exact* is the error that
-  8-bit activations cost, and its distance to itself under a one-ulp input change (``perturbed``)
+  8-bit activations cost, and its distance to itself under a one-ulp input change (``moved=True``)
   is how far the rounding decisions amplify any f32 difference through the blocks.
 
 Nothing here imports med42_rs: it is the oracle side (used by benches/divergence.py and
