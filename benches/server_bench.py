@@ -20,6 +20,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -112,27 +113,35 @@ def run(url: str, clients: int, max_tokens: int) -> Result:
 
 def bench(name: str, cmd: list[str], url: str, args: argparse.Namespace) -> dict[int, list[Result]]:
     """Every client count ``--rounds`` times (round by round) on one server process."""
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_up(url, proc)
-        run(url, 1, 4)  # warm-up: page the weights in
-        results: dict[int, list[Result]] = {n: [] for n in args.clients}
-        for rnd in range(args.rounds):
-            for n in args.clients:
-                r = run(url, n, args.max_tokens)
-                print(
-                    f"{name:>26}  round {rnd + 1}  {n:>2} clients  {r.tokens:>6} tokens  {r.seconds:7.2f} s"
-                    f"  {r.tok_s:8.1f} tok/s",
-                    flush=True,
-                )
-                results[n].append(r)
-        return results
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    # the server's log goes to a file: a pipe nobody reads fills up (llama.cpp logs the whole
+    # vocabulary's metadata on load) and blocks the server before it listens
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            try:
+                _wait_up(url, proc)
+            except SystemExit:
+                log.seek(0)
+                sys.stderr.write(log.read()[-3000:].decode(errors="replace"))
+                raise
+            run(url, 1, 4)  # warm-up: page the weights in
+            results: dict[int, list[Result]] = {n: [] for n in args.clients}
+            for rnd in range(args.rounds):
+                for n in args.clients:
+                    r = run(url, n, args.max_tokens)
+                    print(
+                        f"{name:>26}  round {rnd + 1}  {n:>2} clients  {r.tokens:>6} tokens  "
+                        f"{r.seconds:7.2f} s  {r.tok_s:8.1f} tok/s",
+                        flush=True,
+                    )
+                    results[n].append(r)
+            return results
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def main() -> int:
