@@ -28,6 +28,15 @@ fn block_of(name: &str) -> Option<usize> {
     name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
 }
 
+/// Bytes of the file's tensors whose names `keep` accepts.
+fn bytes_where(file: &GgufFile, keep: impl Fn(&str) -> bool) -> u64 {
+    file.tensors
+        .iter()
+        .filter(|t| keep(&t.name))
+        .map(|t| t.n_bytes)
+        .sum()
+}
+
 /// GPU memory kept free for the CUDA context, cuBLAS's workspace and the allocator's slack.
 pub const DEVICE_RESERVE: u64 = 768 << 20;
 
@@ -48,15 +57,10 @@ impl Estimate {
         split: usize,
     ) -> Self {
         let all = split == cfg.n_layer;
-        let weights = file
-            .tensors
-            .iter()
-            .filter(|t| match block_of(&t.name) {
-                Some(b) => b < split,
-                None => all || !t.name.starts_with("output"),
-            })
-            .map(|t| t.n_bytes)
-            .sum();
+        let weights = bytes_where(file, |name| match block_of(name) {
+            Some(b) => b < split,
+            None => all || !name.starts_with("output"),
+        });
         Self::with_weights(cfg, n_ctx, kv_type, split, weights)
     }
 
@@ -71,15 +75,10 @@ impl Estimate {
         split: usize,
     ) -> Self {
         let tied = file.tensor_info("output.weight").is_none();
-        let weights = file
-            .tensors
-            .iter()
-            .filter(|t| match block_of(&t.name) {
-                Some(b) => b >= split,
-                None => t.name.starts_with("output") || (tied && t.name == "token_embd.weight"),
-            })
-            .map(|t| t.n_bytes)
-            .sum();
+        let weights = bytes_where(file, |name| match block_of(name) {
+            Some(b) => b >= split,
+            None => name.starts_with("output") || (tied && name == "token_embd.weight"),
+        });
         let mut est = Self::with_weights(cfg, n_ctx, kv_type, cfg.n_layer - split, weights);
         est.scratch += 2 * crate::model::SCORE_BYTES as u64 + DEVICE_RESERVE;
         est
