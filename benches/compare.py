@@ -9,10 +9,11 @@ The slice has the real Llama-2-70B / Med42 dimensions (hidden 8192, ff 28672, 64
 PyPI's ``gguf`` as F16 and quantized with llama.cpp's own quantizer, then cached under
 ``~/.cache/med42-rs/test-assets/bench`` (``$MED42_TEST_CACHE/bench``). Every measurement runs in a
 fresh child process, engines alternating round by round (ours, llama.cpp, ours, ...), with the file
-warm in the page cache. Reported: medians of load time, prefill (512-token prompt) tok/s, time to
-first token, decode tok/s (32 tokens, greedy), peak resident memory, and the ratios ours /
-llama.cpp; decode as a fraction of the machine's measured memory-read bandwidth; and the cost of the
-Python streaming layer (wall-clock decode time vs the engine's own).
+warm in the page cache, in 2 MiB folios where the kernel offers them (``warm``). Reported: medians
+of load time, prefill (512-token prompt) tok/s, time to first token, decode tok/s (32 tokens,
+greedy), peak resident memory, and the ratios ours / llama.cpp; decode as a fraction of the
+machine's measured memory-read bandwidth; and the cost of the Python streaming layer (wall-clock
+decode time vs the engine's own).
 
 Prefill is reported twice. "Last" is what generation does: only the last position's logits are
 needed, and both engines skip work in the last block (llama.cpp runs its feed-forward for that
@@ -291,11 +292,33 @@ def machine_lines() -> list[str]:
     ]
 
 
-def warm(path: Path) -> None:
-    """Read the file once so both engines start with it in the page cache."""
-    with open(path, "rb") as f:
-        while f.read(64 << 20):
+def _file_huge_kib() -> int:
+    for ln in Path("/proc/meminfo").read_text().splitlines():
+        if ln.startswith("FileHugePages:"):
+            return int(ln.split()[1])
+    return 0
+
+
+def warm(path: Path) -> float:
+    """Put the file in the page cache in a known state, the same for both engines: its cached pages
+    are dropped (``POSIX_FADV_DONTNEED``; clean pages nobody maps) and it is read once front to
+    back. On Linux with large folios (ext4 and XFS on recent kernels) read-ahead then caches it in
+    2 MiB folios, which both engines' mappings use as 2 MiB pages; a file left in 4 KiB folios by
+    whatever read it last decodes up to a quarter slower (docs/PERFORMANCE.md, "Page size").
+    Returns the share of the file in 2 MiB folios after the read (global ``FileHugePages``
+    before and after, so approximate; nan off Linux)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        before = _file_huge_kib() if Path("/proc/meminfo").exists() else None
+        while os.read(fd, 64 << 20):
             pass
+    finally:
+        os.close(fd)
+    if before is None:
+        return float("nan")
+    return min(1.0, (_file_huge_kib() - before) * 1024 / max(1, path.stat().st_size))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -333,7 +356,8 @@ def main() -> None:
     results: dict[str, Any] = {"bandwidth_gib_s": bw, "threads": args.threads, "files": {}}
     rows = []
     for label, path in files:
-        warm(path)
+        huge = warm(path)
+        print(f"{label}: {huge:.0%} of the file in 2 MiB page-cache folios", file=sys.stderr)
         runs: dict[str, list[dict[str, float]]] = {"ours": [], "llama": []}
         for _ in range(args.rounds):
             for engine in ("ours", "llama"):
@@ -356,6 +380,7 @@ def main() -> None:
             "roofline_llama": bpt * ll["decode_tok_s"] / 2**30 / bw,
             "python_layer": 1 - o["engine_decode_s"] / o["wall_decode_s"],
             "bytes_per_token": bpt,
+            "huge_folios": huge,
         }
         results["files"][label] = {"runs": runs, **row}
         rows.append(row)
@@ -365,6 +390,10 @@ def main() -> None:
         f"\nthreads {args.threads}, prompt {args.prompt}, decode {args.gen}, {args.rounds} rounds, medians;"
     )
     print(f"memory read bandwidth {bw:.1f} GiB/s")
+    print(
+        "page cache: each file re-read before its runs; in 2 MiB folios: "
+        + ", ".join(f"{r['file']} {r['huge_folios']:.0%}" for r in rows)
+    )
     for line in machine_lines():
         print(line)
     print()
