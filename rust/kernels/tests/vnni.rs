@@ -175,7 +175,7 @@ fn lengths(t: GgmlType) -> Vec<usize> {
     if t.name().ends_with("_K") {
         vec![256, 1024]
     } else {
-        vec![32, 96, 800, 1024]
+        vec![32, 64, 96, 800, 1024] // tails of 1, 2, 3, 1 and 0 blocks
     }
 }
 

@@ -72,6 +72,38 @@ macro_rules! kernels32 {
             sums: usize,
         ) -> [f32; N] {
             const { assert!(PARTS == 4) };
+            let mut acc = [_mm_setzero_ps(); N];
+            let whole = nb / 4 * 4;
+            for b in (0..whole).step_by(4) {
+                group::<N, W, PF, 4>(w, a, b, scales, sums, &mut acc);
+            }
+            match nb - whole {
+                1 => group::<N, W, PF, 1>(w, a, whole, scales, sums, &mut acc),
+                2 => group::<N, W, PF, 2>(w, a, whole, scales, sums, &mut acc),
+                3 => group::<N, W, PF, 3>(w, a, whole, scales, sums, &mut acc),
+                _ => {}
+            }
+            // (p0 + p2) + (p1 + p3)
+            acc.map(|v| {
+                let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+                _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+            })
+        }
+
+        /// Blocks `b..b + NB` (`NB` <= 4: one group of [`q8_acts`]'s parts) into `acc`. The group's
+        /// weights are unpacked once and held in registers; each activation row then takes its
+        /// `NB` block dots, their lane totals and its scales in turn, so that few vectors are live
+        /// at once (no spills, whatever `N`).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        unsafe fn group<const N: usize, const W: u8, const PF: bool, const NB: usize>(
+            w: *const u8,
+            a: [*const u8; N],
+            b: usize,
+            scales: usize,
+            sums: usize,
+            acc: &mut [__m128; N],
+        ) {
             let bytes = match W {
                 Q8_0W => Q8_0,
                 Q4_0W => Q4_0,
@@ -83,56 +115,42 @@ macro_rules! kernels32 {
                 Q4_0W => 3,
                 _ => 4,
             });
-            let mut acc = [_mm_setzero_ps(); N];
-            let mut group = |b: usize, n: usize| {
-                let mut p = [[_mm256_setzero_si256(); 4]; N];
-                let mut dw = 0u64; // the 4 weight scales as f16
-                if N == 1 || PF {
-                    prefetch_ahead(w.add(b * bytes), n * bytes);
-                }
-                for j in 0..n {
-                    let wb = w.add((b + j) * bytes);
-                    dw |= (std::ptr::read_unaligned(wb as *const u16) as u64) << (16 * j);
-                    let x = weights::<W>(wb);
-                    for i in 0..N {
-                        let ay = load(a[i].add((b + j) * Q8_0 + 2));
-                        p[i][j] = $dpbusd(_mm256_setzero_si256(), x, ay);
-                    }
-                }
-                let dw = _mm_cvtph_ps(_mm_cvtsi64_si128(dw as i64));
-                for i in 0..N {
-                    let (sc, sm) = (a[i].add(scales + 4 * b), a[i].add(sums + 4 * b));
-                    let (da, bs) = if n == 4 {
-                        (
-                            _mm_loadu_ps(sc as *const f32),
-                            _mm_loadu_si128(sm as *const __m128i),
-                        )
-                    } else {
-                        // the row's last blocks: lanes n.. stay 0 (d = 0 adds +0 to their parts)
-                        let (mut da, mut bs) = ([0f32; 4], [0i32; 4]);
-                        std::ptr::copy_nonoverlapping(sc as *const f32, da.as_mut_ptr(), n);
-                        std::ptr::copy_nonoverlapping(sm as *const i32, bs.as_mut_ptr(), n);
-                        (
-                            _mm_loadu_ps(da.as_ptr()),
-                            _mm_loadu_si128(bs.as_ptr() as *const __m128i),
-                        )
-                    };
-                    let tot = _mm_sub_epi32(hsum4_i32(p[i]), _mm_sll_epi32(bs, shift));
-                    acc[i] = _mm_fmadd_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(tot), acc[i]);
-                }
-            };
-            let whole = nb / 4 * 4;
-            for b in (0..whole).step_by(4) {
-                group(b, 4);
+            if N == 1 || PF {
+                prefetch_ahead(w.add(b * bytes), NB * bytes);
             }
-            if whole < nb {
-                group(whole, nb - whole);
+            let mut dw = 0u64; // the NB weight scales as f16
+            let mut x = [_mm256_setzero_si256(); 4];
+            for j in 0..NB {
+                let wb = w.add((b + j) * bytes);
+                dw |= (std::ptr::read_unaligned(wb as *const u16) as u64) << (16 * j);
+                x[j] = weights::<W>(wb);
             }
-            // (p0 + p2) + (p1 + p3)
-            acc.map(|v| {
-                let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
-                _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-            })
+            let dw = _mm_cvtph_ps(_mm_cvtsi64_si128(dw as i64));
+            for i in 0..N {
+                let mut p = [_mm256_setzero_si256(); 4];
+                for j in 0..NB {
+                    let ay = load(a[i].add((b + j) * Q8_0 + 2));
+                    p[j] = $dpbusd(_mm256_setzero_si256(), x[j], ay);
+                }
+                let (sc, sm) = (a[i].add(scales + 4 * b), a[i].add(sums + 4 * b));
+                let (da, bs) = if NB == 4 {
+                    (
+                        _mm_loadu_ps(sc as *const f32),
+                        _mm_loadu_si128(sm as *const __m128i),
+                    )
+                } else {
+                    // the row's last blocks: lanes NB.. stay 0 (d = 0 adds +0 to their parts)
+                    let (mut da, mut bs) = ([0f32; 4], [0i32; 4]);
+                    std::ptr::copy_nonoverlapping(sc as *const f32, da.as_mut_ptr(), NB);
+                    std::ptr::copy_nonoverlapping(sm as *const i32, bs.as_mut_ptr(), NB);
+                    (
+                        _mm_loadu_ps(da.as_ptr()),
+                        _mm_loadu_si128(bs.as_ptr() as *const __m128i),
+                    )
+                };
+                let tot = _mm_sub_epi32(hsum4_i32(p), _mm_sll_epi32(bs, shift));
+                acc[i] = _mm_fmadd_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(tot), acc[i]);
+            }
         }
 
         /// Q4_1 weights (20-byte blocks) with Q8_1 activations (36-byte blocks): the same result as
