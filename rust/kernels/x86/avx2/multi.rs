@@ -375,6 +375,38 @@ pub unsafe fn q8_acts<const N: usize, const W: u8, const PF: bool>(
     sums: usize,
 ) -> [f32; N] {
     const { assert!(PARTS == 4) };
+    let mut acc = [_mm_setzero_ps(); N];
+    let whole = nb / 4 * 4;
+    for b in (0..whole).step_by(4) {
+        q8_group::<N, W, PF, 4>(w, a, b, scales, sums, &mut acc);
+    }
+    match nb - whole {
+        1 => q8_group::<N, W, PF, 1>(w, a, whole, scales, sums, &mut acc),
+        2 => q8_group::<N, W, PF, 2>(w, a, whole, scales, sums, &mut acc),
+        3 => q8_group::<N, W, PF, 3>(w, a, whole, scales, sums, &mut acc),
+        _ => {}
+    }
+    // (p0 + p2) + (p1 + p3)
+    acc.map(|v| {
+        let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    })
+}
+
+/// Blocks `b..b + NB` (`NB` <= 4: one group of [`q8_acts`]'s parts) into `acc`. The group's weights
+/// are unpacked once and held in registers; each activation row then takes its `NB` block dots,
+/// their lane totals and its scales in turn, so that few vectors are live at once (no spills,
+/// whatever `N`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_group<const N: usize, const W: u8, const PF: bool, const NB: usize>(
+    w: *const u8,
+    a: [*const u8; N],
+    b: usize,
+    scales: usize,
+    sums: usize,
+    acc: &mut [__m128; N],
+) {
     let ones = _mm256_set1_epi16(1);
     let bytes = match W {
         Q8_0W => Q8_0,
@@ -382,70 +414,64 @@ pub unsafe fn q8_acts<const N: usize, const W: u8, const PF: bool>(
         _ => Q5_0,
     };
     let shift = _mm_cvtsi32_si128(if W == Q4_0W { 3 } else { 4 });
-    let mut acc = [_mm_setzero_ps(); N];
-    // blocks b..b + n (n <= 4); called with a constant 4 for all whole groups, so that the block
-    // loop unrolls and the per-block sums stay in registers
-    let mut group = |b: usize, n: usize| {
-        let mut p = [[_mm256_setzero_si256(); 4]; N];
-        let mut dw = 0u64; // the 4 weight scales as f16
-        if N == 1 || PF {
-            prefetch_ahead(w.add(b * bytes), n * bytes);
-        }
-        for j in 0..n {
-            let wb = w.add((b + j) * bytes);
-            dw |= (std::ptr::read_unaligned(wb as *const u16) as u64) << (16 * j);
-            let (x, signed) = match W {
-                Q8_0W => (load(wb.add(2)), true),
-                Q4_0W => (nibbles(wb.add(2)), false),
-                _ => {
-                    let fifth = _mm256_and_si256(bits_to_bytes(wb.add(2)), _mm256_set1_epi8(0x10));
-                    (_mm256_or_si256(nibbles(wb.add(6)), fifth), false)
-                }
-            };
-            let ax = if signed { _mm256_sign_epi8(x, x) } else { x };
-            for i in 0..N {
-                let ay = load(a[i].add((b + j) * Q8_0 + 2));
-                let ay = if signed { _mm256_sign_epi8(ay, x) } else { ay };
-                p[i][j] = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, ay), ones);
+    if N == 1 || PF {
+        prefetch_ahead(w.add(b * bytes), NB * bytes);
+    }
+    // the NB weight scales as f16
+    let mut dw = 0u64;
+    // per block: the unsigned weights (Q8_0: their magnitudes) and, for Q8_0, the signs to move
+    // onto the activations
+    let mut xs = [_mm256_setzero_si256(); 4];
+    let mut ax = [_mm256_setzero_si256(); 4];
+    for j in 0..NB {
+        let wb = w.add((b + j) * bytes);
+        dw |= (std::ptr::read_unaligned(wb as *const u16) as u64) << (16 * j);
+        match W {
+            Q8_0W => {
+                xs[j] = load(wb.add(2));
+                ax[j] = _mm256_sign_epi8(xs[j], xs[j]);
+            }
+            Q4_0W => ax[j] = nibbles(wb.add(2)),
+            _ => {
+                let fifth = _mm256_and_si256(bits_to_bytes(wb.add(2)), _mm256_set1_epi8(0x10));
+                ax[j] = _mm256_or_si256(nibbles(wb.add(6)), fifth);
             }
         }
-        let dw = _mm_cvtph_ps(_mm_cvtsi64_si128(dw as i64));
-        for i in 0..N {
-            let (sc, sm) = (a[i].add(scales + 4 * b), a[i].add(sums + 4 * b));
-            let (da, bs) = if n == 4 {
-                (
-                    _mm_loadu_ps(sc as *const f32),
-                    _mm_loadu_si128(sm as *const __m128i),
-                )
+    }
+    let dw = _mm_cvtph_ps(_mm_cvtsi64_si128(dw as i64));
+    for i in 0..N {
+        let mut p = [_mm256_setzero_si256(); 4];
+        for j in 0..NB {
+            let ay = load(a[i].add((b + j) * Q8_0 + 2));
+            let ay = if W == Q8_0W {
+                _mm256_sign_epi8(ay, xs[j])
             } else {
-                // the row's last blocks: lanes n.. stay 0 (d = 0 adds +0 to their parts)
-                let (mut da, mut bs) = ([0f32; 4], [0i32; 4]);
-                std::ptr::copy_nonoverlapping(sc as *const f32, da.as_mut_ptr(), n);
-                std::ptr::copy_nonoverlapping(sm as *const i32, bs.as_mut_ptr(), n);
-                (
-                    _mm_loadu_ps(da.as_ptr()),
-                    _mm_loadu_si128(bs.as_ptr() as *const __m128i),
-                )
+                ay
             };
-            let mut tot = hsum4_i32(p[i]);
-            if W != Q8_0W {
-                tot = _mm_sub_epi32(tot, _mm_sll_epi32(bs, shift));
-            }
-            acc[i] = _mm_fmadd_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(tot), acc[i]);
+            p[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(ax[j], ay), ones);
         }
-    };
-    let whole = nb / 4 * 4;
-    for b in (0..whole).step_by(4) {
-        group(b, 4);
+        let (sc, sm) = (a[i].add(scales + 4 * b), a[i].add(sums + 4 * b));
+        let (da, bs) = if NB == 4 {
+            (
+                _mm_loadu_ps(sc as *const f32),
+                _mm_loadu_si128(sm as *const __m128i),
+            )
+        } else {
+            // the row's last blocks: lanes NB.. stay 0 (d = 0 adds +0 to their parts)
+            let (mut da, mut bs) = ([0f32; 4], [0i32; 4]);
+            std::ptr::copy_nonoverlapping(sc as *const f32, da.as_mut_ptr(), NB);
+            std::ptr::copy_nonoverlapping(sm as *const i32, bs.as_mut_ptr(), NB);
+            (
+                _mm_loadu_ps(da.as_ptr()),
+                _mm_loadu_si128(bs.as_ptr() as *const __m128i),
+            )
+        };
+        let mut tot = hsum4_i32(p);
+        if W != Q8_0W {
+            tot = _mm_sub_epi32(tot, _mm_sll_epi32(bs, shift));
+        }
+        acc[i] = _mm_fmadd_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(tot), acc[i]);
     }
-    if whole < nb {
-        group(whole, nb - whole);
-    }
-    // (p0 + p2) + (p1 + p3)
-    acc.map(|v| {
-        let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-    })
 }
 
 /// The lane totals of 4 vectors of 8 i32: `[sum(v[0]), sum(v[1]), sum(v[2]), sum(v[3])]`.
