@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import ggufgen as g
+import pytest
 from conftest import tiny_path
 
 # ~164 MB of Q8_0 weights: large enough that a copy would dominate every other allocation.
@@ -60,3 +61,47 @@ def test_anonymous_memory_growth_is_far_below_the_weights() -> None:
         f"anonymous growth {eng['anon'] / 2**20:.1f} MiB for a {size / 2**20:.0f} MiB file"
     )
     assert eng["file"] > 0.5 * size
+
+
+HUGE_PROBE = textwrap.dedent(
+    """
+    import json, mmap, sys
+    import med42_rs
+    path, mode = sys.argv[1], sys.argv[2]
+    if mode == "engine":
+        keep = med42_rs.Model.load(path, n_ctx=64)
+    else:  # negative control: a plain read-only mapping of the same file, no advice
+        f = open(path, "rb")
+        keep = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    flags, in_map = [], False
+    for line in open("/proc/self/smaps"):
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5:  # a mapping's first line
+            in_map = line.rstrip().endswith(path)
+        elif in_map and line.startswith("VmFlags:"):
+            flags.append(line.split()[1:])
+    print(json.dumps(flags))
+    """
+)
+
+
+@pytest.mark.skipif(
+    not Path("/sys/kernel/mm/transparent_hugepage").exists(),
+    reason="needs Linux with transparent huge pages (the advice is a no-op elsewhere)",
+)
+def test_the_weights_mapping_asks_for_2_mib_pages() -> None:
+    """The file mapping is advised MADV_HUGEPAGE (VmFlags `hg`): where the file system caches in
+    large folios, decode reads the weights through 2 MiB pages (docs/PERFORMANCE.md, "Page size")."""
+    path = tiny_path("Q8_0", BIG)
+
+    def flags(mode: str) -> list[list[str]]:
+        out = subprocess.run(
+            [sys.executable, "-c", HUGE_PROBE, str(path), mode], check=True, capture_output=True, text=True
+        ).stdout
+        return list(json.loads(out.strip().splitlines()[-1]))
+
+    eng, plain = flags("engine"), flags("plain")
+    # the probe finds the mapping either way; only the engine's carries the advice
+    assert len(eng) == 1 and len(plain) == 1, (eng, plain)
+    assert "hg" in eng[0], eng
+    assert "hg" not in plain[0], plain
