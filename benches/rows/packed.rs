@@ -30,6 +30,9 @@ use super::x86::{bytes, median, weights};
 /// One variant: a packed GEMM of 4 activation rows over both groups of a pair.
 type Gemm = fn(usize, &[Vec<u8>; 2], [*const u8; 4], &mut [[Acc; 4]; 2]);
 
+/// An AVX2 pack function (the packing every variant runs on).
+type Pack = unsafe fn(usize, usize, [*const u8; 8], *mut u8);
+
 /// Activation rows per tile (the matmul's `PACKED_TILE`) and bytes per packed chunk
 /// (`PACKED_CHUNK_BYTES`).
 const TILE: usize = 256;
@@ -144,7 +147,7 @@ pub fn main(rounds: usize) {
     );
     for t in [Q4_K, Q5_K, Q6_K, Q3_K, Q2_K] {
         let k = 8192;
-        let (bb, pack): (usize, unsafe fn(usize, usize, [*const u8; 8], *mut u8)) = match t {
+        let (bb, pack): (usize, Pack) = match t {
             Q4_K => (a2::Q4_K_PACKED, a2::pack_q45_k::<false>),
             Q5_K => (a2::Q4_K_PACKED, a2::pack_q45_k::<true>),
             Q6_K => (a2::K16_PACKED, a2::pack_q6_k),

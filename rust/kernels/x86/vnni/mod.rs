@@ -286,10 +286,10 @@ pub(crate) unsafe fn gemm<const N: usize, const AVX512: bool>(
 /// Which route the AVX-512 K-quant packed GEMMs ([`packed_k::avx512vnni_x2`], both groups of a
 /// pair in 512-bit registers) take ([`packed_k`]'s `DP`), for Q4_K, Q5_K, Q2_K/Q3_K and Q6_K:
 /// the faster one on a 2-core Xeon (Sapphire Rapids class) in `benches/rows.rs` (`packed`),
-/// where these run in 0.70-0.85x the AVX2 kernels' time.
+/// where these run in 0.70-0.88x the AVX2 kernels' time.
 pub const K_DP_512: [bool; 4] = [true, true, true, false];
 
 /// The same for the AVX-VNNI form ([`packed_k::avxvnni`], 256-bit, one group at a time): on the
-/// same Xeon, `vpdpbusd` runs (0.87-0.90x AVX2's time) for Q4_K, Q2_K and Q3_K; for Q5_K and
+/// same Xeon, `vpdpbusd` runs (0.87-0.94x AVX2's time) for Q4_K, Q2_K and Q3_K; for Q5_K and
 /// Q6_K the 16-bit sums (about AVX2's time: the fused `vpdpwssd` is all these gain there).
 pub const K_DP_256: [bool; 4] = [true, false, true, false];
