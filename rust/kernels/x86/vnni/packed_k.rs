@@ -23,8 +23,11 @@
 //! ([`avxvnni`]) on 256-bit registers, one weight group per call; [`avx512vnni_x2`] runs both
 //! groups of a pair in the two halves of 512-bit registers, twice the rows per instruction at
 //! about the same instruction throughput on a Sapphire Rapids Xeon: what the dispatch runs with
-//! AVX-512 ([`super::gemm`]; `avx512vnni` is kept for the tests and `benches/rows.rs`). One
-//! source (`packed_k_gemms!`) over each module's vector operations (`ops_256!`, `ops_512!`).
+//! AVX-512 ([`super::gemm`]; `avx512vnni` is kept for the tests and `benches/rows.rs`). Its
+//! vectors are two 256-bit loads, one from each group's packed blocks; packing the pair
+//! interleaved (one 512-bit load) took 3-5 % less time in `benches/rows.rs`, before counting
+//! the copy that interleaving costs per packed chunk, and is not done. One source
+//! (`packed_k_gemms!`) over each module's vector operations (`ops_256!`, `ops_512!`).
 
 #![allow(unsafe_op_in_unsafe_fn)]
 // block, part and lane indices address several arrays at once in these kernels
