@@ -20,7 +20,9 @@
 //! the L3 of large servers) and 2 MiB (in L2: the kernels' compute alone).
 //!
 //! `cargo bench --profile dev-release --bench rows` (x86-64 with AVX-512 VNNI; elsewhere it says
-//! so and exits). `MED42_ROWS_ROUNDS` sets the rounds (default 15).
+//! so and exits). `MED42_ROWS_ROUNDS` sets the rounds (default 15). With the argument `packed`
+//! (`cargo bench ... --bench rows -- packed`) it compares the K-quants' packed prompt GEMMs
+//! instead ([`packed`]).
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -37,7 +39,7 @@ mod x86 {
     const K: usize = 8192;
 
     /// Deterministic bytes (splitmix64).
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
         let mut s = seed;
         let mut out = Vec::with_capacity(n + 8);
         while out.len() < n {
@@ -52,13 +54,14 @@ mod x86 {
     }
 
     /// `rows` weight rows of `t` with random quants and small finite f16 scales.
-    fn weights(t: GgmlType, rows: usize) -> Vec<u8> {
+    pub(crate) fn weights(t: GgmlType, rows: usize) -> Vec<u8> {
         let bs = t.type_size();
         let mut w = bytes(rows * K / t.block_size() * bs, 7);
         let fields: &[usize] = match t {
-            GgmlType::Q4_K => &[0, 2],
+            GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
             GgmlType::Q6_K => &[208],
             GgmlType::Q3_K => &[108],
+            GgmlType::Q2_K => &[80, 82],
             _ => &[0],
         };
         let h = half::f16::from_f32(0.01).to_bits().to_le_bytes();
@@ -163,7 +166,7 @@ mod x86 {
         }
     }
 
-    fn median(mut v: Vec<f64>) -> f64 {
+    pub(crate) fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     }
@@ -193,6 +196,9 @@ mod x86 {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(15);
+        if std::env::args().any(|a| a == "packed") {
+            return super::packed::main(rounds);
+        }
         println!(
             "kernels: {}; k = {K}, 1 thread, {rounds} rounds",
             vnni::Vnni::detect().map_or("none", |v| v.name())
@@ -249,6 +255,10 @@ mod x86 {
         }
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+#[path = "rows/packed.rs"]
+mod packed;
 
 fn main() {
     #[cfg(target_arch = "x86_64")]

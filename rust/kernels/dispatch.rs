@@ -13,8 +13,8 @@ use crate::gguf::GgmlType;
 
 /// The instruction set this crate's own kernels run with on this CPU, chosen at run time:
 /// `"avx512vnni"` (x86-64 with AVX-512 F/BW/VL/VNNI besides AVX2, FMA and F16C) or `"avxvnni"`
-/// (AVX-VNNI without AVX-512): the decode and multi-row kernels of the Med42 types and Q4_1 and
-/// the packed GEMMs of Q4_0, Q5_0 and Q8_0 use it, the rest AVX2; `"avx2"` (AVX2, FMA and F16C);
+/// (AVX-VNNI without AVX-512): the decode, multi-row and packed prompt kernels of the Med42 types
+/// and Q4_1's decode kernel use it, the rest AVX2; `"avx2"` (AVX2, FMA and F16C);
 /// else `"scalar"` (candle's kernels, with the SIMD candle was compiled for: see
 /// [`Kernels::name`] per type).
 pub fn isa() -> &'static str {
@@ -55,8 +55,8 @@ pub struct Kernels {
     /// AVX2, Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0).
     pub packed: Option<Packed>,
     /// Which implementation `single` is: `"avx512vnni"`, `"avxvnni"` or `"avx2"` (this crate's,
-    /// chosen at run time; the multi-row kernel is of the same instruction set, the packed GEMM
-    /// AVX2 or, for Q4_0, Q5_0 and Q8_0, VNNI on the same packing),
+    /// chosen at run time; the multi-row kernel and the packed GEMM are of the same instruction
+    /// set, the VNNI packed GEMMs on the AVX2 packing),
     /// `"candle-avx2"` / `"candle-neon"` (candle's, fixed when candle was compiled) or `"scalar"`.
     pub name: &'static str,
 }
@@ -152,8 +152,8 @@ pub struct Packed {
     t: GgmlType,
     /// Bytes of one packed block (private: `pack` and `gemm` trust it for the buffers' lengths).
     block_bytes: usize,
-    /// The VNNI form `gemm` runs (Q4_0, Q5_0, Q8_0 where the CPU has one), else the AVX2 kernel:
-    /// the same packing, the same results bit for bit.
+    /// The VNNI form `gemm` runs where the CPU has one (every type with a packed GEMM), else the
+    /// AVX2 kernel: the same packing, the same results bit for bit.
     #[cfg(target_arch = "x86_64")]
     vnni: Option<Vnni>,
 }
@@ -165,9 +165,8 @@ impl Packed {
         self.block_bytes
     }
 
-    /// The packed GEMM for `t` on this CPU, if any (AVX2; Q4_0, Q5_0 and Q8_0 with VNNI where the
-    /// CPU has it): every type whose single-row and
-    /// multi-row kernels sum in its order (see [`Kernels::dot_rows`]).
+    /// The packed GEMM for `t` on this CPU, if any (AVX2, or VNNI where the CPU has it): every
+    /// type whose single-row and multi-row kernels sum in its order (see [`Kernels::dot_rows`]).
     fn for_type(t: GgmlType) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2() {

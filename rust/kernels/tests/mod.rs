@@ -1,8 +1,8 @@
 //! Kernel correctness: every SIMD dot against the scalar reference and against an f64 dot of the
 //! dequantized operands ([`dots`]); the tiled and packed matmul against the single-row kernel, f64
 //! math and each other ([`matmul`]); the safe entry points' length checks ([`bounds`]); the VNNI
-//! kernels against the AVX2 ones ([`vnni`]) and their multi-row kernels against the single-row
-//! ones ([`rows`]).
+//! kernels against the AVX2 ones ([`vnni`], the packed GEMMs in [`vnni_packed`]) and their
+//! multi-row kernels against the single-row ones ([`rows`]).
 
 use candle_core::quantized::k_quants::{BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType as CandleBlock};
 use half::{bf16, f16};
@@ -19,6 +19,8 @@ mod matmul;
 mod rows;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
+#[cfg(target_arch = "x86_64")]
+mod vnni_packed;
 
 /// Every type with weight kernels (Q8_K exists only as an activation format).
 pub(super) fn types() -> impl Iterator<Item = GgmlType> {

@@ -2,12 +2,12 @@
 //! BW and VL, besides AVX2, FMA and F16C) and AVX-VNNI (the VEX form, on CPUs without AVX-512),
 //! both on 256-bit registers: the single-row (decode) and multi-row (short prompts) dots of
 //! every type of the Med42 quant table, Q4_1's single-row dot, and the packed prompt GEMMs of
-//! Q4_0, Q5_0 and Q8_0 (on the AVX2 packing; the K-quants' packed GEMMs stay AVX2).
+//! that table ([`packed`]: Q4_0, Q5_0, Q8_0; [`packed_k`]: Q2_K..Q6_K; on the AVX2 packing).
 //!
 //! Each computes the exact per-block integers of its AVX2 counterpart ([`super::avx2`]) with
 //! fewer instructions (`vpdpbusd`, `vpdpwssd`) and combines them with the same f32 operations in
 //! the same order, so a weight row times an activation row gives the same f32 bit for bit on
-//! either instruction set; the packed prompt GEMMs (AVX2, or [`packed`]) sum in that order too,
+//! either instruction set; the packed prompt GEMMs sum in that order too,
 //! so batching does not change results on a VNNI machine either.
 //!
 //! As in [`super::avx2`], the functions handed out check every length once per call and panic on
@@ -17,6 +17,7 @@
 pub mod blocks32;
 pub mod kquants;
 pub mod packed;
+pub mod packed_k;
 
 use crate::gguf::GgmlType;
 use crate::kernels::acts::ActKind;
@@ -213,9 +214,11 @@ pub(crate) unsafe fn dot_rows4<const AVX512: bool>(t: GgmlType) -> Option<DotRow
     })
 }
 
-/// Whether `t` has a VNNI packed GEMM ([`gemm`]): Q4_0, Q5_0 and Q8_0.
+/// Whether `t` has a VNNI packed GEMM ([`gemm`]): every type with an AVX2 one (Q2_K..Q6_K,
+/// Q4_0, Q5_0 and Q8_0).
 pub fn has_gemm(t: GgmlType) -> bool {
-    matches!(t, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0)
+    use GgmlType::*;
+    matches!(t, Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q4_0 | Q5_0 | Q8_0)
 }
 
 /// [`crate::kernels::x86::avx2::gemm`] with VNNI of the form `AVX512`, for the types of
@@ -233,12 +236,15 @@ pub(crate) unsafe fn gemm<const N: usize, const AVX512: bool>(
     acc: [&mut [Acc; N]; PACK_PAIR],
 ) {
     use packed::{avx512vnni as e, avxvnni as v};
+    use packed_k::{avx512vnni_x2 as kz, avxvnni as kv};
+    use GgmlType::*;
+    // Q4_0 and Q5_0 run both groups in one pass, Q8_0 one group at a time (as AVX2)
     match (t, AVX512) {
-        (GgmlType::Q4_0, true) => e::gemm_q45_0::<N, false>(b0, nb, row_nb, p, rows, acc),
-        (GgmlType::Q5_0, true) => e::gemm_q45_0::<N, true>(b0, nb, row_nb, p, rows, acc),
-        (GgmlType::Q4_0, false) => v::gemm_q45_0::<N, false>(b0, nb, row_nb, p, rows, acc),
-        (GgmlType::Q5_0, false) => v::gemm_q45_0::<N, true>(b0, nb, row_nb, p, rows, acc),
-        (GgmlType::Q8_0, _) => {
+        (Q4_0, true) => return e::gemm_q45_0::<N, false>(b0, nb, row_nb, p, rows, acc),
+        (Q5_0, true) => return e::gemm_q45_0::<N, true>(b0, nb, row_nb, p, rows, acc),
+        (Q4_0, false) => return v::gemm_q45_0::<N, false>(b0, nb, row_nb, p, rows, acc),
+        (Q5_0, false) => return v::gemm_q45_0::<N, true>(b0, nb, row_nb, p, rows, acc),
+        (Q8_0, _) => {
             for (p, acc) in p.into_iter().zip(acc) {
                 if AVX512 {
                     e::gemm_q8_0::<N>(b0, nb, row_nb, p, rows, acc);
@@ -246,7 +252,44 @@ pub(crate) unsafe fn gemm<const N: usize, const AVX512: bool>(
                     v::gemm_q8_0::<N>(b0, nb, row_nb, p, rows, acc);
                 }
             }
+            return;
         }
-        (t, _) => unreachable!("no VNNI packed kernel for {t}"),
+        _ => {}
+    }
+    // the K-quants: with AVX-512 both groups in the halves of 512-bit registers, else one group
+    // at a time in 256-bit ones
+    if AVX512 {
+        const D: [bool; 4] = K_DP_512;
+        return match t {
+            Q4_K => kz::gemm_q45_k::<N, false, { D[0] }>(b0, nb, row_nb, p, rows, acc),
+            Q5_K => kz::gemm_q45_k::<N, true, { D[1] }>(b0, nb, row_nb, p, rows, acc),
+            Q2_K | Q3_K => kz::gemm_k16::<N, false, { D[2] }>(b0, nb, row_nb, p, rows, acc),
+            Q6_K => kz::gemm_k16::<N, true, { D[3] }>(b0, nb, row_nb, p, rows, acc),
+            t => unreachable!("no VNNI packed kernel for {t}"),
+        };
+    }
+    const D: [bool; 4] = K_DP_256;
+    type One<const N: usize> =
+        unsafe fn(usize, usize, usize, [*const u8; 1], [*const u8; N], [&mut [Acc; N]; 1]);
+    let one: One<N> = match t {
+        Q4_K => kv::gemm_q45_k::<N, false, { D[0] }>,
+        Q5_K => kv::gemm_q45_k::<N, true, { D[1] }>,
+        Q2_K | Q3_K => kv::gemm_k16::<N, false, { D[2] }>,
+        Q6_K => kv::gemm_k16::<N, true, { D[3] }>,
+        t => unreachable!("no VNNI packed kernel for {t}"),
+    };
+    for (p, acc) in p.into_iter().zip(acc) {
+        one(b0, nb, row_nb, [p], rows, [acc]);
     }
 }
+
+/// Which route the AVX-512 K-quant packed GEMMs ([`packed_k::avx512vnni_x2`], both groups of a
+/// pair in 512-bit registers) take ([`packed_k`]'s `DP`), for Q4_K, Q5_K, Q2_K/Q3_K and Q6_K:
+/// the faster one on a 2-core Xeon (Sapphire Rapids class) in `benches/rows.rs` (`packed`),
+/// where these run in 0.70-0.88x the AVX2 kernels' time.
+pub const K_DP_512: [bool; 4] = [true, true, true, false];
+
+/// The same for the AVX-VNNI form ([`packed_k::avxvnni`], 256-bit, one group at a time): on the
+/// same Xeon, `vpdpbusd` runs (0.87-0.94x AVX2's time) for Q4_K, Q2_K and Q3_K; for Q5_K and
+/// Q6_K the 16-bit sums (about AVX2's time: the fused `vpdpwssd` is all these gain there).
+pub const K_DP_256: [bool; 4] = [true, false, true, false];
