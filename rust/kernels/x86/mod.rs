@@ -52,20 +52,31 @@ pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
-/// How far ahead of the block being computed the decode kernels ask for weights. Decode streams
-/// every weight once per token from memory, and the hardware prefetchers alone leave that read
-/// stream short of the memory bandwidth; 2 KiB ahead covers the memory latency at decode speed
-/// without evicting what is still being read (a few KiB either way is close to as good).
-pub(crate) const PF_DIST: usize = 2048;
+/// How far ahead of the block being computed the decode kernels ask for weights, in two steps.
+/// Decode streams every weight once per token from memory, and the hardware prefetchers alone
+/// leave that read stream far short of the memory bandwidth (without software prefetch the Q8_0
+/// slice decodes at under half its speed on a 2-core Xeon). A far request into L2
+/// ([`PF_FAR`], `prefetcht2`) keeps enough lines in flight to cover the memory latency without
+/// holding the few L1 fill buffers; a near one into L1 ([`PF_NEAR`], `prefetcht0`) brings each
+/// line on from L2 shortly before its use. On the 2-core Xeon (Sapphire Rapids class, 2 MiB
+/// pages) this two-step form decodes the Q8_0 slice 5% and the Q4_K_M slice 9% faster than one
+/// `prefetcht0` 2 KiB ahead (32-token greedy decodes, the two forms alternated); far distances of
+/// 3-8 KiB, near ones of 0.5-1 KiB and `prefetcht1` for the far step measured within noise of
+/// these.
+pub(crate) const PF_FAR: usize = 4096;
+/// The near distance of [`prefetch_ahead`] (see [`PF_FAR`]).
+pub(crate) const PF_NEAR: usize = 768;
 
-/// Prefetch the cache lines of `len` bytes starting `PF_DIST` bytes after `p` (a hint: addresses
-/// past the weights are allowed and never fault, hence the wrapping arithmetic).
+/// Prefetch the cache lines of `len` bytes starting [`PF_FAR`] bytes after `p` into L2 and those
+/// starting [`PF_NEAR`] bytes after `p` into L1 (hints: addresses past the weights are allowed and
+/// never fault, hence the wrapping arithmetic).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn prefetch_ahead(p: *const u8, len: usize) {
     let mut l = 0;
     while l < len {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF_DIST + l) as *const i8);
+        _mm_prefetch::<_MM_HINT_T2>(p.wrapping_add(PF_FAR + l) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF_NEAR + l) as *const i8);
         l += 64;
     }
 }
