@@ -60,9 +60,9 @@ pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
 /// holding the few L1 fill buffers; a near one into L1 ([`PF_NEAR`], `prefetcht0`) brings each
 /// line on from L2 shortly before its use. On the 2-core Xeon (Sapphire Rapids class, 2 MiB
 /// pages) this two-step form decodes the 70B-shaped slices 5-14% faster (Q8_0, Q4_0, Q4_K_M,
-/// Q6_K) than one `prefetcht0` 2 KiB ahead (32-token greedy decodes, the two forms alternated); far distances of
-/// 3-8 KiB, near ones of 0.5-1 KiB and `prefetcht1` for the far step measured within noise of
-/// these.
+/// Q6_K) than one `prefetcht0` 2 KiB ahead (32-token greedy decodes, the two forms alternated);
+/// far distances of 3-8 KiB, near ones of 0.5-1 KiB and `prefetcht1` for the far step measured
+/// within noise of these.
 pub(crate) const PF_FAR: usize = 4096;
 /// The near distance of [`prefetch_ahead`] (see [`PF_FAR`]).
 pub(crate) const PF_NEAR: usize = 768;
