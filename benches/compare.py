@@ -304,7 +304,8 @@ def warm(path: Path) -> float:
     are dropped (``POSIX_FADV_DONTNEED``; clean pages nobody maps) and it is read once front to
     back. On Linux with large folios (ext4 and XFS on recent kernels) read-ahead then caches it in
     2 MiB folios, which both engines' mappings use as 2 MiB pages; a file left in 4 KiB folios by
-    whatever read it last decodes up to a quarter slower (docs/PERFORMANCE.md, "Page size").
+    whatever read it last decodes up to a quarter slower (docs/PERFORMANCE.md, "Page size and
+    prefetch").
     Returns the share of the file in 2 MiB folios after the read (global ``FileHugePages``
     before and after, so approximate; nan off Linux)."""
     fd = os.open(path, os.O_RDONLY)

@@ -81,7 +81,8 @@ impl Source {
                 // and XFS on recent kernels) and THP is not "never", pages faulted in here come
                 // in PMD-sized folios mapped by one entry each. Decode reads every weight once
                 // per token, and on a 2-core Xeon (Sapphire Rapids class) that took the slice's
-                // Q4_K_M decode from 15.5 to 19.6 tok/s (docs/PERFORMANCE.md, "Page size").
+                // Q4_K_M decode from 15.5 to 19.6 tok/s (docs/PERFORMANCE.md, "Page size and
+                // prefetch").
                 // Pages already cached in 4 KiB folios by another reader stay as they are.
                 #[cfg(target_os = "linux")]
                 let _ = m.advise(memmap2::Advice::HugePage);
