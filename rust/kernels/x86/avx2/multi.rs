@@ -386,11 +386,45 @@ pub unsafe fn q8_acts<const N: usize, const W: u8, const PF: bool>(
         3 => q8_group::<N, W, PF, 3>(w, a, whole, scales, sums, &mut acc),
         _ => {}
     }
-    // (p0 + p2) + (p1 + p3)
+    combine_parts(acc)
+}
+
+/// Each row's 4 parts `[p0, p1, p2, p3]` summed as `(p0 + p2) + (p1 + p3)` (the order of
+/// [`crate::kernels::layout::combine`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn combine_parts<const N: usize>(acc: [__m128; N]) -> [f32; N] {
     acc.map(|v| {
         let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
         _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     })
+}
+
+/// The f32 scales and i32 quant sums of blocks `b..b + NB` of the Q8_0 activation row at `a`
+/// (scales at byte `scales`, sums at `sums`, as [`crate::kernels::QActs::row_with_scales`] holds
+/// them), lanes `NB..` zero: for a row's last blocks, `d = 0` adds `+0` to those parts.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn q8_scales_sums<const NB: usize>(
+    a: *const u8,
+    b: usize,
+    scales: usize,
+    sums: usize,
+) -> (__m128, __m128i) {
+    let (sc, sm) = (a.add(scales + 4 * b), a.add(sums + 4 * b));
+    if NB == 4 {
+        return (
+            _mm_loadu_ps(sc as *const f32),
+            _mm_loadu_si128(sm as *const __m128i),
+        );
+    }
+    let (mut da, mut bs) = ([0f32; 4], [0i32; 4]);
+    std::ptr::copy_nonoverlapping(sc as *const f32, da.as_mut_ptr(), NB);
+    std::ptr::copy_nonoverlapping(sm as *const i32, bs.as_mut_ptr(), NB);
+    (
+        _mm_loadu_ps(da.as_ptr()),
+        _mm_loadu_si128(bs.as_ptr() as *const __m128i),
+    )
 }
 
 /// Blocks `b..b + NB` (`NB` <= 4: one group of [`q8_acts`]'s parts) into `acc`. The group's weights
@@ -450,22 +484,7 @@ unsafe fn q8_group<const N: usize, const W: u8, const PF: bool, const NB: usize>
             };
             p[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(ax[j], ay), ones);
         }
-        let (sc, sm) = (a[i].add(scales + 4 * b), a[i].add(sums + 4 * b));
-        let (da, bs) = if NB == 4 {
-            (
-                _mm_loadu_ps(sc as *const f32),
-                _mm_loadu_si128(sm as *const __m128i),
-            )
-        } else {
-            // the row's last blocks: lanes NB.. stay 0 (d = 0 adds +0 to their parts)
-            let (mut da, mut bs) = ([0f32; 4], [0i32; 4]);
-            std::ptr::copy_nonoverlapping(sc as *const f32, da.as_mut_ptr(), NB);
-            std::ptr::copy_nonoverlapping(sm as *const i32, bs.as_mut_ptr(), NB);
-            (
-                _mm_loadu_ps(da.as_ptr()),
-                _mm_loadu_si128(bs.as_ptr() as *const __m128i),
-            )
-        };
+        let (da, bs) = q8_scales_sums::<NB>(a[i], b, scales, sums);
         let mut tot = hsum4_i32(p);
         if W != Q8_0W {
             tot = _mm_sub_epi32(tot, _mm_sll_epi32(bs, shift));

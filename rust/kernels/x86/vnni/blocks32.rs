@@ -27,7 +27,9 @@ macro_rules! kernels32 {
 
         use crate::gguf::GgmlType;
         use crate::kernels::layout::PARTS;
-        use crate::kernels::x86::avx2::multi::{hsum4_i32, Q4_0W, Q8_0W};
+        use crate::kernels::x86::avx2::multi::{
+            combine_parts, hsum4_i32, q8_scales_sums, Q4_0W, Q8_0W,
+        };
         use crate::kernels::x86::{bits_to_bytes, hsum, nibbles, prefetch_ahead};
 
         const Q8_0: usize = GgmlType::Q8_0.type_size();
@@ -83,11 +85,7 @@ macro_rules! kernels32 {
                 3 => group::<N, W, PF, 3>(w, a, whole, scales, sums, &mut acc),
                 _ => {}
             }
-            // (p0 + p2) + (p1 + p3)
-            acc.map(|v| {
-                let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
-                _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-            })
+            combine_parts(acc)
         }
 
         /// Blocks `b..b + NB` (`NB` <= 4: one group of [`q8_acts`]'s parts) into `acc`. The group's
@@ -132,22 +130,7 @@ macro_rules! kernels32 {
                     let ay = load(a[i].add((b + j) * Q8_0 + 2));
                     p[j] = $dpbusd(_mm256_setzero_si256(), x[j], ay);
                 }
-                let (sc, sm) = (a[i].add(scales + 4 * b), a[i].add(sums + 4 * b));
-                let (da, bs) = if NB == 4 {
-                    (
-                        _mm_loadu_ps(sc as *const f32),
-                        _mm_loadu_si128(sm as *const __m128i),
-                    )
-                } else {
-                    // the row's last blocks: lanes NB.. stay 0 (d = 0 adds +0 to their parts)
-                    let (mut da, mut bs) = ([0f32; 4], [0i32; 4]);
-                    std::ptr::copy_nonoverlapping(sc as *const f32, da.as_mut_ptr(), NB);
-                    std::ptr::copy_nonoverlapping(sm as *const i32, bs.as_mut_ptr(), NB);
-                    (
-                        _mm_loadu_ps(da.as_ptr()),
-                        _mm_loadu_si128(bs.as_ptr() as *const __m128i),
-                    )
-                };
+                let (da, bs) = q8_scales_sums::<NB>(a[i], b, scales, sums);
                 let tot = _mm_sub_epi32(hsum4_i32(p), _mm_sll_epi32(bs, shift));
                 acc[i] = _mm_fmadd_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(tot), acc[i]);
             }
