@@ -91,7 +91,8 @@ HUGE_PROBE = textwrap.dedent(
 )
 def test_the_weights_mapping_asks_for_2_mib_pages() -> None:
     """The file mapping is advised MADV_HUGEPAGE (VmFlags `hg`): where the file system caches in
-    large folios, decode reads the weights through 2 MiB pages (docs/PERFORMANCE.md, "Page size")."""
+    large folios, decode reads the weights through 2 MiB pages (docs/PERFORMANCE.md, "Page size and
+    prefetch")."""
     path = tiny_path("Q8_0", BIG)
 
     def flags(mode: str) -> list[list[str]]:
