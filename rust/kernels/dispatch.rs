@@ -3,7 +3,9 @@
 //! the f32 vector operations of attention, chosen the same way.
 
 use super::acts::{q8_0_row_with_scales_bytes, ActKind, QActs};
-use super::layout::{Acc, DotFn, DotRows4Fn, DotRowsFn, PACK_GROUP, PACK_PAIR, PACK_ROWS};
+use super::layout::{
+    Acc, DotFn, DotRows2Fn, DotRows4Fn, DotRowsFn, PACK_GROUP, PACK_PAIR, PACK_ROWS,
+};
 use super::reference::{candle_dot_fn, candle_kernel_name};
 #[cfg(target_arch = "x86_64")]
 use super::x86::vnni::{self, Vnni};
@@ -51,6 +53,9 @@ pub struct Kernels {
     /// sequences of a batched decode step; 3 rows left take it with the last row twice), in
     /// the same order: the same bits.
     pub dot_rows4: Option<DotRows4Fn>,
+    /// The same for [`super::layout::ROWS2`] rows (2 rows left of a batch: a batched decode
+    /// step of 2 or 6 sequences), in the same order: the same bits.
+    pub dot_rows2: Option<DotRows2Fn>,
     /// The packed-tile GEMM for prompts of [`super::PACKED_MIN_ROWS`] rows or more, if any (on
     /// AVX2, Q2_K..Q6_K, Q4_0, Q5_0 and Q8_0).
     pub packed: Option<Packed>,
@@ -85,12 +90,13 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         if x86::has_avx2() {
             // SAFETY: AVX2/FMA/F16C detected just above.
-            let (mut one, mut dot, mut dot_rows, mut dot_rows4) = unsafe {
+            let (mut one, mut dot, mut dot_rows, mut dot_rows4, mut dot_rows2) = unsafe {
                 (
                     avx2::dot_with_scales(t),
                     avx2::dot(t),
                     avx2::dot_rows(t),
                     avx2::dot_rows4(t),
+                    avx2::dot_rows2(t),
                 )
             };
             let mut name = "avx2";
@@ -105,12 +111,14 @@ impl Kernels {
                             vnni::dot::<true>(t),
                             vnni::dot_rows::<true>(t),
                             vnni::dot_rows4::<true>(t),
+                            vnni::dot_rows2::<true>(t),
                         ),
                         Vnni::Avx => (
                             vnni::dot_with_scales::<false>(t),
                             vnni::dot::<false>(t),
                             vnni::dot_rows::<false>(t),
                             vnni::dot_rows4::<false>(t),
+                            vnni::dot_rows2::<false>(t),
                         ),
                     }
                 };
@@ -119,6 +127,7 @@ impl Kernels {
                 }
                 dot_rows = fast.2.or(dot_rows);
                 dot_rows4 = fast.3.or(dot_rows4);
+                dot_rows2 = fast.4.or(dot_rows2);
             }
             let (single, single_with_scales, name) = match (one, dot) {
                 (Some(one), _) => (one, true, name),
@@ -130,6 +139,7 @@ impl Kernels {
                 single_with_scales,
                 dot_rows,
                 dot_rows4,
+                dot_rows2,
                 packed: Packed::for_type(t),
                 name,
             });
@@ -139,6 +149,7 @@ impl Kernels {
             single_with_scales: false,
             dot_rows: None,
             dot_rows4: None,
+            dot_rows2: None,
             packed: None,
             name: candle_kernel_name(t),
         })

@@ -23,6 +23,13 @@ pub const ROWS4: usize = 4;
 /// [`DotRowsFn`] for [`ROWS4`] activation rows.
 pub type DotRows4Fn = fn(k: usize, w: &[u8], a: [&[u8]; ROWS4]) -> [f32; ROWS4];
 
+/// Activation rows of the two-row kernel: a batched decode step of 2 sequences (or 6, after a
+/// 4-row call), one unpacking of each weight block for both.
+pub const ROWS2: usize = 2;
+
+/// [`DotRowsFn`] for [`ROWS2`] activation rows.
+pub type DotRows2Fn = fn(k: usize, w: &[u8], a: [&[u8]; ROWS2]) -> [f32; ROWS2];
+
 /// Weight rows per packed group (one per 32-bit lane of a 256-bit register).
 pub const PACK_GROUP: usize = 8;
 /// Activation rows per call of a packed GEMM kernel.

@@ -5,7 +5,7 @@
 
 use super::acts::QActs;
 use super::dispatch::{Kernels, Packed};
-use super::layout::{combine, PACK_GROUP, PACK_PAIR, PACK_ROWS, PARTS, ROWS, ROWS4};
+use super::layout::{combine, PACK_GROUP, PACK_PAIR, PACK_ROWS, PARTS, ROWS, ROWS2, ROWS4};
 use super::pool;
 use super::send_ptr::SendPtr;
 use crate::gguf::GgmlType;
@@ -141,6 +141,20 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
                     }
                     tail = t1;
                 }
+            }
+            if let Some(dot_rows2) = w.kernels.dot_rows2.filter(|_| t1 - tail == ROWS2) {
+                // 2 rows left (a batched step of 2 or 6 sequences): one call shares each weight
+                // block's unpacking, where two single-row calls unpack it twice
+                let t = tail;
+                let a: [&[u8]; ROWS2] = std::array::from_fn(|i| acts.row_with_scales(t + i));
+                for j in j0..j1 {
+                    let r = dot_rows2(w.k, w.row(j), a);
+                    for (i, v) in r.into_iter().enumerate() {
+                        // SAFETY: (t, j) pairs of different tasks are disjoint.
+                        unsafe { *dst.get().add((t + i) * n + j) = v };
+                    }
+                }
+                tail = t1;
             }
             for j in j0..j1 {
                 let wr = w.row(j);

@@ -223,8 +223,8 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
     assert!(Kernels::for_type(GgmlType::IQ4_XS).is_none());
 }
 
-/// The 4-row kernel (a batched decode step of a few sequences) gives every row the single-row
-/// kernel's bits, for every type that has one; rows are not mixed up.
+/// The 4-row and 2-row kernels (a batched decode step of a few sequences) give every row the
+/// single-row kernel's bits, for every type that has one; rows are not mixed up.
 #[test]
 fn four_row_kernels_equal_the_single_row_kernel_bit_for_bit() {
     let mut checked = 0;
@@ -251,6 +251,19 @@ fn four_row_kernels_equal_the_single_row_kernel_bit_for_bit() {
             let s = dot_rows4(k, &wb, swapped);
             assert_eq!((s[0], s[3]), (got[3], got[0]), "{t}");
             assert_ne!(got[0], got[3], "{t}: distinct rows gave equal dots");
+            // the 2-row kernel (2 rows left of a batch) likewise
+            let dot_rows2 = kern
+                .dot_rows2
+                .expect("a type with a 4-row kernel has a 2-row one");
+            for q in 0..2 {
+                let two = dot_rows2(k, &wb, [rows[2 * q], rows[2 * q + 1]]);
+                assert_eq!(two, [got[2 * q], got[2 * q + 1]], "{t} k={k} 2 rows {q}");
+            }
+            assert_eq!(
+                dot_rows2(k, &wb, [rows[1], rows[0]]),
+                [got[1], got[0]],
+                "{t}"
+            );
         }
         checked += 1;
     }

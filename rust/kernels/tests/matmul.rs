@@ -251,6 +251,7 @@ fn results_do_not_depend_on_the_batch() {
             single_with_scales: false,
             dot_rows: None,
             dot_rows4: None,
+            dot_rows2: None,
             packed: None,
             ..kernels
         };

@@ -1,4 +1,4 @@
-//! The VNNI multi-row kernels of a batched decode step (4 and 8 rows; for the K-quants with
+//! The VNNI multi-row kernels of a batched decode step (2, 4 and 8 rows; for the K-quants with
 //! packed sub-block sums, `PK`) against the single-row kernels of AVX2 and of the same VNNI
 //! form, bit for bit for every row, over random, extreme and quantized blocks and odd block
 //! counts, with negative controls; a form the CPU lacks (AVX-512 F/BW/VL/VNNI, AVX-VNNI) is
@@ -9,7 +9,7 @@ use super::rand_vec;
 use super::vnni::{activations, f16_fields, raw_weights};
 use crate::gguf::GgmlType;
 use crate::kernels::acts::Q8K_BSUMS;
-use crate::kernels::layout::{DotFn, DotRows4Fn, DotRowsFn, ROWS};
+use crate::kernels::layout::{DotFn, DotRows2Fn, DotRows4Fn, DotRowsFn, ROWS};
 use crate::kernels::x86::{self, avx2, vnni};
 
 const TYPES: [GgmlType; 6] = [
@@ -38,28 +38,31 @@ fn forms(test: &str) -> Vec<bool> {
 }
 
 /// One VNNI form's kernels of `t`: (the single-row kernel of AVX2, that of the form, whether
-/// they take the row with scales, the 4-row and the 8-row kernel).
-fn kernels(t: GgmlType, avx512: bool) -> (DotFn, DotFn, bool, DotRows4Fn, DotRowsFn) {
+/// they take the row with scales, the 4-row and the 8-row kernel, the 2-row kernel).
+fn kernels(t: GgmlType, avx512: bool) -> (DotFn, DotFn, bool, DotRows4Fn, DotRowsFn, DotRows2Fn) {
     // SAFETY: called for the forms `forms` found, which imply AVX2.
     unsafe {
         let (one, v2) = match (avx2::dot_with_scales(t), avx2::dot(t)) {
             (Some(f), _) => (true, f),
             (None, f) => (false, f.unwrap()),
         };
-        let (single, four, eight) = if avx512 {
+        let (single, four, eight, two) = if avx512 {
             (
                 vnni::dot_with_scales::<true>(t).or(vnni::dot::<true>(t)),
                 vnni::dot_rows4::<true>(t),
                 vnni::dot_rows::<true>(t),
+                vnni::dot_rows2::<true>(t),
             )
         } else {
             (
                 vnni::dot_with_scales::<false>(t).or(vnni::dot::<false>(t)),
                 vnni::dot_rows4::<false>(t),
                 vnni::dot_rows::<false>(t),
+                vnni::dot_rows2::<false>(t),
             )
         };
-        (v2, single.unwrap(), one, four.unwrap(), eight.unwrap())
+        let (four, eight, two) = (four.unwrap(), eight.unwrap(), two.unwrap());
+        (v2, single.unwrap(), one, four, eight, two)
     }
 }
 
@@ -80,7 +83,7 @@ fn multi_row_kernels_give_every_row_the_single_row_bits() {
     let mut checked = 0;
     for avx512 in forms("multi_row_kernels_give_every_row_the_single_row_bits") {
         for (i, t) in TYPES.into_iter().enumerate() {
-            let (_, _, with_scales, four, eight) = kernels(t, avx512);
+            let (_, _, with_scales, four, eight, two) = kernels(t, avx512);
             // K-quants: 1, 3 and 5 super-blocks; Q8_0: 1, 3, 5 and 11 blocks (the tails of its
             // 4-block groups)
             let counts: &[usize] = if t == GgmlType::Q8_0 {
@@ -109,6 +112,25 @@ fn multi_row_kernels_give_every_row_the_single_row_bits() {
                                 assert_eq!(g.to_bits(), want, "{t} nb={nb} 4 rows: row {r}");
                             }
                         }
+                        // SAFETY: the forms `forms` found imply AVX2.
+                        let two_avx2 = unsafe { avx2::dot_rows2(t) }.expect("an AVX2 2-row kernel");
+                        for q in 0..4 {
+                            let a2: [&[u8]; 2] = [a[2 * q], a[2 * q + 1]];
+                            for (r, g) in two(k, &w, a2).iter().enumerate() {
+                                let (r, want) = (2 * q + r, want[2 * q + r]);
+                                assert_eq!(g.to_bits(), want, "{t} nb={nb} 2 rows: row {r}");
+                            }
+                            for (r, g) in two_avx2(k, &w, a2).iter().enumerate() {
+                                let (r, want) = (2 * q + r, want[2 * q + r]);
+                                assert_eq!(g.to_bits(), want, "{t} nb={nb} AVX2 2 rows: row {r}");
+                            }
+                        }
+                        let back2 = two(k, &w, [a[1], a[0]]);
+                        assert_eq!(
+                            (back2[0].to_bits(), back2[1].to_bits()),
+                            (want[1], want[0]),
+                            "{t} nb={nb} 2 rows swapped"
+                        );
                         // rows are not mixed up: reversed rows give reversed results
                         let mut rev = a;
                         rev.reverse();
@@ -141,7 +163,7 @@ fn a_wrong_correction_term_breaks_the_bit_equality() {
     // chosen meets a nonzero min / scale in these blocks).
     for avx512 in forms("a_wrong_correction_term_breaks_the_bit_equality") {
         for (i, t) in TYPES.into_iter().enumerate() {
-            let (_, _, with_scales, four, _) = kernels(t, avx512);
+            let (_, _, with_scales, four, ..) = kernels(t, avx512);
             let nb = if t == GgmlType::Q8_0 { 11 } else { 3 };
             let k = t.block_size() * nb;
             let seed = 4000 + i as u64;

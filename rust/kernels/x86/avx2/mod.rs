@@ -18,7 +18,7 @@ use crate::gguf::GgmlType;
 use crate::kernels::acts::ActKind;
 use crate::kernels::acts::{q8_0_row_with_scales_bytes, q8_0_scales_offset, q8_0_sums_offset};
 use crate::kernels::layout::{
-    Acc, DotFn, DotRows4Fn, DotRowsFn, PACK_GROUP, PACK_PAIR, ROWS, ROWS4,
+    Acc, DotFn, DotRows2Fn, DotRows4Fn, DotRowsFn, PACK_GROUP, PACK_PAIR, ROWS, ROWS2, ROWS4,
 };
 
 /// Panics unless `w` holds `k` elements of `t` and `a` `a_len` bytes.
@@ -164,6 +164,25 @@ pub(crate) unsafe fn dot_rows4(t: GgmlType) -> Option<DotRows4Fn> {
         Q8_0 => |k, w, a| multi::<ROWS4>(Q8_0, k, w, a),
         Q4_0 => |k, w, a| multi::<ROWS4>(Q4_0, k, w, a),
         Q5_0 => |k, w, a| multi::<ROWS4>(Q5_0, k, w, a),
+        _ => return None,
+    })
+}
+
+/// The two-row dot ([`ROWS2`] rows) for `t`, if any (see [`crate::kernels::Kernels::dot_rows2`]).
+///
+/// # Safety
+/// As [`dot`].
+pub(crate) unsafe fn dot_rows2(t: GgmlType) -> Option<DotRows2Fn> {
+    use GgmlType::*;
+    Some(match t {
+        Q4_K => |k, w, a| multi::<ROWS2>(Q4_K, k, w, a),
+        Q5_K => |k, w, a| multi::<ROWS2>(Q5_K, k, w, a),
+        Q6_K => |k, w, a| multi::<ROWS2>(Q6_K, k, w, a),
+        Q2_K => |k, w, a| multi::<ROWS2>(Q2_K, k, w, a),
+        Q3_K => |k, w, a| multi::<ROWS2>(Q3_K, k, w, a),
+        Q8_0 => |k, w, a| multi::<ROWS2>(Q8_0, k, w, a),
+        Q4_0 => |k, w, a| multi::<ROWS2>(Q4_0, k, w, a),
+        Q5_0 => |k, w, a| multi::<ROWS2>(Q5_0, k, w, a),
         _ => return None,
     })
 }

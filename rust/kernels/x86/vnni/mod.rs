@@ -22,7 +22,9 @@ pub mod packed_k;
 use crate::gguf::GgmlType;
 use crate::kernels::acts::ActKind;
 use crate::kernels::acts::{q8_0_row_with_scales_bytes, q8_0_scales_offset, q8_0_sums_offset};
-use crate::kernels::layout::{Acc, DotFn, DotRows4Fn, DotRowsFn, PACK_PAIR, ROWS, ROWS4};
+use crate::kernels::layout::{
+    Acc, DotFn, DotRows2Fn, DotRows4Fn, DotRowsFn, PACK_PAIR, ROWS, ROWS2, ROWS4,
+};
 use crate::kernels::x86::avx2::multi::{Q4_0W, Q5_0W, Q8_0W};
 
 /// A form of the VNNI kernels; as a const parameter `AVX512` of the tables, `true` is
@@ -210,6 +212,26 @@ pub(crate) unsafe fn dot_rows4<const AVX512: bool>(t: GgmlType) -> Option<DotRow
         Q8_0 => |k, w, a| multi::<ROWS4, AVX512>(Q8_0, k, w, a),
         Q4_0 => |k, w, a| multi::<ROWS4, AVX512>(Q4_0, k, w, a),
         Q5_0 => |k, w, a| multi::<ROWS4, AVX512>(Q5_0, k, w, a),
+        _ => return None,
+    })
+}
+
+/// The two-row dot ([`ROWS2`] rows) of the form `AVX512` for `t`, if any (see
+/// [`crate::kernels::Kernels::dot_rows2`]).
+///
+/// # Safety
+/// As [`dot`].
+pub(crate) unsafe fn dot_rows2<const AVX512: bool>(t: GgmlType) -> Option<DotRows2Fn> {
+    use GgmlType::*;
+    Some(match t {
+        Q4_K => |k, w, a| multi::<ROWS2, AVX512>(Q4_K, k, w, a),
+        Q5_K => |k, w, a| multi::<ROWS2, AVX512>(Q5_K, k, w, a),
+        Q6_K => |k, w, a| multi::<ROWS2, AVX512>(Q6_K, k, w, a),
+        Q2_K => |k, w, a| multi::<ROWS2, AVX512>(Q2_K, k, w, a),
+        Q3_K => |k, w, a| multi::<ROWS2, AVX512>(Q3_K, k, w, a),
+        Q8_0 => |k, w, a| multi::<ROWS2, AVX512>(Q8_0, k, w, a),
+        Q4_0 => |k, w, a| multi::<ROWS2, AVX512>(Q4_0, k, w, a),
+        Q5_0 => |k, w, a| multi::<ROWS2, AVX512>(Q5_0, k, w, a),
         _ => return None,
     })
 }
