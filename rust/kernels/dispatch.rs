@@ -4,7 +4,8 @@
 
 use super::acts::{q8_0_row_with_scales_bytes, ActKind, QActs};
 use super::layout::{
-    Acc, DotFn, DotRows2Fn, DotRows4Fn, DotRowsFn, PACK_GROUP, PACK_PAIR, PACK_ROWS,
+    Acc, DotFn, DotRows2Fn, DotRows4Fn, DotRowsFn, PACK_GROUP, PACK_PAIR, PACK_ROWS, ROWS, ROWS2,
+    ROWS4,
 };
 use super::reference::{candle_dot_fn, candle_kernel_name};
 #[cfg(target_arch = "x86_64")]
@@ -94,9 +95,9 @@ impl Kernels {
                 (
                     avx2::dot_with_scales(t),
                     avx2::dot(t),
-                    avx2::dot_rows(t),
-                    avx2::dot_rows4(t),
-                    avx2::dot_rows2(t),
+                    avx2::dot_rows::<ROWS>(t),
+                    avx2::dot_rows::<ROWS4>(t),
+                    avx2::dot_rows::<ROWS2>(t),
                 )
             };
             let mut name = "avx2";
@@ -109,16 +110,16 @@ impl Kernels {
                         Vnni::Avx512 => (
                             vnni::dot_with_scales::<true>(t),
                             vnni::dot::<true>(t),
-                            vnni::dot_rows::<true>(t),
-                            vnni::dot_rows4::<true>(t),
-                            vnni::dot_rows2::<true>(t),
+                            vnni::dot_rows::<ROWS, true>(t),
+                            vnni::dot_rows::<ROWS4, true>(t),
+                            vnni::dot_rows::<ROWS2, true>(t),
                         ),
                         Vnni::Avx => (
                             vnni::dot_with_scales::<false>(t),
                             vnni::dot::<false>(t),
-                            vnni::dot_rows::<false>(t),
-                            vnni::dot_rows4::<false>(t),
-                            vnni::dot_rows2::<false>(t),
+                            vnni::dot_rows::<ROWS, false>(t),
+                            vnni::dot_rows::<ROWS4, false>(t),
+                            vnni::dot_rows::<ROWS2, false>(t),
                         ),
                     }
                 };

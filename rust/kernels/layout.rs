@@ -12,23 +12,26 @@ pub type DotFn = fn(k: usize, w: &[u8], a: &[u8]) -> f32;
 /// and 8 integer accumulators still fit in the vector registers.
 pub const ROWS: usize = 8;
 
-/// Dot products of one weight row with [`ROWS`] activation rows (prompt processing), given as
+/// Dot products of one weight row with `N` activation rows, given as
 /// [`super::QActs::row_with_scales`]. Checks lengths like [`DotFn`].
-pub type DotRowsFn = fn(k: usize, w: &[u8], a: [&[u8]; ROWS]) -> [f32; ROWS];
+pub type DotRowsN<const N: usize> = fn(k: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N];
+
+/// [`DotRowsN`] for [`ROWS`] activation rows (prompt processing).
+pub type DotRowsFn = DotRowsN<ROWS>;
 
 /// Activation rows of the half-height multi-row kernel: the few sequences of a batched decode
 /// step share one unpacking of each weight block.
 pub const ROWS4: usize = 4;
 
-/// [`DotRowsFn`] for [`ROWS4`] activation rows.
-pub type DotRows4Fn = fn(k: usize, w: &[u8], a: [&[u8]; ROWS4]) -> [f32; ROWS4];
+/// [`DotRowsN`] for [`ROWS4`] activation rows.
+pub type DotRows4Fn = DotRowsN<ROWS4>;
 
 /// Activation rows of the two-row kernel: a batched decode step of 2 sequences (or 6, after a
 /// 4-row call), one unpacking of each weight block for both.
 pub const ROWS2: usize = 2;
 
-/// [`DotRowsFn`] for [`ROWS2`] activation rows.
-pub type DotRows2Fn = fn(k: usize, w: &[u8], a: [&[u8]; ROWS2]) -> [f32; ROWS2];
+/// [`DotRowsN`] for [`ROWS2`] activation rows.
+pub type DotRows2Fn = DotRowsN<ROWS2>;
 
 /// Weight rows per packed group (one per 32-bit lane of a 256-bit register).
 pub const PACK_GROUP: usize = 8;

@@ -5,7 +5,9 @@
 
 use super::acts::QActs;
 use super::dispatch::{Kernels, Packed};
-use super::layout::{combine, PACK_GROUP, PACK_PAIR, PACK_ROWS, PARTS, ROWS, ROWS2, ROWS4};
+use super::layout::{
+    combine, DotRowsN, PACK_GROUP, PACK_PAIR, PACK_ROWS, PARTS, ROWS, ROWS2, ROWS4,
+};
 use super::pool;
 use super::send_ptr::SendPtr;
 use crate::gguf::GgmlType;
@@ -98,62 +100,35 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
             let j0 = jb * j_blk;
             let j1 = (j0 + j_blk).min(n);
             let mut tail = t0;
+            // SAFETY (each rows_tile): the rows and weight rows are this task's tile, and
+            // (t, j) pairs of different tasks are disjoint.
             if let Some(dot_rows) = w.kernels.dot_rows {
                 // a group of activation rows stays in cache while the tile's weight rows stream past
                 while tail + ROWS <= t1 {
-                    let t = tail;
-                    let a: [&[u8]; ROWS] = std::array::from_fn(|i| acts.row_with_scales(t + i));
-                    for j in j0..j1 {
-                        let r = dot_rows(w.k, w.row(j), a);
-                        for (i, v) in r.into_iter().enumerate() {
-                            // SAFETY: (t, j) pairs of different tasks are disjoint.
-                            unsafe { *dst.get().add((t + i) * n + j) = v };
-                        }
-                    }
+                    let a = std::array::from_fn(|i| acts.row_with_scales(tail + i));
+                    unsafe { rows_tile(dot_rows, w, a, tail, ROWS, j0..j1, dst, n) };
                     tail += ROWS;
                 }
             }
             if let Some(dot_rows4) = w.kernels.dot_rows4 {
                 while tail + ROWS4 <= t1 {
-                    let t = tail;
-                    let a: [&[u8]; ROWS4] = std::array::from_fn(|i| acts.row_with_scales(t + i));
-                    for j in j0..j1 {
-                        let r = dot_rows4(w.k, w.row(j), a);
-                        for (i, v) in r.into_iter().enumerate() {
-                            // SAFETY: (t, j) pairs of different tasks are disjoint.
-                            unsafe { *dst.get().add((t + i) * n + j) = v };
-                        }
-                    }
+                    let a = std::array::from_fn(|i| acts.row_with_scales(tail + i));
+                    unsafe { rows_tile(dot_rows4, w, a, tail, ROWS4, j0..j1, dst, n) };
                     tail += ROWS4;
                 }
                 // 3 rows left: one 4-row call with the last row twice costs less than 3
                 // single-row calls (`benches/rows.rs`), and each row's result is its own
                 if t1 - tail == ROWS4 - 1 {
-                    let t = tail;
-                    let a: [&[u8]; ROWS4] =
-                        std::array::from_fn(|i| acts.row_with_scales(t + i.min(ROWS4 - 2)));
-                    for j in j0..j1 {
-                        let r = dot_rows4(w.k, w.row(j), a);
-                        for (i, &v) in r[..ROWS4 - 1].iter().enumerate() {
-                            // SAFETY: (t, j) pairs of different tasks are disjoint.
-                            unsafe { *dst.get().add((t + i) * n + j) = v };
-                        }
-                    }
+                    let a = std::array::from_fn(|i| acts.row_with_scales(tail + i.min(ROWS4 - 2)));
+                    unsafe { rows_tile(dot_rows4, w, a, tail, ROWS4 - 1, j0..j1, dst, n) };
                     tail = t1;
                 }
             }
             if let Some(dot_rows2) = w.kernels.dot_rows2.filter(|_| t1 - tail == ROWS2) {
                 // 2 rows left (a batched step of 2 or 6 sequences): one call shares each weight
                 // block's unpacking, where two single-row calls unpack it twice
-                let t = tail;
-                let a: [&[u8]; ROWS2] = std::array::from_fn(|i| acts.row_with_scales(t + i));
-                for j in j0..j1 {
-                    let r = dot_rows2(w.k, w.row(j), a);
-                    for (i, v) in r.into_iter().enumerate() {
-                        // SAFETY: (t, j) pairs of different tasks are disjoint.
-                        unsafe { *dst.get().add((t + i) * n + j) = v };
-                    }
-                }
+                let a = std::array::from_fn(|i| acts.row_with_scales(tail + i));
+                unsafe { rows_tile(dot_rows2, w, a, tail, ROWS2, j0..j1, dst, n) };
                 tail = t1;
             }
             for j in j0..j1 {
@@ -165,6 +140,31 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
             }
         }
     });
+}
+
+/// The weight rows `js` times the activation rows `a` through the `N`-row kernel `f`, written to
+/// output rows `t..t + keep` of `dst` (`n` columns): `keep < N` where a row fills the call twice.
+///
+/// # Safety
+/// `dst` holds rows `t..t + keep` of `n` floats, and no other thread writes their columns `js`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_tile<const N: usize>(
+    f: DotRowsN<N>,
+    w: &WeightView<'_>,
+    a: [&[u8]; N],
+    t: usize,
+    keep: usize,
+    js: std::ops::Range<usize>,
+    dst: SendPtr<f32>,
+    n: usize,
+) {
+    for j in js {
+        let r = f(w.k, w.row(j), a);
+        for (i, &v) in r[..keep].iter().enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe { *dst.get().add((t + i) * n + j) = v };
+        }
+    }
 }
 
 /// Prompt rows from which the packed GEMM is used where a type has one: below, packing a weight

@@ -9,7 +9,7 @@ use super::rand_vec;
 use super::vnni::{activations, f16_fields, raw_weights};
 use crate::gguf::GgmlType;
 use crate::kernels::acts::Q8K_BSUMS;
-use crate::kernels::layout::{DotFn, DotRows2Fn, DotRows4Fn, DotRowsFn, ROWS};
+use crate::kernels::layout::{DotFn, DotRows2Fn, DotRows4Fn, DotRowsFn, ROWS, ROWS2, ROWS4};
 use crate::kernels::x86::{self, avx2, vnni};
 
 const TYPES: [GgmlType; 6] = [
@@ -49,16 +49,16 @@ fn kernels(t: GgmlType, avx512: bool) -> (DotFn, DotFn, bool, DotRows4Fn, DotRow
         let (single, four, eight, two) = if avx512 {
             (
                 vnni::dot_with_scales::<true>(t).or(vnni::dot::<true>(t)),
-                vnni::dot_rows4::<true>(t),
-                vnni::dot_rows::<true>(t),
-                vnni::dot_rows2::<true>(t),
+                vnni::dot_rows::<ROWS4, true>(t),
+                vnni::dot_rows::<ROWS, true>(t),
+                vnni::dot_rows::<ROWS2, true>(t),
             )
         } else {
             (
                 vnni::dot_with_scales::<false>(t).or(vnni::dot::<false>(t)),
-                vnni::dot_rows4::<false>(t),
-                vnni::dot_rows::<false>(t),
-                vnni::dot_rows2::<false>(t),
+                vnni::dot_rows::<ROWS4, false>(t),
+                vnni::dot_rows::<ROWS, false>(t),
+                vnni::dot_rows::<ROWS2, false>(t),
             )
         };
         let (four, eight, two) = (four.unwrap(), eight.unwrap(), two.unwrap());
@@ -113,7 +113,8 @@ fn multi_row_kernels_give_every_row_the_single_row_bits() {
                             }
                         }
                         // SAFETY: the forms `forms` found imply AVX2.
-                        let two_avx2 = unsafe { avx2::dot_rows2(t) }.expect("an AVX2 2-row kernel");
+                        let two_avx2 =
+                            unsafe { avx2::dot_rows::<ROWS2>(t) }.expect("an AVX2 2-row kernel");
                         for q in 0..4 {
                             let a2: [&[u8]; 2] = [a[2 * q], a[2 * q + 1]];
                             for (r, g) in two(k, &w, a2).iter().enumerate() {

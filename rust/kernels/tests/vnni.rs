@@ -116,16 +116,20 @@ fn kernels(t: GgmlType, avx512: bool) -> (Set, Set) {
             set(
                 vnni::dot_with_scales::<true>(t),
                 vnni::dot::<true>(t),
-                vnni::dot_rows::<true>(t),
+                vnni::dot_rows::<ROWS, true>(t),
             )
         } else {
             set(
                 vnni::dot_with_scales::<false>(t),
                 vnni::dot::<false>(t),
-                vnni::dot_rows::<false>(t),
+                vnni::dot_rows::<ROWS, false>(t),
             )
         };
-        let v2 = set(avx2::dot_with_scales(t), avx2::dot(t), avx2::dot_rows(t));
+        let v2 = set(
+            avx2::dot_with_scales(t),
+            avx2::dot(t),
+            avx2::dot_rows::<ROWS>(t),
+        );
         (v2, fast)
     }
 }

@@ -17,9 +17,9 @@ pub(crate) mod unpack;
 use crate::gguf::GgmlType;
 use crate::kernels::acts::ActKind;
 use crate::kernels::acts::{q8_0_row_with_scales_bytes, q8_0_scales_offset, q8_0_sums_offset};
-use crate::kernels::layout::{
-    Acc, DotFn, DotRows2Fn, DotRows4Fn, DotRowsFn, PACK_GROUP, PACK_PAIR, ROWS, ROWS2, ROWS4,
-};
+use crate::kernels::layout::{Acc, DotFn, DotRowsN, PACK_GROUP, PACK_PAIR};
+#[cfg(doc)]
+use crate::kernels::layout::{ROWS, ROWS2, ROWS4};
 
 /// Panics unless `w` holds `k` elements of `t` and `a` `a_len` bytes.
 #[inline(always)]
@@ -130,59 +130,22 @@ pub(crate) unsafe fn dot_with_scales(t: GgmlType) -> Option<DotFn> {
     })
 }
 
-/// The multi-row dot for `t`, if any (see [`crate::kernels::Kernels::dot_rows`]).
+/// The multi-row dot of `N` activation rows for `t`, if any: [`ROWS`], [`ROWS4`] or [`ROWS2`]
+/// (see [`crate::kernels::Kernels::dot_rows`], `dot_rows4` and `dot_rows2`).
 ///
 /// # Safety
 /// As [`dot`].
-pub(crate) unsafe fn dot_rows(t: GgmlType) -> Option<DotRowsFn> {
+pub(crate) unsafe fn dot_rows<const N: usize>(t: GgmlType) -> Option<DotRowsN<N>> {
     use GgmlType::*;
     Some(match t {
-        Q4_K => |k, w, a| multi::<ROWS>(Q4_K, k, w, a),
-        Q5_K => |k, w, a| multi::<ROWS>(Q5_K, k, w, a),
-        Q6_K => |k, w, a| multi::<ROWS>(Q6_K, k, w, a),
-        Q2_K => |k, w, a| multi::<ROWS>(Q2_K, k, w, a),
-        Q3_K => |k, w, a| multi::<ROWS>(Q3_K, k, w, a),
-        Q8_0 => |k, w, a| multi::<ROWS>(Q8_0, k, w, a),
-        Q4_0 => |k, w, a| multi::<ROWS>(Q4_0, k, w, a),
-        Q5_0 => |k, w, a| multi::<ROWS>(Q5_0, k, w, a),
-        _ => return None,
-    })
-}
-
-/// The half-height multi-row dot ([`ROWS4`] rows) for `t`, if any (see [`crate::kernels::Kernels::dot_rows`]).
-///
-/// # Safety
-/// As [`dot`].
-pub(crate) unsafe fn dot_rows4(t: GgmlType) -> Option<DotRows4Fn> {
-    use GgmlType::*;
-    Some(match t {
-        Q4_K => |k, w, a| multi::<ROWS4>(Q4_K, k, w, a),
-        Q5_K => |k, w, a| multi::<ROWS4>(Q5_K, k, w, a),
-        Q6_K => |k, w, a| multi::<ROWS4>(Q6_K, k, w, a),
-        Q2_K => |k, w, a| multi::<ROWS4>(Q2_K, k, w, a),
-        Q3_K => |k, w, a| multi::<ROWS4>(Q3_K, k, w, a),
-        Q8_0 => |k, w, a| multi::<ROWS4>(Q8_0, k, w, a),
-        Q4_0 => |k, w, a| multi::<ROWS4>(Q4_0, k, w, a),
-        Q5_0 => |k, w, a| multi::<ROWS4>(Q5_0, k, w, a),
-        _ => return None,
-    })
-}
-
-/// The two-row dot ([`ROWS2`] rows) for `t`, if any (see [`crate::kernels::Kernels::dot_rows2`]).
-///
-/// # Safety
-/// As [`dot`].
-pub(crate) unsafe fn dot_rows2(t: GgmlType) -> Option<DotRows2Fn> {
-    use GgmlType::*;
-    Some(match t {
-        Q4_K => |k, w, a| multi::<ROWS2>(Q4_K, k, w, a),
-        Q5_K => |k, w, a| multi::<ROWS2>(Q5_K, k, w, a),
-        Q6_K => |k, w, a| multi::<ROWS2>(Q6_K, k, w, a),
-        Q2_K => |k, w, a| multi::<ROWS2>(Q2_K, k, w, a),
-        Q3_K => |k, w, a| multi::<ROWS2>(Q3_K, k, w, a),
-        Q8_0 => |k, w, a| multi::<ROWS2>(Q8_0, k, w, a),
-        Q4_0 => |k, w, a| multi::<ROWS2>(Q4_0, k, w, a),
-        Q5_0 => |k, w, a| multi::<ROWS2>(Q5_0, k, w, a),
+        Q4_K => |k, w, a| multi::<N>(Q4_K, k, w, a),
+        Q5_K => |k, w, a| multi::<N>(Q5_K, k, w, a),
+        Q6_K => |k, w, a| multi::<N>(Q6_K, k, w, a),
+        Q2_K => |k, w, a| multi::<N>(Q2_K, k, w, a),
+        Q3_K => |k, w, a| multi::<N>(Q3_K, k, w, a),
+        Q8_0 => |k, w, a| multi::<N>(Q8_0, k, w, a),
+        Q4_0 => |k, w, a| multi::<N>(Q4_0, k, w, a),
+        Q5_0 => |k, w, a| multi::<N>(Q5_0, k, w, a),
         _ => return None,
     })
 }

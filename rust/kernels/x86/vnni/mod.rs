@@ -22,9 +22,9 @@ pub mod packed_k;
 use crate::gguf::GgmlType;
 use crate::kernels::acts::ActKind;
 use crate::kernels::acts::{q8_0_row_with_scales_bytes, q8_0_scales_offset, q8_0_sums_offset};
-use crate::kernels::layout::{
-    Acc, DotFn, DotRows2Fn, DotRows4Fn, DotRowsFn, PACK_PAIR, ROWS, ROWS2, ROWS4,
-};
+use crate::kernels::layout::{Acc, DotFn, DotRowsN, PACK_PAIR};
+#[cfg(doc)]
+use crate::kernels::layout::{ROWS, ROWS2, ROWS4};
 use crate::kernels::x86::avx2::multi::{Q4_0W, Q5_0W, Q8_0W};
 
 /// A form of the VNNI kernels; as a const parameter `AVX512` of the tables, `true` is
@@ -176,62 +176,25 @@ pub(crate) unsafe fn dot_with_scales<const AVX512: bool>(t: GgmlType) -> Option<
     })
 }
 
-/// The multi-row dot of the form `AVX512` for `t`, if any (see
-/// [`crate::kernels::Kernels::dot_rows`]).
+/// The multi-row dot of `N` activation rows of the form `AVX512` for `t`, if any: [`ROWS`],
+/// [`ROWS4`] or [`ROWS2`] (see [`crate::kernels::Kernels::dot_rows`], `dot_rows4` and
+/// `dot_rows2`).
 ///
 /// # Safety
 /// As [`dot`].
-pub(crate) unsafe fn dot_rows<const AVX512: bool>(t: GgmlType) -> Option<DotRowsFn> {
+pub(crate) unsafe fn dot_rows<const N: usize, const AVX512: bool>(
+    t: GgmlType,
+) -> Option<DotRowsN<N>> {
     use GgmlType::*;
     Some(match t {
-        Q4_K => |k, w, a| multi::<ROWS, AVX512>(Q4_K, k, w, a),
-        Q5_K => |k, w, a| multi::<ROWS, AVX512>(Q5_K, k, w, a),
-        Q6_K => |k, w, a| multi::<ROWS, AVX512>(Q6_K, k, w, a),
-        Q2_K => |k, w, a| multi::<ROWS, AVX512>(Q2_K, k, w, a),
-        Q3_K => |k, w, a| multi::<ROWS, AVX512>(Q3_K, k, w, a),
-        Q8_0 => |k, w, a| multi::<ROWS, AVX512>(Q8_0, k, w, a),
-        Q4_0 => |k, w, a| multi::<ROWS, AVX512>(Q4_0, k, w, a),
-        Q5_0 => |k, w, a| multi::<ROWS, AVX512>(Q5_0, k, w, a),
-        _ => return None,
-    })
-}
-
-/// The half-height multi-row dot ([`ROWS4`] rows) of the form `AVX512` for `t`, if any (see
-/// [`crate::kernels::Kernels::dot_rows`]).
-///
-/// # Safety
-/// As [`dot`].
-pub(crate) unsafe fn dot_rows4<const AVX512: bool>(t: GgmlType) -> Option<DotRows4Fn> {
-    use GgmlType::*;
-    Some(match t {
-        Q4_K => |k, w, a| multi::<ROWS4, AVX512>(Q4_K, k, w, a),
-        Q5_K => |k, w, a| multi::<ROWS4, AVX512>(Q5_K, k, w, a),
-        Q6_K => |k, w, a| multi::<ROWS4, AVX512>(Q6_K, k, w, a),
-        Q2_K => |k, w, a| multi::<ROWS4, AVX512>(Q2_K, k, w, a),
-        Q3_K => |k, w, a| multi::<ROWS4, AVX512>(Q3_K, k, w, a),
-        Q8_0 => |k, w, a| multi::<ROWS4, AVX512>(Q8_0, k, w, a),
-        Q4_0 => |k, w, a| multi::<ROWS4, AVX512>(Q4_0, k, w, a),
-        Q5_0 => |k, w, a| multi::<ROWS4, AVX512>(Q5_0, k, w, a),
-        _ => return None,
-    })
-}
-
-/// The two-row dot ([`ROWS2`] rows) of the form `AVX512` for `t`, if any (see
-/// [`crate::kernels::Kernels::dot_rows2`]).
-///
-/// # Safety
-/// As [`dot`].
-pub(crate) unsafe fn dot_rows2<const AVX512: bool>(t: GgmlType) -> Option<DotRows2Fn> {
-    use GgmlType::*;
-    Some(match t {
-        Q4_K => |k, w, a| multi::<ROWS2, AVX512>(Q4_K, k, w, a),
-        Q5_K => |k, w, a| multi::<ROWS2, AVX512>(Q5_K, k, w, a),
-        Q6_K => |k, w, a| multi::<ROWS2, AVX512>(Q6_K, k, w, a),
-        Q2_K => |k, w, a| multi::<ROWS2, AVX512>(Q2_K, k, w, a),
-        Q3_K => |k, w, a| multi::<ROWS2, AVX512>(Q3_K, k, w, a),
-        Q8_0 => |k, w, a| multi::<ROWS2, AVX512>(Q8_0, k, w, a),
-        Q4_0 => |k, w, a| multi::<ROWS2, AVX512>(Q4_0, k, w, a),
-        Q5_0 => |k, w, a| multi::<ROWS2, AVX512>(Q5_0, k, w, a),
+        Q4_K => |k, w, a| multi::<N, AVX512>(Q4_K, k, w, a),
+        Q5_K => |k, w, a| multi::<N, AVX512>(Q5_K, k, w, a),
+        Q6_K => |k, w, a| multi::<N, AVX512>(Q6_K, k, w, a),
+        Q2_K => |k, w, a| multi::<N, AVX512>(Q2_K, k, w, a),
+        Q3_K => |k, w, a| multi::<N, AVX512>(Q3_K, k, w, a),
+        Q8_0 => |k, w, a| multi::<N, AVX512>(Q8_0, k, w, a),
+        Q4_0 => |k, w, a| multi::<N, AVX512>(Q4_0, k, w, a),
+        Q5_0 => |k, w, a| multi::<N, AVX512>(Q5_0, k, w, a),
         _ => return None,
     })
 }
