@@ -32,8 +32,9 @@ impl WeightView<'_> {
 
 /// Weight rows per task where a matmul streams every weight once (decode, and batches that fit
 /// one tile): 8 tasks per thread for load balance, at most 256 rows (at least 8), so that each
-/// task reads a long contiguous run of weights. Longer runs (up to half the matrix per thread)
-/// measured slower on a 2-core Xeon; the 256-row cap keeps it within noise of the best.
+/// task reads a long contiguous run of weights. On the Intel(R) Xeon(R) Processor (avx2
+/// avx512_vnni avx512f avx_vnni), 2 cores, a 1024-row cap decoded within noise of this one and
+/// half the matrix per thread 4-9% slower (Q4_K_M and Q6_K slices, 1 and 4 sequences).
 fn stream_rows(n: usize, n_threads: usize) -> usize {
     (n / (n_threads.max(1) * 8)).clamp(8, 256)
 }
@@ -87,7 +88,7 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
         // one tile of activation rows (a batched decode step, a short prompt): the weights pass
         // once, so a task streams as long a run of rows as decode does; 128 KiB tasks restart
         // the prefetch and the hardware streams every few rows (4 sequences of the 70B-shaped
-        // slice decode 8% (Q4_K_M) to 16% (Q8_0) slower with them on a 2-core Xeon)
+        // slice decode 8% (Q4_K_M) to 16% (Q8_0) slower with them on the 2-core Xeon above)
         j_blk = j_blk.max(stream_rows(n, n_threads));
     }
     let n_jb = n.div_ceil(j_blk);

@@ -226,7 +226,7 @@ fn run_time_dispatch_does_not_depend_on_compile_flags() {
 /// The 4-row and 2-row kernels (a batched decode step of a few sequences) give every row the
 /// single-row kernel's bits, for every type that has one; rows are not mixed up.
 #[test]
-fn four_row_kernels_equal_the_single_row_kernel_bit_for_bit() {
+fn four_and_two_row_kernels_equal_the_single_row_kernel_bit_for_bit() {
     let mut checked = 0;
     for (i, t) in super::types().enumerate() {
         let Some(kern) = Kernels::for_type(t) else {

@@ -84,6 +84,8 @@ fn multi_row_kernels_give_every_row_the_single_row_bits() {
     for avx512 in forms("multi_row_kernels_give_every_row_the_single_row_bits") {
         for (i, t) in TYPES.into_iter().enumerate() {
             let (_, _, with_scales, four, eight, two) = kernels(t, avx512);
+            // SAFETY: the forms `forms` found imply AVX2.
+            let two_avx2 = unsafe { avx2::dot_rows::<ROWS2>(t) }.expect("an AVX2 2-row kernel");
             // K-quants: 1, 3 and 5 super-blocks; Q8_0: 1, 3, 5 and 11 blocks (the tails of its
             // 4-block groups)
             let counts: &[usize] = if t == GgmlType::Q8_0 {
@@ -112,9 +114,6 @@ fn multi_row_kernels_give_every_row_the_single_row_bits() {
                                 assert_eq!(g.to_bits(), want, "{t} nb={nb} 4 rows: row {r}");
                             }
                         }
-                        // SAFETY: the forms `forms` found imply AVX2.
-                        let two_avx2 =
-                            unsafe { avx2::dot_rows::<ROWS2>(t) }.expect("an AVX2 2-row kernel");
                         for q in 0..4 {
                             let a2: [&[u8]; 2] = [a[2 * q], a[2 * q + 1]];
                             for (r, g) in two(k, &w, a2).iter().enumerate() {

@@ -17,7 +17,11 @@
 //! terms) dominates there, and 512-bit shuffles and shifts cost more than they save; 512-bit
 //! multi-row forms (two 32-value chunks of a row per register, one `vpmaddubsw` + `vpdpwssd`
 //! per 64 values, the lanes of 4 rows reduced together) were at best as fast as `PK` on a 2-core
-//! Xeon (0.92-1.03x of its time) and are not kept.
+//! Xeon (0.92-1.03x of its time) and are not kept. Nor is a 512-bit Q4_K multi-row form with
+//! one `vpdpbusd` per 64-value chunk (the chunk's bytes in both halves, the upper half shifted
+//! by 4) and one `vpackssdw` + `vpdpwssd` per two chunks: half the instructions of `PK`, but
+//! 0.96-0.98x of its time on the Intel(R) Xeon(R) Processor (avx2 avx512_vnni avx512f
+//! avx_vnni), 2 cores, likely because 512-bit VNNI issues on one port where 256-bit uses two.
 //!
 //! Generated for both VNNI forms from one source (`kquant_kernels!`): [`avx512vnni`] (EVEX,
 //! AVX-512 VL) and [`avxvnni`] (VEX).
@@ -95,9 +99,10 @@ macro_rules! kquant_kernels {
         /// Where `N` is a multiple of 4, 4 rows go together: their 8 lane totals in one
         /// transposed reduction (the integers are exact in any order) and their f32 terms as
         /// the lanes of one `vfmadd` and one `vfnmadd`, lane for lane the operations and roundings of
-        /// [`block_term`] (`-(f * da) * off + acc` in one rounding either way). Per row that
-        /// replaces a reduction of its own and a scalar tail (about half of the per-row work of a
-        /// K-quant block) with a quarter of the shared one.
+        /// [`block_term`] (`-(f * da) * off + acc` in one rounding either way), in place of a
+        /// reduction and a scalar tail per row. In L2 (`benches/rows.rs`, Intel(R) Xeon(R)
+        /// Processor (avx2 avx512_vnni avx512f avx_vnni), 2 cores) the Q6_K and Q3_K 4-row
+        /// kernels take 0.90x the time with it; Q4_K's is unchanged.
         #[inline]
         #[target_feature(enable = $feat)]
         unsafe fn block_terms<const N: usize>(
