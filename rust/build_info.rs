@@ -128,8 +128,11 @@ pub struct BuildInfo {
     /// The target architecture.
     pub target: &'static str,
     /// Per weight type: the dot-product kernel, with `+multi-row` and `+packed` where prompts
-    /// use those kernels.
+    /// use those kernels, and `+amx` where the packed GEMM runs on AMX tiles.
     pub dot_kernels: Vec<(String, String)>,
+    /// Whether prompts use AMX (Q2_K, Q3_K, Q6_K): the CPU has AMX-TILE and AMX-INT8 with
+    /// AVX-512, the OS granted the tile state, and `MED42_AMX=0` is not set.
+    pub amx: bool,
 }
 
 impl BuildInfo {
@@ -145,10 +148,10 @@ impl BuildInfo {
                 } else {
                     ""
                 };
-                let packed = if k.is_some_and(|k| k.packed.is_some()) {
-                    "+packed"
-                } else {
-                    ""
+                let packed = match k.and_then(|k| k.packed) {
+                    Some(p) if p.amx() => "+packed+amx",
+                    Some(_) => "+packed",
+                    None => "",
                 };
                 (t.name(), format!("{name}{multi}{packed}"))
             })
@@ -165,6 +168,19 @@ impl BuildInfo {
             cuda_compute_caps: cuda_compute_caps(),
             target: std::env::consts::ARCH,
             dot_kernels,
+            amx: amx_available(),
         }
+    }
+}
+
+/// Whether the AMX prompt GEMM runs on this CPU (see [`BuildInfo::amx`]).
+fn amx_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::kernels::x86::amx::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }

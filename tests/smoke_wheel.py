@@ -49,7 +49,7 @@ def check_kernels() -> None:
         isa = "avx2"
     for t in ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q8_0"]:
         assert kernels[t].startswith(isa), f"{t} runs {kernels[t]!r}, not the run-time {isa} kernel"
-    assert all(kernels[t].endswith("+packed") for t in ["Q4_K", "Q6_K", "Q8_0"]), kernels
+    assert all("+packed" in kernels[t] for t in ["Q4_K", "Q6_K", "Q8_0"]), kernels
     assert info["kernels"] == isa, f"build_info()['kernels'] is {info['kernels']!r}, not {isa!r}"
 
 

@@ -94,7 +94,9 @@ def build_info() -> dict[str, Any]:
     set the engine's CPU kernels use (chosen at run time, so portable wheels keep them:
     ``avx512vnni`` or ``avxvnni`` where the CPU has VNNI, ``avx2``, or ``scalar``, which is
     slow); ``dot_kernels``, the kernel each weight type gets
-    (with ``+multi-row``/``+packed`` where prompts use those); ``candle_kernels``, the family
+    (with ``+multi-row``/``+packed`` where prompts use those, ``+amx`` where the packed GEMM runs
+    on AMX tiles); ``amx``, whether prompts use AMX (Q2_K, Q3_K, Q6_K on a CPU with AMX-INT8,
+    unless ``MED42_AMX=0``); ``candle_kernels``, the family
     candle's own kernels were compiled for; the SIMD features compiled in and those the CPU
     offers; the candle version and the cargo features. ``cuda`` says whether this is the CUDA build
     and ``cuda_compute_caps`` lists the GPU architectures its kernels were compiled for (``[90]``:

@@ -168,6 +168,9 @@ pub struct Packed {
     /// AVX2 kernel: the same packing, the same results bit for bit.
     #[cfg(target_arch = "x86_64")]
     vnni: Option<Vnni>,
+    /// Whether prompts take the AMX GEMM instead (Q2_K, Q3_K and Q6_K where AMX is available): the
+    /// same results bit for bit, on its own packing.
+    amx: bool,
 }
 
 impl Packed {
@@ -184,14 +187,27 @@ impl Packed {
         if x86::has_avx2() {
             let block_bytes = avx2::packed_block_bytes(t)?;
             let vnni = Vnni::detect().filter(|_| vnni::has_gemm(t));
+            let amx = x86::amx::has_gemm(t) && x86::amx::available();
             return Some(Packed {
                 t,
                 block_bytes,
                 vnni,
+                amx,
             });
         }
         let _ = t;
         None
+    }
+
+    /// Whether prompts of this type take the AMX GEMM (see the field).
+    #[inline]
+    pub fn amx(&self) -> bool {
+        self.amx
+    }
+
+    /// This GEMM without AMX: what runs where AMX is missing (for tests and benchmarks).
+    pub fn without_amx(self) -> Self {
+        Packed { amx: false, ..self }
     }
 
     /// Pack blocks `b0..b0 + nb` of [`PACK_GROUP`] weight rows into `out`.

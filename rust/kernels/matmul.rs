@@ -80,6 +80,10 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
         return;
     }
     if let Some(pk) = w.kernels.packed.filter(|_| m >= PACKED_MIN_ROWS) {
+        #[cfg(target_arch = "x86_64")]
+        if pk.amx() {
+            return matmul_amx(w, acts, out, n_threads);
+        }
         return matmul_packed(w, &pk, acts, out, n_threads);
     }
     let (t_blk, mut j_blk) = tile_shape(acts.stride(), w.data.len() / n, m, n);
@@ -242,6 +246,98 @@ fn matmul_packed(w: &WeightView<'_>, pk: &Packed, acts: &QActs, out: &mut [f32],
     });
     // weight rows after the last full group, one activation row at a time
     let j0 = groups * PACK_GROUP;
+    if j0 < n {
+        let kern = &w.kernels;
+        p.for_chunks(n_threads, m, 8, &|r| {
+            for t in r {
+                for j in j0..n {
+                    // SAFETY: each t is written by exactly one chunk.
+                    unsafe { *dst.get().add(t * n + j) = kern.dot_single(w.k, w.row(j), acts, t) };
+                }
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// Each thread's buffers for the packed weights of one AMX task and the AVX2 packing of one
+    /// super-block they are made from.
+    #[cfg(target_arch = "x86_64")]
+    static AMX_BUF: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// The calling thread's buffer for the activations of an AMX matmul.
+    #[cfg(target_arch = "x86_64")]
+    static AMX_ACTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The prompt matmul through the AMX GEMM ([`super::x86::amx`]: Q2_K, Q3_K, Q6_K): the
+/// activations laid out once per call for the tiles, then tasks of
+/// [`super::x86::amx::AMX_ROWS`] weight rows, each packing its rows one super-block at a time
+/// (which then stays in L1) and running every tile of [`super::x86::amx::AMX_COLS`] prompt rows
+/// over it; the weight rows after the last whole group take the single-row kernel.
+#[cfg(target_arch = "x86_64")]
+fn matmul_amx(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usize) {
+    use super::x86::amx::{self, AMX_ACT, AMX_COLS, AMX_PACKED, AMX_ROWS};
+    use super::x86::avx2::packed_k::K16_PACKED;
+    use std::arch::x86_64::{
+        __m512, _mm512_add_ps, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    };
+    let (m, n) = (acts.rows(), w.n_out);
+    let row_nb = w.k / 256;
+    let tiles = m.div_ceil(AMX_COLS);
+    let groups = n / AMX_ROWS;
+    let dst = SendPtr(out.as_mut_ptr());
+    let p = pool::pool();
+    AMX_ACTS.with_borrow_mut(|ua| {
+        let ua = amx::aligned(ua, tiles * row_nb * AMX_ACT);
+        amx::unsigned_acts(acts, m, row_nb, ua);
+        let ua: &[u8] = ua;
+        p.for_chunks(n_threads, groups, 1, &|r| {
+            AMX_BUF.with_borrow_mut(|(buf, tmp)| {
+                let packed = amx::aligned(buf, AMX_PACKED).as_mut_ptr();
+                tmp.resize(2 * K16_PACKED, 0);
+                // f32 accumulators of every tile: [prompt row][weight row]
+                let mut accs = vec![0f32; tiles * AMX_COLS * AMX_ROWS];
+                // SAFETY: `amx()` is set only where `amx::available()` (AVX-512 with AMX, the
+                // tile state granted) and for its types; the buffers hold the blocks passed.
+                unsafe {
+                    amx::configure();
+                    for g in r {
+                        let rows: [*const u8; AMX_ROWS] =
+                            std::array::from_fn(|i| w.row(g * AMX_ROWS + i).as_ptr());
+                        accs.fill(0.0);
+                        for b in 0..row_nb {
+                            amx::pack(w.dtype, b, 1, rows, tmp.as_mut_ptr(), packed);
+                            for tile in 0..tiles {
+                                let t0 = tile * AMX_COLS;
+                                let a = accs.as_mut_ptr().add(t0 * AMX_ROWS);
+                                let mut v: [__m512; AMX_COLS] = [_mm512_setzero_ps(); AMX_COLS];
+                                for (c, v) in v.iter_mut().enumerate() {
+                                    *v = _mm512_loadu_ps(a.add(c * AMX_ROWS));
+                                }
+                                let x = ua.as_ptr().add((tile * row_nb + b) * AMX_ACT);
+                                let rows = (m - t0).min(AMX_COLS);
+                                amx::gemm(packed, x, acts, t0, rows, b, &mut v);
+                                for (c, v) in v.iter().enumerate() {
+                                    _mm512_storeu_ps(a.add(c * AMX_ROWS), *v);
+                                }
+                            }
+                        }
+                        for t in 0..m {
+                            // `+ 0.0` as the packed GEMMs' `combine` (a -0.0 becomes 0.0)
+                            let v = _mm512_loadu_ps(accs.as_ptr().add(t * AMX_ROWS));
+                            let v = _mm512_add_ps(v, _mm512_setzero_ps());
+                            // SAFETY: (t, j) pairs of different tasks are disjoint.
+                            _mm512_storeu_ps(dst.get().add(t * n + g * AMX_ROWS), v);
+                        }
+                    }
+                    amx::release();
+                }
+            })
+        });
+    });
+    // weight rows after the last full group, one activation row at a time
+    let j0 = groups * AMX_ROWS;
     if j0 < n {
         let kern = &w.kernels;
         p.for_chunks(n_threads, m, 8, &|r| {

@@ -210,6 +210,7 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         per_type.set_item(t, k)?;
     }
     d.set_item("dot_kernels", per_type)?;
+    d.set_item("amx", b.amx)?;
     Ok(d)
 }
 

@@ -11,6 +11,8 @@ use super::reference::{cast, with_candle_block};
 use super::ActKind;
 use crate::gguf::GgmlType;
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod attn;
 mod bounds;
 mod dots;

@@ -8,6 +8,7 @@
 
 use std::arch::x86_64::*;
 
+pub mod amx;
 pub mod avx2;
 pub mod vnni;
 

@@ -1,0 +1,357 @@
+//! The AMX prompt GEMM of the K-quants with a scale per 16 values (Q6_K, Q3_K, Q2_K; Intel
+//! Advanced Matrix Extensions: `tdpbusd` on 16 x 64-byte tiles), for CPUs that have AMX-TILE and
+//! AMX-INT8 (Xeon since Sapphire Rapids) and an OS that lends the tile state (Linux 5.16+, asked
+//! once per process with `arch_prctl`).
+//!
+//! One `tdpbusd` multiplies a 16 x 64 tile of unsigned bytes by a 64 x 16 tile of signed bytes
+//! into 16 x 16 exact i32 sums, in about 18 cycles on a 2-core Xeon of that class: 16 x 16 x 64
+//! products, where a 512-bit `vpdpbusd` does 64 per cycle. These types need a scale per 16
+//! values (`sum(scale * q * a)`), which `tdpbusd` cannot apply inside its 64-value sums, so the
+//! scales go into the weights: each value becomes `w = scale * q` (at most 63 * 128 in
+//! magnitude, for Q6_K), split into two signed bytes `lo = w & 127` and `hi = w >> 7`
+//! (arithmetic). The activations `a` (Q8_K bytes) enter as the unsigned bytes `a + 128`, and
+//! exactly in i32, per super-block:
+//!
+//! `sum(scale * q * a) = sum((a + 128) * lo) + 128 * sum((a + 128) * hi) - 128 * sum(w)`
+//!
+//! two `tdpbusd` per 64 values, `sum(w)` of each weight row computed when packing. The pair
+//! term (`sum(pair * activation 16-sum)`) is the `vpdpwssd` of the VNNI packed GEMM. Both
+//! integers then take the f32 operations of every other kernel of these types in their order
+//! (`acc = fma(d * da, sum, acc)`, `acc = fma(-(f * da), pairs, acc)` per super-block), so the
+//! results equal those of the AVX2 and VNNI kernels bit for bit (tested) and batch invariance
+//! holds with AMX as without.
+//!
+//! Layouts: [`AMX_ROWS`] weight rows are packed per super-block ([`AMX_PACKED`] bytes) from the
+//! AVX2 packing of their two groups of 8 ([`crate::kernels::x86::avx2::packed_k`]): the `lo` and
+//! `hi` bytes in the `tdpbusd` layout (4 consecutive values of one weight row per 32-bit lane, the
+//! 16 rows side by side), `128 * sum(w)` per row, and that packing's pair vectors, `d` and `f`.
+//! The activation rows are the Q8_K rows with every byte plus 128 ([`unsigned_acts`]), each tile
+//! [`AMX_COLS`] of them.
+
+#![allow(unsafe_op_in_unsafe_fn)]
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use crate::gguf::GgmlType;
+use crate::kernels::acts::{QActs, Q8K_QS};
+use crate::kernels::x86::avx2::packed_k::K16_PACKED;
+
+const Q8K: usize = GgmlType::Q8_K.type_size();
+
+/// Weight rows per packed group: the columns of the `tdpbusd` weight tile and of its result.
+pub const AMX_ROWS: usize = 16;
+/// Prompt rows per activation tile: the rows of the `tdpbusd` result.
+pub const AMX_COLS: usize = 16;
+
+// one packed super-block of AMX_ROWS weight rows
+const P_LO: usize = 0;
+const P_HI: usize = 64 * 64;
+const P_PAIR: usize = 2 * 64 * 64;
+const P_WSUM: usize = 3 * 64 * 64;
+const P_PSUM: usize = P_WSUM + 64;
+const P_D: usize = P_PSUM + 64;
+const P_F: usize = P_D + 64;
+/// Bytes of one packed super-block of [`AMX_ROWS`] weight rows.
+pub const AMX_PACKED: usize = P_F + 64;
+
+/// Whether the AMX GEMM runs here: AMX-TILE and AMX-INT8, AVX-512 (F/BW/VL/VNNI, for the
+/// packing and the work on the tiles' results), and the tile state granted by the OS.
+/// `MED42_AMX=0` in the environment turns it off (the VNNI packed GEMM runs instead, with the
+/// same results).
+pub fn available() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        if std::env::var("MED42_AMX").is_ok_and(|v| v.trim() == "0") {
+            return false;
+        }
+        if !super::has_avx512vnni() {
+            return false;
+        }
+        // CPUID.(EAX=7, ECX=0):EDX bit 24 is AMX-TILE, bit 25 AMX-INT8
+        let r = __cpuid_count(7, 0);
+        if r.edx & (1 << 24) == 0 || r.edx & (1 << 25) == 0 {
+            return false;
+        }
+        request_tile_state()
+    })
+}
+
+/// Whether `t` has the AMX GEMM (where [`available`]).
+pub fn has_gemm(t: GgmlType) -> bool {
+    matches!(t, GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q6_K)
+}
+
+/// Asks Linux for the tile data state of this process (`ARCH_REQ_XCOMP_PERM` for
+/// `XFEATURE_XTILEDATA`); false where the kernel refuses (older than 5.16, or AMX disabled).
+#[cfg(target_os = "linux")]
+fn request_tile_state() -> bool {
+    extern "C" {
+        fn syscall(num: i64, ...) -> i64;
+    }
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    // SAFETY: arch_prctl with these arguments only changes what this process may use.
+    unsafe { syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_state() -> bool {
+    false
+}
+
+/// The tile configuration (palette 1): every tile register 16 rows of 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// Loads the tile configuration on this thread; [`release`] when done.
+///
+/// # Safety
+/// [`available`] returned true.
+#[inline]
+pub unsafe fn configure() {
+    let mut c = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        colsb: [0; 16],
+        rows: [0; 16],
+    };
+    for t in 0..8 {
+        c.colsb[t] = 64;
+        c.rows[t] = 16;
+    }
+    asm!("ldtilecfg [{0}]", in(reg) &c as *const TileConfig, options(nostack, readonly));
+}
+
+/// Releases this thread's tile state (so that context switches do not save it).
+///
+/// # Safety
+/// [`available`] returned true.
+#[inline]
+pub unsafe fn release() {
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+/// Pack super-blocks `b0..b0 + nb` of [`AMX_ROWS`] weight rows of `t` ([`has_gemm`]) into `out`
+/// (`nb * AMX_PACKED` bytes), through `tmp` (two [`K16_PACKED`] blocks).
+///
+/// # Safety
+/// AVX-512 F/BW/VL with AVX2/FMA/F16C present; every `rows[i]` holds super-blocks
+/// `b0..b0 + nb`; `out` and `tmp` have room.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub unsafe fn pack(
+    t: GgmlType,
+    b0: usize,
+    nb: usize,
+    rows: [*const u8; AMX_ROWS],
+    tmp: *mut u8,
+    out: *mut u8,
+) {
+    let g0: [*const u8; 8] = std::array::from_fn(|i| rows[i]);
+    let g1: [*const u8; 8] = std::array::from_fn(|i| rows[8 + i]);
+    // i16 element e of a piece widened from one group's 32 bytes belongs to row e / 4, whose
+    // scale is element 2 * (e / 4) of that group's scale vector
+    let idx = _mm512_set_epi16(
+        14, 14, 14, 14, 12, 12, 12, 12, 10, 10, 10, 10, 8, 8, 8, 8, 6, 6, 6, 6, 4, 4, 4, 4, 2, 2,
+        2, 2, 0, 0, 0, 0,
+    );
+    let m7 = _mm512_set1_epi16(127);
+    let ones = _mm512_set1_epi16(1);
+    for b in 0..nb {
+        super::avx2::pack(t, b0 + b, 1, g0, tmp);
+        super::avx2::pack(t, b0 + b, 1, g1, tmp.add(K16_PACKED));
+        let src = [tmp as *const u8, tmp.add(K16_PACKED) as *const u8];
+        let o = out.add(b * AMX_PACKED);
+        let mut wsum = [_mm512_setzero_si512(); 2];
+        // piece c: values 4c..4c + 4 of every row, 16-value group c / 4
+        for c in 0..64 {
+            for g in 0..2 {
+                let q =
+                    _mm512_cvtepu8_epi16(_mm256_loadu_si256(src[g].add(32 * c) as *const __m256i));
+                let sv = _mm256_loadu_si256(src[g].add(8 * 256 + 32 * (c / 4)) as *const __m256i);
+                let sc = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sv));
+                let w = _mm512_mullo_epi16(q, sc);
+                wsum[g] = _mm512_add_epi32(wsum[g], _mm512_madd_epi16(w, ones));
+                let at = 64 * c + 32 * g;
+                _mm256_storeu_si256(
+                    o.add(P_LO + at) as *mut __m256i,
+                    _mm512_cvtepi16_epi8(_mm512_and_si512(w, m7)),
+                );
+                _mm256_storeu_si256(
+                    o.add(P_HI + at) as *mut __m256i,
+                    _mm512_cvtepi16_epi8(_mm512_srai_epi16::<7>(w)),
+                );
+            }
+        }
+        // row 8g + i: 32-bit lanes 2i and 2i + 1 of wsum[g]
+        let mut ws = [0i32; 16];
+        for g in 0..2 {
+            let l: [i32; 16] = std::mem::transmute(wsum[g]);
+            for i in 0..8 {
+                ws[8 * g + i] = 128 * (l[2 * i] + l[2 * i + 1]);
+            }
+        }
+        std::ptr::copy_nonoverlapping(ws.as_ptr() as *const u8, o.add(P_WSUM), 64);
+        // what multiplies the activation 16-sums (scales or mins), per value as a byte: the
+        // pair term is then sum((a + 128) * pair) - 128 * 16 * sum(pairs) of the row. Pair
+        // vector p holds, in lane i, row i's entries 2p and 2p + 1 as i16.
+        let pv = [0, 1].map(|g| src[g].add(8 * 256 + 16 * 32));
+        let mut psum = [0i32; 16];
+        for grp in 0..16 {
+            let (p, half) = (grp / 2, grp % 2);
+            let z = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_loadu_si256(pv[0].add(32 * p) as *const __m256i)),
+                _mm256_loadu_si256(pv[1].add(32 * p) as *const __m256i),
+            );
+            // i16 element e of the two halves: row e / 4 of group 0, then of group 1
+            let pick = |base: i16| {
+                let e: [i16; 32] = std::array::from_fn(|e| base + 2 * (e / 4) as i16 + half as i16);
+                _mm512_loadu_si512(e.as_ptr() as *const _)
+            };
+            let lo = _mm512_cvtepi16_epi8(_mm512_permutexvar_epi16(pick(0), z));
+            let hi = _mm512_cvtepi16_epi8(_mm512_permutexvar_epi16(pick(16), z));
+            for c in 4 * grp..4 * grp + 4 {
+                _mm256_storeu_si256(o.add(P_PAIR + 64 * c) as *mut __m256i, lo);
+                _mm256_storeu_si256(o.add(P_PAIR + 64 * c + 32) as *mut __m256i, hi);
+            }
+            for i in 0..16 {
+                let v = *(pv[i / 8].add(32 * p + 4 * (i % 8) + 2 * half) as *const i16);
+                psum[i] += v as i32;
+            }
+        }
+        for v in psum.iter_mut() {
+            *v *= 128 * 16;
+        }
+        std::ptr::copy_nonoverlapping(psum.as_ptr() as *const u8, o.add(P_PSUM), 64);
+        // d and f: the two groups' 8 f32 side by side
+        for v in 0..2 {
+            for g in 0..2 {
+                let from = src[g].add(8 * 256 + 16 * 32 + 8 * 32 + 32 * v);
+                std::ptr::copy_nonoverlapping(from, o.add(P_D + 64 * v + 32 * g), 32);
+            }
+        }
+    }
+}
+
+/// Bytes of one activation tile's super-block in [`unsigned_acts`] form: 4 steps of 64 values of
+/// [`AMX_COLS`] prompt rows.
+pub const AMX_ACT: usize = 4 * 64 * AMX_COLS;
+
+/// A 64-byte aligned `len`-byte region of `buf` (grown as needed).
+pub fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    buf.resize(len + 64, 0);
+    let off = buf.as_ptr().align_offset(64);
+    &mut buf[off..off + len]
+}
+
+/// The activation rows `0..m` of `acts` (Q8_K, `row_nb` blocks) with every byte plus 128, as the
+/// tiles load them: tile `i` (rows `16i..16i + 16`, those past `m` zero), super-block `b`, step
+/// `s` of 64 values at `((i * row_nb + b) * 4 + s) * 1024`, row by row (the block scales and sums
+/// come from `acts` itself).
+pub fn unsigned_acts(acts: &QActs, m: usize, row_nb: usize, out: &mut [u8]) {
+    assert!(out.len() >= m.div_ceil(AMX_COLS) * row_nb * AMX_ACT);
+    for t in 0..m.div_ceil(AMX_COLS) * AMX_COLS {
+        let (tile, r) = (t / AMX_COLS, t % AMX_COLS);
+        for b in 0..row_nb {
+            for s in 0..4 {
+                let o = ((tile * row_nb + b) * 4 + s) * 1024 + 64 * r;
+                let dst = &mut out[o..o + 64];
+                if t < m {
+                    let src = &acts.row_with_scales(t)[b * Q8K + Q8K_QS + 64 * s..][..64];
+                    for (d, &x) in dst.iter_mut().zip(src) {
+                        *d = x ^ 0x80;
+                    }
+                } else {
+                    dst.fill(0);
+                }
+            }
+        }
+    }
+}
+
+/// `acc[r] += dot(prompt row t0 + r, weight rows 0..16)` (the lanes) for `r < rows`
+/// (`rows <= AMX_COLS`) over super-block `b`: `w` its packed weights ([`pack`]), `x` the tile's
+/// block in [`unsigned_acts`] form, `acts` for the rows' scales.
+///
+/// # Safety
+/// [`available`] returned true and [`configure`] ran on this thread; `w` holds `AMX_PACKED`
+/// bytes, `x` `AMX_ACT`; `acts` rows `t0..t0 + rows` hold block `b`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn gemm(
+    w: *const u8,
+    x: *const u8,
+    acts: &QActs,
+    t0: usize,
+    rows: usize,
+    b: usize,
+    acc: &mut [__m512; AMX_COLS],
+) {
+    #[repr(C, align(64))]
+    struct Results([[i32; 16]; 48]);
+    // written whole by the tile stores below before any read
+    let mut c = std::mem::MaybeUninit::<Results>::uninit();
+    let cp = c.as_mut_ptr() as *mut u8;
+    // tmm0: sum((a + 128) * lo), tmm1: sum((a + 128) * hi), tmm5: sum((a + 128) * pair);
+    // tmm2: 64 values of the 16 prompt rows; tmm3, tmm4, tmm6: those values' lo, hi and pair
+    // bytes of the 16 weight rows
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm5",
+        options(nostack, nomem)
+    );
+    for s in 0..4 {
+        asm!(
+            "tileloadd tmm2, [{x} + {st}*1]",
+            "tileloadd tmm3, [{lo} + {st}*1]",
+            "tileloadd tmm4, [{hi} + {st}*1]",
+            "tileloadd tmm6, [{pr} + {st}*1]",
+            "tdpbusd tmm0, tmm2, tmm3",
+            "tdpbusd tmm1, tmm2, tmm4",
+            "tdpbusd tmm5, tmm2, tmm6",
+            x = in(reg) x.add(1024 * s),
+            lo = in(reg) w.add(P_LO + 1024 * s),
+            hi = in(reg) w.add(P_HI + 1024 * s),
+            pr = in(reg) w.add(P_PAIR + 1024 * s),
+            st = in(reg) 64usize,
+            options(nostack, readonly),
+        );
+    }
+    asm!(
+        "tilestored [{c} + {st}*1], tmm0",
+        "tilestored [{c2} + {st}*1], tmm1",
+        "tilestored [{c3} + {st}*1], tmm5",
+        c = in(reg) cp,
+        c2 = in(reg) cp.add(16 * 64),
+        c3 = in(reg) cp.add(32 * 64),
+        st = in(reg) 64usize,
+        options(nostack),
+    );
+    let wsum = _mm512_loadu_si512(w.add(P_WSUM) as *const _);
+    let psum = _mm512_loadu_si512(w.add(P_PSUM) as *const _);
+    let d = _mm512_loadu_ps(w.add(P_D) as *const f32);
+    let f = _mm512_loadu_ps(w.add(P_F) as *const f32);
+    for r in 0..rows {
+        let ab = acts.row_with_scales(t0 + r).as_ptr().add(b * Q8K);
+        let lo = _mm512_loadu_si512(cp.add(64 * r) as *const _);
+        let hi = _mm512_loadu_si512(cp.add(64 * (16 + r)) as *const _);
+        let sum = _mm512_sub_epi32(_mm512_add_epi32(lo, _mm512_slli_epi32::<7>(hi)), wsum);
+        let pr = _mm512_loadu_si512(cp.add(64 * (32 + r)) as *const _);
+        let off = _mm512_sub_epi32(pr, psum);
+        let da = _mm512_set1_ps(std::ptr::read_unaligned(ab as *const f32));
+        let v = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(sum), acc[r]);
+        acc[r] = _mm512_fnmadd_ps(_mm512_mul_ps(f, da), _mm512_cvtepi32_ps(off), v);
+    }
+}
