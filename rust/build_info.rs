@@ -130,7 +130,7 @@ pub struct BuildInfo {
     /// Per weight type: the dot-product kernel, with `+multi-row` and `+packed` where prompts
     /// use those kernels, and `+amx` where the packed GEMM runs on AMX tiles.
     pub dot_kernels: Vec<(String, String)>,
-    /// Whether prompts use AMX (Q2_K, Q3_K, Q6_K): the CPU has AMX-TILE and AMX-INT8 with
+    /// Whether prompts of the K-quants use AMX: the CPU has AMX-TILE and AMX-INT8 with
     /// AVX-512, the OS granted the tile state, and `MED42_AMX=0` is not set.
     pub amx: bool,
 }

@@ -6,7 +6,7 @@ import med42_rs
 
 COMPUTABLE = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
 COMPUTABLE += ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"]
-AMX_TYPES = ["Q2_K", "Q3_K", "Q6_K"]
+AMX_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 
 
 def _cpu_flags() -> set[str]:
@@ -49,7 +49,7 @@ def test_dot_kernels_name_every_type_and_the_fast_paths() -> None:
             assert kernels[t] == "avx2", (t, kernels[t])
         # prompts use the multi-row kernels and, from 16 rows, the packed GEMM (8 weight rows per
         # register) for every type of the Med42 table
-        # (AMX tiles where the CPU has them, for the types with a scale per 16 values)
+        # (AMX tiles for the K-quants where the CPU has them)
         for t in ["Q4_0", "Q5_0", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]:
             want = isa if t in vnni_types else "avx2"
             amx = "+amx" if info["amx"] and t in AMX_TYPES else ""

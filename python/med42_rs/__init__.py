@@ -95,7 +95,7 @@ def build_info() -> dict[str, Any]:
     ``avx512vnni`` or ``avxvnni`` where the CPU has VNNI, ``avx2``, or ``scalar``, which is
     slow); ``dot_kernels``, the kernel each weight type gets
     (with ``+multi-row``/``+packed`` where prompts use those, ``+amx`` where the packed GEMM runs
-    on AMX tiles); ``amx``, whether prompts use AMX (Q2_K, Q3_K, Q6_K on a CPU with AMX-INT8,
+    on AMX tiles); ``amx``, whether prompts use AMX (the K-quants, on a CPU with AMX-INT8,
     unless ``MED42_AMX=0``); ``candle_kernels``, the family
     candle's own kernels were compiled for; the SIMD features compiled in and those the CPU
     offers; the candle version and the cargo features. ``cuda`` says whether this is the CUDA build

@@ -168,7 +168,7 @@ pub struct Packed {
     /// AVX2 kernel: the same packing, the same results bit for bit.
     #[cfg(target_arch = "x86_64")]
     vnni: Option<Vnni>,
-    /// Whether prompts take the AMX GEMM instead (Q2_K, Q3_K and Q6_K where AMX is available): the
+    /// Whether prompts take the AMX GEMM instead (the K-quants where AMX is available): the
     /// same results bit for bit, on its own packing.
     amx: bool,
 }

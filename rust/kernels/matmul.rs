@@ -270,7 +270,13 @@ thread_local! {
     static AMX_ACTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The prompt matmul through the AMX GEMM ([`super::x86::amx`]: Q2_K, Q3_K, Q6_K): the
+/// Groups of [`super::x86::amx::AMX_ROWS`] weight rows per AMX task: each activation tile
+/// loaded from memory serves them all (the activations of a long prompt do not fit in L2, and
+/// one group per pass over them left the tiles waiting on that read).
+#[cfg(target_arch = "x86_64")]
+const AMX_GROUPS: usize = 8;
+
+/// The prompt matmul through the AMX GEMM ([`super::x86::amx`]: the K-quants): the
 /// activations laid out once per call for the tiles, then tasks of
 /// [`super::x86::amx::AMX_ROWS`] weight rows, each packing its rows one super-block at a time
 /// (which then stays in L1) and running every tile of [`super::x86::amx::AMX_COLS`] prompt rows
@@ -279,9 +285,7 @@ thread_local! {
 fn matmul_amx(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usize) {
     use super::x86::amx::{self, AMX_ACT, AMX_COLS, AMX_PACKED, AMX_ROWS};
     use super::x86::avx2::packed_k::K16_PACKED;
-    use std::arch::x86_64::{
-        __m512, _mm512_add_ps, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps,
-    };
+    use std::arch::x86_64::{_mm512_add_ps, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps};
     let (m, n) = (acts.rows(), w.n_out);
     let row_nb = w.k / 256;
     let tiles = m.div_ceil(AMX_COLS);
@@ -292,46 +296,71 @@ fn matmul_amx(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
         let ua = amx::aligned(ua, tiles * row_nb * AMX_ACT);
         amx::unsigned_acts(acts, m, row_nb, ua);
         let ua: &[u8] = ua;
-        p.for_chunks(n_threads, groups, 1, &|r| {
+        p.for_chunks(n_threads, groups, AMX_GROUPS, &|r| {
             AMX_BUF.with_borrow_mut(|(buf, tmp)| {
-                let packed = amx::aligned(buf, AMX_PACKED).as_mut_ptr();
+                let gs = r.len();
+                let packed = amx::aligned(buf, AMX_GROUPS * AMX_PACKED).as_mut_ptr();
                 tmp.resize(2 * K16_PACKED, 0);
-                // f32 accumulators of every tile: [prompt row][weight row]
-                let mut accs = vec![0f32; tiles * AMX_COLS * AMX_ROWS];
+                // f32 accumulators of every group and tile: [group][prompt row][weight row]
+                let per_group = tiles * AMX_COLS * AMX_ROWS;
+                let mut accs = vec![0f32; gs * per_group];
                 // SAFETY: `amx()` is set only where `amx::available()` (AVX-512 with AMX, the
                 // tile state granted) and for its types; the buffers hold the blocks passed.
                 unsafe {
                     amx::configure();
-                    for g in r {
-                        let rows: [*const u8; AMX_ROWS] =
-                            std::array::from_fn(|i| w.row(g * AMX_ROWS + i).as_ptr());
-                        accs.fill(0.0);
-                        for b in 0..row_nb {
-                            amx::pack(w.dtype, b, 1, rows, tmp.as_mut_ptr(), packed);
-                            for tile in 0..tiles {
-                                let t0 = tile * AMX_COLS;
-                                let a = accs.as_mut_ptr().add(t0 * AMX_ROWS);
-                                let mut v: [__m512; AMX_COLS] = [_mm512_setzero_ps(); AMX_COLS];
-                                for (c, v) in v.iter_mut().enumerate() {
-                                    *v = _mm512_loadu_ps(a.add(c * AMX_ROWS));
+                    let rows: Vec<[*const u8; AMX_ROWS]> = r
+                        .clone()
+                        .map(|g| std::array::from_fn(|i| w.row(g * AMX_ROWS + i).as_ptr()))
+                        .collect();
+                    for b in 0..row_nb {
+                        for (gi, rows) in rows.iter().enumerate() {
+                            let o = packed.add(gi * AMX_PACKED);
+                            amx::pack(w.dtype, b, 1, *rows, tmp.as_mut_ptr(), o);
+                        }
+                        for pair in 0..tiles.div_ceil(2) {
+                            // two tiles per call (the last one alone: its twin computes nothing)
+                            let ts = [2 * pair, (2 * pair + 1).min(tiles - 1)];
+                            let t0 = ts.map(|i| i * AMX_COLS);
+                            let rows = [
+                                (m - t0[0]).min(AMX_COLS),
+                                if ts[1] == ts[0] {
+                                    0
+                                } else {
+                                    (m - t0[1]).min(AMX_COLS)
+                                },
+                            ];
+                            let x = ts.map(|i| ua.as_ptr().add((i * row_nb + b) * AMX_ACT));
+                            for gi in 0..gs {
+                                let base = accs.as_mut_ptr().add(gi * per_group);
+                                let a = t0.map(|t| base.add(t * AMX_ROWS));
+                                let mut v = [[_mm512_setzero_ps(); AMX_COLS]; 2];
+                                for i in 0..2 {
+                                    for (c, v) in v[i][..rows[i]].iter_mut().enumerate() {
+                                        *v = _mm512_loadu_ps(a[i].add(c * AMX_ROWS));
+                                    }
                                 }
-                                let x = ua.as_ptr().add((tile * row_nb + b) * AMX_ACT);
-                                let rows = (m - t0).min(AMX_COLS);
-                                amx::gemm(packed, x, acts, t0, rows, b, &mut v);
-                                for (c, v) in v.iter().enumerate() {
-                                    _mm512_storeu_ps(a.add(c * AMX_ROWS), *v);
+                                let [v0, v1] = &mut v;
+                                let o = packed.add(gi * AMX_PACKED);
+                                amx::gemm(o, x, acts, t0, rows, b, [v0, v1]);
+                                for i in 0..2 {
+                                    for (c, v) in v[i][..rows[i]].iter().enumerate() {
+                                        _mm512_storeu_ps(a[i].add(c * AMX_ROWS), *v);
+                                    }
                                 }
                             }
                         }
+                    }
+                    amx::release();
+                    for (gi, g) in r.enumerate() {
                         for t in 0..m {
                             // `+ 0.0` as the packed GEMMs' `combine` (a -0.0 becomes 0.0)
-                            let v = _mm512_loadu_ps(accs.as_ptr().add(t * AMX_ROWS));
+                            let v =
+                                _mm512_loadu_ps(accs.as_ptr().add(gi * per_group + t * AMX_ROWS));
                             let v = _mm512_add_ps(v, _mm512_setzero_ps());
                             // SAFETY: (t, j) pairs of different tasks are disjoint.
                             _mm512_storeu_ps(dst.get().add(t * n + g * AMX_ROWS), v);
                         }
                     }
-                    amx::release();
                 }
             })
         });

@@ -50,7 +50,13 @@ fn amx_gemm_equals_the_vnni_packed_gemm_bit_for_bit() {
         return;
     }
     let mut compared = 0;
-    for t in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q6_K] {
+    for t in [
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ] {
         let (with, without) = both(t);
         // (weight rows, super-blocks, prompt rows): one tile exactly; 3 groups and 7 rows after
         // them with a partial tile; more super-blocks than an L1 block and 9 tiles

@@ -1,12 +1,12 @@
-//! The AMX prompt GEMM of the K-quants with a scale per 16 values (Q6_K, Q3_K, Q2_K; Intel
-//! Advanced Matrix Extensions: `tdpbusd` on 16 x 64-byte tiles), for CPUs that have AMX-TILE and
-//! AMX-INT8 (Xeon since Sapphire Rapids) and an OS that lends the tile state (Linux 5.16+, asked
-//! once per process with `arch_prctl`).
+//! The AMX prompt GEMM of the K-quants (Q2_K to Q6_K; Intel Advanced Matrix Extensions:
+//! `tdpbusd` on 16 x 64-byte tiles), for CPUs that have AMX-TILE and AMX-INT8 (Xeon since
+//! Sapphire Rapids) and an OS that lends the tile state (Linux 5.16+, asked once per process with
+//! `arch_prctl`).
 //!
 //! One `tdpbusd` multiplies a 16 x 64 tile of unsigned bytes by a 64 x 16 tile of signed bytes
 //! into 16 x 16 exact i32 sums, in about 18 cycles on a 2-core Xeon of that class: 16 x 16 x 64
-//! products, where a 512-bit `vpdpbusd` does 64 per cycle. These types need a scale per 16
-//! values (`sum(scale * q * a)`), which `tdpbusd` cannot apply inside its 64-value sums, so the
+//! products, where a 512-bit `vpdpbusd` does 64 per cycle. These types need a scale per 16 or
+//! 32 values (`sum(scale * q * a)`), which `tdpbusd` cannot apply inside its 64-value sums, so the
 //! scales go into the weights: each value becomes `w = scale * q` (at most 63 * 128 in
 //! magnitude, for Q6_K), split into two signed bytes `lo = w & 127` and `hi = w >> 7`
 //! (arithmetic). The activations `a` (Q8_K bytes) enter as the unsigned bytes `a + 128`, and
@@ -15,7 +15,9 @@
 //! `sum(scale * q * a) = sum((a + 128) * lo) + 128 * sum((a + 128) * hi) - 128 * sum(w)`
 //!
 //! two `tdpbusd` per 64 values, `sum(w)` of each weight row computed when packing. The pair
-//! term (`sum(pair * activation 16-sum)`) is the `vpdpwssd` of the VNNI packed GEMM. Both
+//! term (`sum(pair * activation 16-sum)`: the offset of Q3_K and Q6_K, the mins of Q2_K, Q4_K and
+//! Q5_K, a Q4_K/Q5_K min once for each 16-sum of its 32 values) is `vpdpwssd`, as in the VNNI
+//! packed GEMM. Both
 //! integers then take the f32 operations of every other kernel of these types in their order
 //! (`acc = fma(d * da, sum, acc)`, `acc = fma(-(f * da), pairs, acc)` per super-block), so the
 //! results equal those of the AVX2 and VNNI kernels bit for bit (tested) and batch invariance
@@ -24,7 +26,7 @@
 //! Layouts: [`AMX_ROWS`] weight rows are packed per super-block ([`AMX_PACKED`] bytes) from the
 //! AVX2 packing of their two groups of 8 ([`crate::kernels::x86::avx2::packed_k`]): the `lo` and
 //! `hi` bytes in the `tdpbusd` layout (4 consecutive values of one weight row per 32-bit lane, the
-//! 16 rows side by side), `128 * sum(w)` per row, and that packing's pair vectors, `d` and `f`.
+//! 16 rows side by side), `128 * sum(w)` per row, 8 pair vectors, `d` and `f` (`dmin`).
 //! The activation rows are the Q8_K rows with every byte plus 128 ([`unsigned_acts`]), each tile
 //! [`AMX_COLS`] of them.
 
@@ -36,8 +38,8 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use crate::gguf::GgmlType;
-use crate::kernels::acts::{QActs, Q8K_QS};
-use crate::kernels::x86::avx2::packed_k::K16_PACKED;
+use crate::kernels::acts::{QActs, Q8K_BSUMS, Q8K_QS};
+use crate::kernels::x86::avx2::packed_k::{K16_PACKED, Q4_K_PACKED};
 
 const Q8K: usize = GgmlType::Q8_K.type_size();
 
@@ -49,10 +51,9 @@ pub const AMX_COLS: usize = 16;
 // one packed super-block of AMX_ROWS weight rows
 const P_LO: usize = 0;
 const P_HI: usize = 64 * 64;
-const P_PAIR: usize = 2 * 64 * 64;
-const P_WSUM: usize = 3 * 64 * 64;
-const P_PSUM: usize = P_WSUM + 64;
-const P_D: usize = P_PSUM + 64;
+const P_WSUM: usize = 2 * 64 * 64;
+const P_PAIRS: usize = P_WSUM + 64;
+const P_D: usize = P_PAIRS + 8 * 64;
 const P_F: usize = P_D + 64;
 /// Bytes of one packed super-block of [`AMX_ROWS`] weight rows.
 pub const AMX_PACKED: usize = P_F + 64;
@@ -81,7 +82,8 @@ pub fn available() -> bool {
 
 /// Whether `t` has the AMX GEMM (where [`available`]).
 pub fn has_gemm(t: GgmlType) -> bool {
-    matches!(t, GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q6_K)
+    use GgmlType::*;
+    matches!(t, Q2_K | Q3_K | Q4_K | Q5_K | Q6_K)
 }
 
 /// Asks Linux for the tile data state of this process (`ARCH_REQ_XCOMP_PERM` for
@@ -143,7 +145,7 @@ pub unsafe fn release() {
 }
 
 /// Pack super-blocks `b0..b0 + nb` of [`AMX_ROWS`] weight rows of `t` ([`has_gemm`]) into `out`
-/// (`nb * AMX_PACKED` bytes), through `tmp` (two [`K16_PACKED`] blocks).
+/// (`nb * AMX_PACKED` bytes), through `tmp` (two [`K16_PACKED`] blocks, the larger AVX2 packing).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL with AVX2/FMA/F16C present; every `rows[i]` holds super-blocks
@@ -167,18 +169,28 @@ pub unsafe fn pack(
     );
     let m7 = _mm512_set1_epi16(127);
     let ones = _mm512_set1_epi16(1);
+    // the AVX2 packing: Q4_K/Q5_K with a scale per 32 values (8 scale vectors, then 4 vectors
+    // of min pairs per 32 values, d, dmin), the others per 16 (16 scale vectors, then 8 pair
+    // vectors per 16 values, d, f)
+    let q45 = matches!(t, GgmlType::Q4_K | GgmlType::Q5_K);
+    let (bytes, per_scale, n_scales) = if q45 {
+        (Q4_K_PACKED, 8, 8)
+    } else {
+        (K16_PACKED, 4, 16)
+    };
     for b in 0..nb {
         super::avx2::pack(t, b0 + b, 1, g0, tmp);
-        super::avx2::pack(t, b0 + b, 1, g1, tmp.add(K16_PACKED));
-        let src = [tmp as *const u8, tmp.add(K16_PACKED) as *const u8];
+        super::avx2::pack(t, b0 + b, 1, g1, tmp.add(bytes));
+        let src = [tmp as *const u8, tmp.add(bytes) as *const u8];
         let o = out.add(b * AMX_PACKED);
         let mut wsum = [_mm512_setzero_si512(); 2];
-        // piece c: values 4c..4c + 4 of every row, 16-value group c / 4
+        // piece c: values 4c..4c + 4 of every row
         for c in 0..64 {
             for g in 0..2 {
                 let q =
                     _mm512_cvtepu8_epi16(_mm256_loadu_si256(src[g].add(32 * c) as *const __m256i));
-                let sv = _mm256_loadu_si256(src[g].add(8 * 256 + 32 * (c / 4)) as *const __m256i);
+                let at = 8 * 256 + 32 * (c / per_scale);
+                let sv = _mm256_loadu_si256(src[g].add(at) as *const __m256i);
                 let sc = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sv));
                 let w = _mm512_mullo_epi16(q, sc);
                 wsum[g] = _mm512_add_epi32(wsum[g], _mm512_madd_epi16(w, ones));
@@ -202,41 +214,39 @@ pub unsafe fn pack(
             }
         }
         std::ptr::copy_nonoverlapping(ws.as_ptr() as *const u8, o.add(P_WSUM), 64);
-        // what multiplies the activation 16-sums (scales or mins), per value as a byte: the
-        // pair term is then sum((a + 128) * pair) - 128 * 16 * sum(pairs) of the row. Pair
-        // vector p holds, in lane i, row i's entries 2p and 2p + 1 as i16.
-        let pv = [0, 1].map(|g| src[g].add(8 * 256 + 16 * 32));
-        let mut psum = [0i32; 16];
-        for grp in 0..16 {
-            let (p, half) = (grp / 2, grp % 2);
-            let z = _mm512_inserti64x4::<1>(
-                _mm512_castsi256_si512(_mm256_loadu_si256(pv[0].add(32 * p) as *const __m256i)),
-                _mm256_loadu_si256(pv[1].add(32 * p) as *const __m256i),
-            );
-            // i16 element e of the two halves: row e / 4 of group 0, then of group 1
-            let pick = |base: i16| {
-                let e: [i16; 32] = std::array::from_fn(|e| base + 2 * (e / 4) as i16 + half as i16);
-                _mm512_loadu_si512(e.as_ptr() as *const _)
-            };
-            let lo = _mm512_cvtepi16_epi8(_mm512_permutexvar_epi16(pick(0), z));
-            let hi = _mm512_cvtepi16_epi8(_mm512_permutexvar_epi16(pick(16), z));
-            for c in 4 * grp..4 * grp + 4 {
-                _mm256_storeu_si256(o.add(P_PAIR + 64 * c) as *mut __m256i, lo);
-                _mm256_storeu_si256(o.add(P_PAIR + 64 * c + 32) as *mut __m256i, hi);
+        // 8 pair vectors, lane i: row i's multipliers of the activation 16-sums 2p and 2p + 1
+        // as i16 (the two groups' 32 bytes side by side)
+        let tail = 8 * 256 + 32 * n_scales;
+        if q45 {
+            // min pair vector p holds sub-blocks 2p and 2p + 1; a sub-block's min multiplies
+            // both of its 16-sums
+            for p in 0..8 {
+                let v = [0, 1]
+                    .map(|g| _mm256_loadu_si256(src[g].add(tail + 32 * (p / 2)) as *const __m256i));
+                let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v[0]), v[1]);
+                let e: [i16; 32] = std::array::from_fn(|e| {
+                    let lane = e / 2;
+                    (16 * (lane / 8) + 2 * (lane % 8) + p % 2) as i16
+                });
+                let idx = _mm512_loadu_si512(e.as_ptr() as *const _);
+                _mm512_storeu_si512(
+                    o.add(P_PAIRS + 64 * p) as *mut _,
+                    _mm512_permutexvar_epi16(idx, z),
+                );
             }
-            for i in 0..16 {
-                let v = *(pv[i / 8].add(32 * p + 4 * (i % 8) + 2 * half) as *const i16);
-                psum[i] += v as i32;
+        } else {
+            for p in 0..8 {
+                for g in 0..2 {
+                    let from = src[g].add(tail + 32 * p);
+                    std::ptr::copy_nonoverlapping(from, o.add(P_PAIRS + 64 * p + 32 * g), 32);
+                }
             }
         }
-        for v in psum.iter_mut() {
-            *v *= 128 * 16;
-        }
-        std::ptr::copy_nonoverlapping(psum.as_ptr() as *const u8, o.add(P_PSUM), 64);
-        // d and f: the two groups' 8 f32 side by side
+        // d and f (Q4_K, Q5_K: dmin): 8 f32 per group after the pair vectors
+        let df = tail + if q45 { 4 * 32 } else { 8 * 32 };
         for v in 0..2 {
             for g in 0..2 {
-                let from = src[g].add(8 * 256 + 16 * 32 + 8 * 32 + 32 * v);
+                let from = src[g].add(df + 32 * v);
                 std::ptr::copy_nonoverlapping(from, o.add(P_D + 64 * v + 32 * g), 32);
             }
         }
@@ -279,79 +289,90 @@ pub fn unsigned_acts(acts: &QActs, m: usize, row_nb: usize, out: &mut [u8]) {
     }
 }
 
-/// `acc[r] += dot(prompt row t0 + r, weight rows 0..16)` (the lanes) for `r < rows`
-/// (`rows <= AMX_COLS`) over super-block `b`: `w` its packed weights ([`pack`]), `x` the tile's
-/// block in [`unsigned_acts`] form, `acts` for the rows' scales.
+/// `acc[i][r] += dot(prompt row t[i] + r, weight rows 0..16)` (the lanes) for `r < rows[i]`
+/// (at most [`AMX_COLS`]; 0 for none) of two activation tiles `i`, over super-block `b`: `w` its
+/// packed weights ([`pack`]), `x[i]` the tiles' block in [`unsigned_acts`] form, `acts` for the
+/// rows' scales and 16-sums. Each weight tile load serves both activation tiles.
 ///
 /// # Safety
 /// [`available`] returned true and [`configure`] ran on this thread; `w` holds `AMX_PACKED`
-/// bytes, `x` `AMX_ACT`; `acts` rows `t0..t0 + rows` hold block `b`.
-#[allow(clippy::too_many_arguments)]
+/// bytes, each `x[i]` `AMX_ACT`; `acts` rows `t[i]..t[i] + rows[i]` hold block `b`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn gemm(
     w: *const u8,
-    x: *const u8,
+    x: [*const u8; 2],
     acts: &QActs,
-    t0: usize,
-    rows: usize,
+    t: [usize; 2],
+    rows: [usize; 2],
     b: usize,
-    acc: &mut [__m512; AMX_COLS],
+    acc: [&mut [__m512; AMX_COLS]; 2],
 ) {
     #[repr(C, align(64))]
-    struct Results([[i32; 16]; 48]);
+    struct Results([[i32; 16]; 64]);
     // written whole by the tile stores below before any read
     let mut c = std::mem::MaybeUninit::<Results>::uninit();
     let cp = c.as_mut_ptr() as *mut u8;
-    // tmm0: sum((a + 128) * lo), tmm1: sum((a + 128) * hi), tmm5: sum((a + 128) * pair);
-    // tmm2: 64 values of the 16 prompt rows; tmm3, tmm4, tmm6: those values' lo, hi and pair
-    // bytes of the 16 weight rows
+    // tmm0, tmm1: sum((a + 128) * lo) and sum((a + 128) * hi) of tile 0, tmm2, tmm3 of tile 1;
+    // tmm4, tmm5: 64 values of the two tiles' 16 prompt rows; tmm6, tmm7: those values' lo and
+    // hi bytes of the 16 weight rows
     asm!(
         "tilezero tmm0",
         "tilezero tmm1",
-        "tilezero tmm5",
+        "tilezero tmm2",
+        "tilezero tmm3",
         options(nostack, nomem)
     );
     for s in 0..4 {
         asm!(
-            "tileloadd tmm2, [{x} + {st}*1]",
-            "tileloadd tmm3, [{lo} + {st}*1]",
-            "tileloadd tmm4, [{hi} + {st}*1]",
-            "tileloadd tmm6, [{pr} + {st}*1]",
-            "tdpbusd tmm0, tmm2, tmm3",
-            "tdpbusd tmm1, tmm2, tmm4",
-            "tdpbusd tmm5, tmm2, tmm6",
-            x = in(reg) x.add(1024 * s),
+            "tileloadd tmm6, [{lo} + {st}*1]",
+            "tileloadd tmm4, [{x0} + {st}*1]",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tileloadd tmm5, [{x1} + {st}*1]",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "tileloadd tmm7, [{hi} + {st}*1]",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "tdpbusd tmm3, tmm5, tmm7",
+            x0 = in(reg) x[0].add(1024 * s),
+            x1 = in(reg) x[1].add(1024 * s),
             lo = in(reg) w.add(P_LO + 1024 * s),
             hi = in(reg) w.add(P_HI + 1024 * s),
-            pr = in(reg) w.add(P_PAIR + 1024 * s),
             st = in(reg) 64usize,
             options(nostack, readonly),
         );
     }
     asm!(
         "tilestored [{c} + {st}*1], tmm0",
-        "tilestored [{c2} + {st}*1], tmm1",
-        "tilestored [{c3} + {st}*1], tmm5",
+        "tilestored [{c1} + {st}*1], tmm1",
+        "tilestored [{c2} + {st}*1], tmm2",
+        "tilestored [{c3} + {st}*1], tmm3",
         c = in(reg) cp,
-        c2 = in(reg) cp.add(16 * 64),
-        c3 = in(reg) cp.add(32 * 64),
+        c1 = in(reg) cp.add(16 * 64),
+        c2 = in(reg) cp.add(32 * 64),
+        c3 = in(reg) cp.add(48 * 64),
         st = in(reg) 64usize,
         options(nostack),
     );
     let wsum = _mm512_loadu_si512(w.add(P_WSUM) as *const _);
-    let psum = _mm512_loadu_si512(w.add(P_PSUM) as *const _);
     let d = _mm512_loadu_ps(w.add(P_D) as *const f32);
     let f = _mm512_loadu_ps(w.add(P_F) as *const f32);
-    for r in 0..rows {
-        let ab = acts.row_with_scales(t0 + r).as_ptr().add(b * Q8K);
-        let lo = _mm512_loadu_si512(cp.add(64 * r) as *const _);
-        let hi = _mm512_loadu_si512(cp.add(64 * (16 + r)) as *const _);
-        let sum = _mm512_sub_epi32(_mm512_add_epi32(lo, _mm512_slli_epi32::<7>(hi)), wsum);
-        let pr = _mm512_loadu_si512(cp.add(64 * (32 + r)) as *const _);
-        let off = _mm512_sub_epi32(pr, psum);
-        let da = _mm512_set1_ps(std::ptr::read_unaligned(ab as *const f32));
-        let v = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(sum), acc[r]);
-        acc[r] = _mm512_fnmadd_ps(_mm512_mul_ps(f, da), _mm512_cvtepi32_ps(off), v);
+    let pairs: [__m512i; 8] =
+        std::array::from_fn(|p| _mm512_loadu_si512(w.add(P_PAIRS + 64 * p) as *const _));
+    for (i, acc) in acc.into_iter().enumerate() {
+        for r in 0..rows[i] {
+            let ab = acts.row_with_scales(t[i] + r).as_ptr().add(b * Q8K);
+            let lo = _mm512_loadu_si512(cp.add(64 * (32 * i + r)) as *const _);
+            let hi = _mm512_loadu_si512(cp.add(64 * (32 * i + 16 + r)) as *const _);
+            let sum = _mm512_sub_epi32(_mm512_add_epi32(lo, _mm512_slli_epi32::<7>(hi)), wsum);
+            let bs = ab.add(Q8K_BSUMS) as *const i32;
+            let mut off = _mm512_setzero_si512();
+            for p in 0..8 {
+                let x = _mm512_set1_epi32(std::ptr::read_unaligned(bs.add(p)));
+                off = _mm512_dpwssd_epi32(off, pairs[p], x);
+            }
+            let da = _mm512_set1_ps(std::ptr::read_unaligned(ab as *const f32));
+            let v = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(sum), acc[r]);
+            acc[r] = _mm512_fnmadd_ps(_mm512_mul_ps(f, da), _mm512_cvtepi32_ps(off), v);
+        }
     }
 }
