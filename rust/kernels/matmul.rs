@@ -81,7 +81,7 @@ pub fn matmul(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
     }
     if let Some(pk) = w.kernels.packed.filter(|_| m >= PACKED_MIN_ROWS) {
         #[cfg(target_arch = "x86_64")]
-        if pk.amx() {
+        if pk.amx() && m >= amx_min_rows(w.dtype) {
             return matmul_amx(w, acts, out, n_threads);
         }
         return matmul_packed(w, &pk, acts, out, n_threads);
@@ -268,6 +268,18 @@ thread_local! {
     /// The calling thread's buffer for the activations of an AMX matmul.
     #[cfg(target_arch = "x86_64")]
     static AMX_ACTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Prompt rows from which the AMX GEMM runs where it can: below, packing a super-block of each
+/// 16 weight rows for AMX costs more than the tiles save over the VNNI packed GEMM. On the 2-core
+/// Xeon of `docs/PERFORMANCE.md` (70B-shaped slices, all logits) the two break even at about 44
+/// rows for Q4_K_M and 30 for Q6_K; at 16 rows AMX takes 1.5x the time on Q4_K_M.
+#[cfg(target_arch = "x86_64")]
+fn amx_min_rows(t: GgmlType) -> usize {
+    match t {
+        GgmlType::Q4_K | GgmlType::Q5_K => 48,
+        _ => 32,
+    }
 }
 
 /// Groups of [`super::x86::amx::AMX_ROWS`] weight rows per AMX task: each activation tile

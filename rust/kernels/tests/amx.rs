@@ -58,9 +58,10 @@ fn amx_gemm_equals_the_vnni_packed_gemm_bit_for_bit() {
         GgmlType::Q6_K,
     ] {
         let (with, without) = both(t);
-        // (weight rows, super-blocks, prompt rows): one tile exactly; 3 groups and 7 rows after
-        // them with a partial tile; more super-blocks than an L1 block and 9 tiles
-        for (n, nb, m, seed) in [(16, 1, 16, 1u64), (55, 5, 37, 2), (32, 33, 140, 3)] {
+        // (weight rows, super-blocks, prompt rows; the matmul takes AMX from 32 or 48 rows):
+        // three whole tiles, the last one alone; 3 groups and 7 rows after them with a partial
+        // tile; 9 tiles, the last partial, and more groups than one task takes
+        for (n, nb, m, seed) in [(16, 1, 48, 1u64), (55, 5, 53, 2), (160, 9, 140, 3)] {
             let k = 256 * nb;
             let wb = quantize_weights(t, &rand_vec(n * k, seed));
             let x = rand_vec(m * k, seed + 10);
@@ -93,7 +94,7 @@ fn amx_gemm_equals_the_vnni_packed_gemm_bit_for_bit() {
     // Q6_K at the ends of its range: every value 63 with every scale -128 (the largest weight
     // magnitude, 63 * 128 per value), activations at -128 and +127 in turn
     let (with, without) = both(GgmlType::Q6_K);
-    let (n, nb, m) = (32, 3, 20);
+    let (n, nb, m) = (32, 3, 40);
     let mut wb = vec![0u8; n * nb * 210];
     for blk in wb.chunks_mut(210) {
         blk[..192].fill(0xFF);
