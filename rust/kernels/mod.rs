@@ -12,20 +12,20 @@
 //!   attention that reads it tile by tile;
 //! - [`reference`]: candle's block types, its scalar dots (the reference every SIMD kernel is
 //!   tested against) and its compile-time-SIMD dots (the fallback);
-//! - per instruction set, the kernels: `x86` (`x86::avx2`, `x86::vnni`), later `arm` (NEON).
+//! - per instruction set, the kernels: `x86` (`x86::avx2`, `x86::vnni`, and `x86::amx`, the
+//!   K-quants' prompt GEMM on AMX tiles), later `arm` (NEON).
 //!
 //! On x86-64 with AVX2 (detected at run time) every type of the Med42 quant table has this
 //! crate's decode kernel; prompt batches use the multi-row kernels for Q2_K..Q6_K, Q4_0, Q5_0 and
 //! Q8_0, and prompts of [`PACKED_MIN_ROWS`] rows or more the GEMM over weight tiles repacked 8
 //! rows per register. For each of these types all three kernels add exact per-block integer dot
 //! products in one f32 order, so results do not depend on batching, bit for bit. Where the CPU
-//! also has AVX-512 F/BW/VL/VNNI, the decode and multi-row kernels of these types (and Q4_1's
-//! decode kernel) and the packed GEMMs of Q4_0, Q5_0 and Q8_0 are VNNI ones (with AVX-VNNI
-//! alone, those of the 32-value-block types), which compute the same integers with fewer
+//! also has AVX-512 F/BW/VL/VNNI or AVX-VNNI, the decode, multi-row and packed kernels of these
+//! types (and Q4_1's decode kernel) are VNNI ones, which compute the same integers with fewer
 //! instructions and give the AVX2 kernels' results bit for bit, so batching still changes
-//! nothing and every x86 machine gives the same logits. With AVX-512, the multi-row kernels of
-//! a batched decode step of Q4_K, Q5_K (4 rows) and Q6_K (4 and 8 rows) use 512-bit registers
-//! (`x86::vnni::rows512`), again with the same bits.
+//! nothing and every x86 machine gives the same logits. Where it also has AMX-TILE and
+//! AMX-INT8 (and the OS grants the tile state), the K-quants' prompts of 32 rows or more (48 for
+//! Q4_K and Q5_K) run on AMX tiles, again with the same bits.
 //!
 //! Every safe function here is sound for any input: the kernels behind [`Kernels`] and
 //! [`matmul`](fn@matmul) check the lengths of the rows they are given (once per row, not per
