@@ -324,10 +324,18 @@ fn matmul_amx(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
                         .clone()
                         .map(|g| std::array::from_fn(|i| w.row(g * AMX_ROWS + i).as_ptr()))
                         .collect();
+                    let block = w.dtype.type_size();
                     for b in 0..row_nb {
                         for (gi, rows) in rows.iter().enumerate() {
                             let o = packed.add(gi * AMX_PACKED);
                             amx::pack(w.dtype, b, 1, *rows, tmp.as_mut_ptr(), o);
+                        }
+                        if b + 1 < row_nb {
+                            // the task's next super-block comes into L2 while the tiles run
+                            // over this one (the packing read it from memory, and waited)
+                            for &r in rows.iter().flatten() {
+                                amx::prefetch(r.add((b + 1) * block), block);
+                            }
                         }
                         for pair in 0..tiles.div_ceil(2) {
                             // two tiles per call (the last one alone: its twin computes nothing)

@@ -144,6 +144,17 @@ pub unsafe fn release() {
     asm!("tilerelease", options(nostack, nomem));
 }
 
+/// Asks for the cache lines of `len` bytes at `p` to come into L2 (a hint: never faults).
+#[inline]
+pub fn prefetch(p: *const u8, len: usize) {
+    let mut l = 0;
+    while l < len + 63 {
+        // SAFETY: a prefetch is a hint, valid for any address.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(l) as *const i8) };
+        l += 64;
+    }
+}
+
 /// Pack super-blocks `b0..b0 + nb` of [`AMX_ROWS`] weight rows of `t` ([`has_gemm`]) into `out`
 /// (`nb * AMX_PACKED` bytes), through `tmp` (two [`K16_PACKED`] blocks, the larger AVX2 packing).
 ///
