@@ -244,19 +244,31 @@ fn matmul_packed(w: &WeightView<'_>, pk: &Packed, acts: &QActs, out: &mut [f32],
             }
         })
     });
-    // weight rows after the last full group, one activation row at a time
-    let j0 = groups * PACK_GROUP;
-    if j0 < n {
-        let kern = &w.kernels;
-        p.for_chunks(n_threads, m, 8, &|r| {
-            for t in r {
-                for j in j0..n {
-                    // SAFETY: each t is written by exactly one chunk.
-                    unsafe { *dst.get().add(t * n + j) = kern.dot_single(w.k, w.row(j), acts, t) };
-                }
-            }
-        });
+    single_row_tail(w, acts, dst, groups * PACK_GROUP, n_threads);
+}
+
+/// Weight rows `j0..` (after the last whole group of a packed GEMM) times every activation row,
+/// one activation row at a time, into the `n_out` columns of `dst`.
+fn single_row_tail(
+    w: &WeightView<'_>,
+    acts: &QActs,
+    dst: SendPtr<f32>,
+    j0: usize,
+    n_threads: usize,
+) {
+    let n = w.n_out;
+    if j0 >= n {
+        return;
     }
+    let kern = &w.kernels;
+    pool::pool().for_chunks(n_threads, acts.rows(), 8, &|r| {
+        for t in r {
+            for j in j0..n {
+                // SAFETY: each t is written by exactly one chunk.
+                unsafe { *dst.get().add(t * n + j) = kern.dot_single(w.k, w.row(j), acts, t) };
+            }
+        }
+    });
 }
 
 thread_local! {
@@ -385,17 +397,5 @@ fn matmul_amx(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
             })
         });
     });
-    // weight rows after the last full group, one activation row at a time
-    let j0 = groups * AMX_ROWS;
-    if j0 < n {
-        let kern = &w.kernels;
-        p.for_chunks(n_threads, m, 8, &|r| {
-            for t in r {
-                for j in j0..n {
-                    // SAFETY: each t is written by exactly one chunk.
-                    unsafe { *dst.get().add(t * n + j) = kern.dot_single(w.k, w.row(j), acts, t) };
-                }
-            }
-        });
-    }
+    single_row_tail(w, acts, dst, groups * AMX_ROWS, n_threads);
 }

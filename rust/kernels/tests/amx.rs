@@ -3,26 +3,16 @@
 //! weight rows after the last group of 16, several super-blocks), Q6_K's extreme values, and a
 //! negative control. Where the CPU or the OS has no AMX the test says so and checks nothing.
 
-use super::{quantize_weights, rand_vec};
+use super::{matmul_out, quantize_weights, rand_vec};
 use crate::gguf::GgmlType;
 use crate::kernels::x86::amx;
-use crate::kernels::{matmul, ActKind, Kernels, QActs, WeightView};
+use crate::kernels::{ActKind, Kernels, QActs};
 
 /// `m x n` outputs of the weights `wb` (`n` rows of `k`) times the rows `x` through `kernels`.
 fn run(t: GgmlType, kernels: Kernels, wb: &[u8], n: usize, k: usize, x: &[f32]) -> Vec<f32> {
-    let m = x.len() / k;
     let mut acts = QActs::default();
-    acts.convert(ActKind::of(t).unwrap(), x, m, k, 2);
-    let view = WeightView {
-        dtype: t,
-        n_out: n,
-        k,
-        data: wb,
-        kernels,
-    };
-    let mut out = vec![f32::NAN; m * n];
-    matmul(&view, &acts, &mut out, 2);
-    out
+    acts.convert(ActKind::of(t).unwrap(), x, x.len() / k, k, 2);
+    matmul_out(t, kernels, wb, n, k, &acts)
 }
 
 /// The kernels of `t` with AMX (asserted) and the same without it.

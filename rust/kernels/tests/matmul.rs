@@ -1,6 +1,6 @@
 //! The matmul drivers: tiles, packed GEMM and batch invariance.
 
-use super::{dequant_act, quantize_weights, rand_vec};
+use super::{dequant_act, matmul_out, quantize_weights, rand_vec};
 use crate::gguf::GgmlType;
 use crate::kernels::layout::{PACK_GROUP, ROWS};
 use crate::kernels::matmul::{tile_shape, PACKED_CHUNK_BYTES, PACKED_TILE};
@@ -129,18 +129,7 @@ fn packed_gemm_matches_dequantized_math_across_chunks_tiles_and_tails() {
             let x = rand_vec(m * k, 30 + m as u64);
             let mut acts = QActs::default();
             acts.convert(kind, &x, m, k, 2);
-            let run = |wb: &[u8]| {
-                let view = WeightView {
-                    dtype: t,
-                    n_out: n,
-                    k,
-                    data: wb,
-                    kernels,
-                };
-                let mut out = vec![f32::NAN; m * n];
-                matmul(&view, &acts, &mut out, 2);
-                out
-            };
+            let run = |wb: &[u8]| matmul_out(t, kernels, wb, n, k, &acts);
             let out = run(&wb);
             for tt in 0..m {
                 let xd = dequant_act(kind, acts.row(tt), k);

@@ -42,6 +42,28 @@ pub(super) fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// The `m x n` matmul outputs (`m = acts.rows()`) of `n` weight rows `wb` of `k` values of type
+/// `t` through `kernels`, on 2 threads.
+pub(super) fn matmul_out(
+    t: GgmlType,
+    kernels: super::Kernels,
+    wb: &[u8],
+    n: usize,
+    k: usize,
+    acts: &super::QActs,
+) -> Vec<f32> {
+    let view = super::WeightView {
+        dtype: t,
+        n_out: n,
+        k,
+        data: wb,
+        kernels,
+    };
+    let mut out = vec![f32::NAN; acts.rows() * n];
+    super::matmul(&view, acts, &mut out, 2);
+    out
+}
+
 pub(super) fn as_bytes<T>(v: &[T]) -> &[u8] {
     // SAFETY: plain-data block types; any bit pattern is a valid u8.
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
