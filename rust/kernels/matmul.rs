@@ -309,7 +309,6 @@ const AMX_GROUPS: usize = 8;
 fn matmul_amx(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usize) {
     use super::x86::amx::{self, AMX_ACT, AMX_COLS, AMX_PACKED, AMX_ROWS};
     use super::x86::avx2::packed_k::K16_PACKED;
-    use std::arch::x86_64::{_mm512_add_ps, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_storeu_ps};
     let (m, n) = (acts.rows(), w.n_out);
     let row_nb = w.k / 256;
     let tiles = m.div_ceil(AMX_COLS);
@@ -331,7 +330,7 @@ fn matmul_amx(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
                 // SAFETY: `amx()` is set only where `amx::available()` (AVX-512 with AMX, the
                 // tile state granted) and for its types; the buffers hold the blocks passed.
                 unsafe {
-                    amx::configure();
+                    let tiles_cfg = amx::Tiles::new();
                     let rows: Vec<[*const u8; AMX_ROWS]> = r
                         .clone()
                         .map(|g| std::array::from_fn(|i| w.row(g * AMX_ROWS + i).as_ptr()))
@@ -365,33 +364,16 @@ fn matmul_amx(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
                             for gi in 0..gs {
                                 let base = accs.as_mut_ptr().add(gi * per_group);
                                 let a = t0.map(|t| base.add(t * AMX_ROWS));
-                                let mut v = [[_mm512_setzero_ps(); AMX_COLS]; 2];
-                                for i in 0..2 {
-                                    for (c, v) in v[i][..rows[i]].iter_mut().enumerate() {
-                                        *v = _mm512_loadu_ps(a[i].add(c * AMX_ROWS));
-                                    }
-                                }
-                                let [v0, v1] = &mut v;
                                 let o = packed.add(gi * AMX_PACKED);
-                                amx::gemm(o, x, acts, t0, rows, b, [v0, v1]);
-                                for i in 0..2 {
-                                    for (c, v) in v[i][..rows[i]].iter().enumerate() {
-                                        _mm512_storeu_ps(a[i].add(c * AMX_ROWS), *v);
-                                    }
-                                }
+                                amx::gemm(o, x, acts, t0, rows, b, a);
                             }
                         }
                     }
-                    amx::release();
+                    drop(tiles_cfg);
                     for (gi, g) in r.enumerate() {
-                        for t in 0..m {
-                            // `+ 0.0` as the packed GEMMs' `combine` (a -0.0 becomes 0.0)
-                            let v =
-                                _mm512_loadu_ps(accs.as_ptr().add(gi * per_group + t * AMX_ROWS));
-                            let v = _mm512_add_ps(v, _mm512_setzero_ps());
-                            // SAFETY: (t, j) pairs of different tasks are disjoint.
-                            _mm512_storeu_ps(dst.get().add(t * n + g * AMX_ROWS), v);
-                        }
+                        // SAFETY: (t, j) pairs of different tasks are disjoint.
+                        let acc = accs.as_ptr().add(gi * per_group);
+                        amx::store_results(acc, m, dst.get(), n, g * AMX_ROWS);
                     }
                 }
             })

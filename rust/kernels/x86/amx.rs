@@ -132,7 +132,13 @@ pub unsafe fn configure() {
         c.colsb[t] = 64;
         c.rows[t] = 16;
     }
-    asm!("ldtilecfg [{0}]", in(reg) &c as *const TileConfig, options(nostack, readonly));
+    asm!(
+        "ldtilecfg [{0}]",
+        in(reg) &c as *const TileConfig,
+        out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
+        out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
+        options(nostack, readonly),
+    );
 }
 
 /// Releases this thread's tile state (so that context switches do not save it).
@@ -141,7 +147,32 @@ pub unsafe fn configure() {
 /// [`available`] returned true.
 #[inline]
 pub unsafe fn release() {
-    asm!("tilerelease", options(nostack, nomem));
+    asm!(
+        "tilerelease",
+        out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
+        out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
+        options(nostack, nomem),
+    );
+}
+
+/// The tile configuration of this thread while it lives ([`configure`] on creation, [`release`]
+/// on drop, also when a panic unwinds).
+pub struct Tiles(());
+
+impl Tiles {
+    /// # Safety
+    /// [`available`] returned true.
+    pub unsafe fn new() -> Self {
+        configure();
+        Tiles(())
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: a `Tiles` exists only after `configure`, so AMX is available.
+        unsafe { release() }
+    }
 }
 
 /// Asks for the cache lines of `len` bytes at `p` to come into L2 (a hint: never faults).
@@ -300,15 +331,16 @@ pub fn unsigned_acts(acts: &QActs, m: usize, row_nb: usize, out: &mut [u8]) {
     }
 }
 
-/// `acc[i][r] += dot(prompt row t[i] + r, weight rows 0..16)` (the lanes) for `r < rows[i]`
-/// (at most [`AMX_COLS`]; 0 for none) of two activation tiles `i`, over super-block `b`: `w` its
-/// packed weights ([`pack`]), `x[i]` the tiles' block in [`unsigned_acts`] form, `acts` for the
-/// rows' scales and 16-sums. Each weight tile load serves both activation tiles.
+/// `acc[i][r] += dot(prompt row t[i] + r, weight rows 0..16)` (16 f32 per row, `AMX_ROWS`
+/// apart) for `r < rows[i]` (at most [`AMX_COLS`]; 0 for none) of two activation tiles `i`, over
+/// super-block `b`: `w` its packed weights ([`pack`]), `x[i]` the tiles' block in
+/// [`unsigned_acts`] form, `acts` for the rows' scales and 16-sums. Each weight tile load serves
+/// both activation tiles.
 ///
 /// # Safety
 /// [`available`] returned true and [`configure`] ran on this thread; `w` holds `AMX_PACKED`
-/// bytes, each `x[i]` `AMX_ACT`; `acts` rows `t[i]..t[i] + rows[i]` hold block `b`.
-#[inline]
+/// bytes, each `x[i]` `AMX_ACT`; `acts` rows `t[i]..t[i] + rows[i]` hold block `b`; `acc[i]`
+/// holds `rows[i]` rows of 16 f32, and no other thread uses them.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn gemm(
     w: *const u8,
@@ -317,7 +349,7 @@ pub unsafe fn gemm(
     t: [usize; 2],
     rows: [usize; 2],
     b: usize,
-    acc: [&mut [__m512; AMX_COLS]; 2],
+    acc: [*mut f32; 2],
 ) {
     #[repr(C, align(64))]
     struct Results([[i32; 16]; 64]);
@@ -326,42 +358,51 @@ pub unsafe fn gemm(
     let cp = c.as_mut_ptr() as *mut u8;
     // tmm0, tmm1: sum((a + 128) * lo) and sum((a + 128) * hi) of tile 0, tmm2, tmm3 of tile 1;
     // tmm4, tmm5: 64 values of the two tiles' 16 prompt rows; tmm6, tmm7: those values' lo and
-    // hi bytes of the 16 weight rows
+    // hi bytes of the 16 weight rows; 4 steps of 64 values (1024 bytes apart), then the sums
+    // to `c`, all in one block (the tile registers live only inside it)
+    macro_rules! step {
+        ($o:literal) => {
+            concat!(
+                "tileloadd tmm6, [{lo} + {st}*1 + ",
+                $o,
+                "]\n",
+                "tileloadd tmm4, [{x0} + {st}*1 + ",
+                $o,
+                "]\n",
+                "tdpbusd tmm0, tmm4, tmm6\n",
+                "tileloadd tmm5, [{x1} + {st}*1 + ",
+                $o,
+                "]\n",
+                "tdpbusd tmm2, tmm5, tmm6\n",
+                "tileloadd tmm7, [{hi} + {st}*1 + ",
+                $o,
+                "]\n",
+                "tdpbusd tmm1, tmm4, tmm7\n",
+                "tdpbusd tmm3, tmm5, tmm7\n",
+            )
+        };
+    }
     asm!(
         "tilezero tmm0",
         "tilezero tmm1",
         "tilezero tmm2",
         "tilezero tmm3",
-        options(nostack, nomem)
-    );
-    for s in 0..4 {
-        asm!(
-            "tileloadd tmm6, [{lo} + {st}*1]",
-            "tileloadd tmm4, [{x0} + {st}*1]",
-            "tdpbusd tmm0, tmm4, tmm6",
-            "tileloadd tmm5, [{x1} + {st}*1]",
-            "tdpbusd tmm2, tmm5, tmm6",
-            "tileloadd tmm7, [{hi} + {st}*1]",
-            "tdpbusd tmm1, tmm4, tmm7",
-            "tdpbusd tmm3, tmm5, tmm7",
-            x0 = in(reg) x[0].add(1024 * s),
-            x1 = in(reg) x[1].add(1024 * s),
-            lo = in(reg) w.add(P_LO + 1024 * s),
-            hi = in(reg) w.add(P_HI + 1024 * s),
-            st = in(reg) 64usize,
-            options(nostack, readonly),
-        );
-    }
-    asm!(
+        step!("0"),
+        step!("1024"),
+        step!("2048"),
+        step!("3072"),
         "tilestored [{c} + {st}*1], tmm0",
-        "tilestored [{c1} + {st}*1], tmm1",
-        "tilestored [{c2} + {st}*1], tmm2",
-        "tilestored [{c3} + {st}*1], tmm3",
+        "tilestored [{c} + {st}*1 + 1024], tmm1",
+        "tilestored [{c} + {st}*1 + 2048], tmm2",
+        "tilestored [{c} + {st}*1 + 3072], tmm3",
+        x0 = in(reg) x[0],
+        x1 = in(reg) x[1],
+        lo = in(reg) w.add(P_LO),
+        hi = in(reg) w.add(P_HI),
         c = in(reg) cp,
-        c1 = in(reg) cp.add(16 * 64),
-        c2 = in(reg) cp.add(32 * 64),
-        c3 = in(reg) cp.add(48 * 64),
         st = in(reg) 64usize,
+        out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
+        out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _,
         options(nostack),
     );
     let wsum = _mm512_loadu_si512(w.add(P_WSUM) as *const _);
@@ -369,8 +410,9 @@ pub unsafe fn gemm(
     let f = _mm512_loadu_ps(w.add(P_F) as *const f32);
     let pairs: [__m512i; 8] =
         std::array::from_fn(|p| _mm512_loadu_si512(w.add(P_PAIRS + 64 * p) as *const _));
-    for (i, acc) in acc.into_iter().enumerate() {
+    for (i, &acc) in acc.iter().enumerate() {
         for r in 0..rows[i] {
+            let ar = acc.add(AMX_ROWS * r);
             let ab = acts.row_with_scales(t[i] + r).as_ptr().add(b * Q8K);
             let lo = _mm512_loadu_si512(cp.add(64 * (32 * i + r)) as *const _);
             let hi = _mm512_loadu_si512(cp.add(64 * (32 * i + 16 + r)) as *const _);
@@ -382,8 +424,28 @@ pub unsafe fn gemm(
                 off = _mm512_dpwssd_epi32(off, pairs[p], x);
             }
             let da = _mm512_set1_ps(std::ptr::read_unaligned(ab as *const f32));
-            let v = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(sum), acc[r]);
-            acc[r] = _mm512_fnmadd_ps(_mm512_mul_ps(f, da), _mm512_cvtepi32_ps(off), v);
+            let v = _mm512_fmadd_ps(
+                _mm512_mul_ps(d, da),
+                _mm512_cvtepi32_ps(sum),
+                _mm512_loadu_ps(ar),
+            );
+            _mm512_storeu_ps(
+                ar,
+                _mm512_fnmadd_ps(_mm512_mul_ps(f, da), _mm512_cvtepi32_ps(off), v),
+            );
         }
+    }
+}
+
+/// `dst[t * n + j0..][..16] = acc[t] + 0.0` for `t < m` (`acc`: 16 f32 per row): the results of
+/// one group of weight rows, `+ 0.0` as the packed GEMMs' `combine` (a -0.0 becomes 0.0).
+///
+/// # Safety
+/// AVX-512 F present; `acc` holds `m` rows of 16 f32; `dst` has `m` rows of `n >= j0 + 16`.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe fn store_results(acc: *const f32, m: usize, dst: *mut f32, n: usize, j0: usize) {
+    for t in 0..m {
+        let v = _mm512_add_ps(_mm512_loadu_ps(acc.add(AMX_ROWS * t)), _mm512_setzero_ps());
+        _mm512_storeu_ps(dst.add(t * n + j0), v);
     }
 }
