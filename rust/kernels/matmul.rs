@@ -272,20 +272,22 @@ fn single_row_tail(
 }
 
 thread_local! {
-    /// Each thread's buffers for the packed weights of one AMX task and the AVX2 packing of one
-    /// super-block they are made from.
+    /// Each thread's buffers for one AMX task: its packed weights, the AVX2 packing of one
+    /// super-block they are made from, and its f32 accumulators.
     #[cfg(target_arch = "x86_64")]
-    static AMX_BUF: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    #[allow(clippy::type_complexity)]
+    static AMX_BUF: std::cell::RefCell<(Vec<u8>, Vec<u8>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
     /// The calling thread's buffer for the activations of an AMX matmul.
     #[cfg(target_arch = "x86_64")]
     static AMX_ACTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Prompt rows from which the AMX GEMM runs where it can: below, packing a super-block of each
-/// 16 weight rows for AMX costs more than the tiles save over the VNNI packed GEMM. On the 2-core
-/// Xeon of `docs/PERFORMANCE.md` (70B-shaped slices, all logits) the two break even at about 44
-/// rows for Q4_K_M and 30 for Q6_K; at 16 rows AMX takes 1.5x the time on Q4_K_M.
+/// 16 weight rows for AMX costs more than the tiles save over the VNNI packed GEMM. On the Intel(R)
+/// Xeon(R) Processor (avx2 avx512_vnni avx512f avx_vnni), 2 cores (with AMX; 70B-shaped slices,
+/// all logits) the two break even at about 44 rows for Q4_K_M and 30 for Q6_K; at 16 rows AMX
+/// takes 1.5x the time on Q4_K_M.
 #[cfg(target_arch = "x86_64")]
 fn amx_min_rows(t: GgmlType) -> usize {
     match t {
@@ -320,31 +322,32 @@ fn matmul_amx(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
         amx::unsigned_acts(acts, m, row_nb, ua);
         let ua: &[u8] = ua;
         p.for_chunks(n_threads, groups, AMX_GROUPS, &|r| {
-            AMX_BUF.with_borrow_mut(|(buf, tmp)| {
+            AMX_BUF.with_borrow_mut(|(buf, tmp, accs)| {
                 let gs = r.len();
                 let packed = amx::aligned(buf, AMX_GROUPS * AMX_PACKED).as_mut_ptr();
                 tmp.resize(2 * K16_PACKED, 0);
                 // f32 accumulators of every group and tile: [group][prompt row][weight row]
                 let per_group = tiles * AMX_COLS * AMX_ROWS;
-                let mut accs = vec![0f32; gs * per_group];
+                accs.clear();
+                accs.resize(gs * per_group, 0.0);
                 // SAFETY: `amx()` is set only where `amx::available()` (AVX-512 with AMX, the
                 // tile state granted) and for its types; the buffers hold the blocks passed.
                 unsafe {
                     let tiles_cfg = amx::Tiles::new();
-                    let rows: Vec<[*const u8; AMX_ROWS]> = r
+                    let weights: Vec<[*const u8; AMX_ROWS]> = r
                         .clone()
                         .map(|g| std::array::from_fn(|i| w.row(g * AMX_ROWS + i).as_ptr()))
                         .collect();
                     let block = w.dtype.type_size();
                     for b in 0..row_nb {
-                        for (gi, rows) in rows.iter().enumerate() {
+                        for (gi, rows) in weights.iter().enumerate() {
                             let o = packed.add(gi * AMX_PACKED);
-                            amx::pack(w.dtype, b, 1, *rows, tmp.as_mut_ptr(), o);
+                            amx::pack(w.dtype, b, *rows, tmp.as_mut_ptr(), o);
                         }
                         if b + 1 < row_nb {
                             // the task's next super-block comes into L2 while the tiles run
                             // over this one (the packing read it from memory, and waited)
-                            for &r in rows.iter().flatten() {
+                            for &r in weights.iter().flatten() {
                                 amx::prefetch(r.add((b + 1) * block), block);
                             }
                         }
@@ -352,7 +355,7 @@ fn matmul_amx(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
                             // two tiles per call (the last one alone: its twin computes nothing)
                             let ts = [2 * pair, (2 * pair + 1).min(tiles - 1)];
                             let t0 = ts.map(|i| i * AMX_COLS);
-                            let rows = [
+                            let used = [
                                 (m - t0[0]).min(AMX_COLS),
                                 if ts[1] == ts[0] {
                                     0
@@ -365,7 +368,7 @@ fn matmul_amx(w: &WeightView<'_>, acts: &QActs, out: &mut [f32], n_threads: usiz
                                 let base = accs.as_mut_ptr().add(gi * per_group);
                                 let a = t0.map(|t| base.add(t * AMX_ROWS));
                                 let o = packed.add(gi * AMX_PACKED);
-                                amx::gemm(o, x, acts, t0, rows, b, a);
+                                amx::gemm(o, x, acts, t0, used, b, a);
                             }
                         }
                     }

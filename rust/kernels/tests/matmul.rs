@@ -201,16 +201,7 @@ fn results_do_not_depend_on_the_batch() {
         let run = |kernels: Kernels, rows: std::ops::Range<usize>| {
             let mut acts = QActs::default();
             acts.convert(kind, &x[rows.start * k..rows.end * k], rows.len(), k, 2);
-            let view = WeightView {
-                dtype: t,
-                n_out: n,
-                k,
-                data: &wb,
-                kernels,
-            };
-            let mut out = vec![f32::NAN; rows.len() * n];
-            matmul(&view, &acts, &mut out, 2);
-            out
+            matmul_out(t, kernels, &wb, n, k, &acts)
         };
         let packed = run(kernels, 0..m);
         let short = run(kernels, 0..ROWS + 1); // multi-row kernel, then one single row

@@ -115,12 +115,12 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
-/// Loads the tile configuration on this thread; [`release`] when done.
+/// Loads the tile configuration on this thread (through [`Tiles`]).
 ///
 /// # Safety
 /// [`available`] returned true.
 #[inline]
-pub unsafe fn configure() {
+unsafe fn configure() {
     let mut c = TileConfig {
         palette: 1,
         start_row: 0,
@@ -146,7 +146,7 @@ pub unsafe fn configure() {
 /// # Safety
 /// [`available`] returned true.
 #[inline]
-pub unsafe fn release() {
+unsafe fn release() {
     asm!(
         "tilerelease",
         out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _,
@@ -186,21 +186,14 @@ pub fn prefetch(p: *const u8, len: usize) {
     }
 }
 
-/// Pack super-blocks `b0..b0 + nb` of [`AMX_ROWS`] weight rows of `t` ([`has_gemm`]) into `out`
-/// (`nb * AMX_PACKED` bytes), through `tmp` (two [`K16_PACKED`] blocks, the larger AVX2 packing).
+/// Pack super-block `b` of [`AMX_ROWS`] weight rows of `t` ([`has_gemm`]) into `out`
+/// ([`AMX_PACKED`] bytes), through `tmp` (two [`K16_PACKED`] blocks, the larger AVX2 packing).
 ///
 /// # Safety
-/// AVX-512 F/BW/VL with AVX2/FMA/F16C present; every `rows[i]` holds super-blocks
-/// `b0..b0 + nb`; `out` and `tmp` have room.
+/// AVX-512 F/BW/VL with AVX2/FMA/F16C present; every `rows[i]` holds super-block `b`; `out` and
+/// `tmp` have room.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub unsafe fn pack(
-    t: GgmlType,
-    b0: usize,
-    nb: usize,
-    rows: [*const u8; AMX_ROWS],
-    tmp: *mut u8,
-    out: *mut u8,
-) {
+pub unsafe fn pack(t: GgmlType, b: usize, rows: [*const u8; AMX_ROWS], tmp: *mut u8, o: *mut u8) {
     let g0: [*const u8; 8] = std::array::from_fn(|i| rows[i]);
     let g1: [*const u8; 8] = std::array::from_fn(|i| rows[8 + i]);
     // i16 element e of a piece widened from one group's 32 bytes belongs to row e / 4, whose
@@ -220,77 +213,73 @@ pub unsafe fn pack(
     } else {
         (K16_PACKED, 4, 16)
     };
-    for b in 0..nb {
-        super::avx2::pack(t, b0 + b, 1, g0, tmp);
-        super::avx2::pack(t, b0 + b, 1, g1, tmp.add(bytes));
-        let src = [tmp as *const u8, tmp.add(bytes) as *const u8];
-        let o = out.add(b * AMX_PACKED);
-        let mut wsum = [_mm512_setzero_si512(); 2];
-        // piece c: values 4c..4c + 4 of every row
-        for c in 0..64 {
-            for g in 0..2 {
-                let q =
-                    _mm512_cvtepu8_epi16(_mm256_loadu_si256(src[g].add(32 * c) as *const __m256i));
-                let at = 8 * 256 + 32 * (c / per_scale);
-                let sv = _mm256_loadu_si256(src[g].add(at) as *const __m256i);
-                let sc = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sv));
-                let w = _mm512_mullo_epi16(q, sc);
-                wsum[g] = _mm512_add_epi32(wsum[g], _mm512_madd_epi16(w, ones));
-                let at = 64 * c + 32 * g;
-                _mm256_storeu_si256(
-                    o.add(P_LO + at) as *mut __m256i,
-                    _mm512_cvtepi16_epi8(_mm512_and_si512(w, m7)),
-                );
-                _mm256_storeu_si256(
-                    o.add(P_HI + at) as *mut __m256i,
-                    _mm512_cvtepi16_epi8(_mm512_srai_epi16::<7>(w)),
-                );
-            }
-        }
-        // row 8g + i: 32-bit lanes 2i and 2i + 1 of wsum[g]
-        let mut ws = [0i32; 16];
+    super::avx2::pack(t, b, 1, g0, tmp);
+    super::avx2::pack(t, b, 1, g1, tmp.add(bytes));
+    let src = [tmp as *const u8, tmp.add(bytes) as *const u8];
+    let mut wsum = [_mm512_setzero_si512(); 2];
+    // piece c: values 4c..4c + 4 of every row
+    for c in 0..64 {
         for g in 0..2 {
-            let l: [i32; 16] = std::mem::transmute(wsum[g]);
-            for i in 0..8 {
-                ws[8 * g + i] = 128 * (l[2 * i] + l[2 * i + 1]);
-            }
+            let q = _mm512_cvtepu8_epi16(_mm256_loadu_si256(src[g].add(32 * c) as *const __m256i));
+            let at = 8 * 256 + 32 * (c / per_scale);
+            let sv = _mm256_loadu_si256(src[g].add(at) as *const __m256i);
+            let sc = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sv));
+            let w = _mm512_mullo_epi16(q, sc);
+            wsum[g] = _mm512_add_epi32(wsum[g], _mm512_madd_epi16(w, ones));
+            let at = 64 * c + 32 * g;
+            _mm256_storeu_si256(
+                o.add(P_LO + at) as *mut __m256i,
+                _mm512_cvtepi16_epi8(_mm512_and_si512(w, m7)),
+            );
+            _mm256_storeu_si256(
+                o.add(P_HI + at) as *mut __m256i,
+                _mm512_cvtepi16_epi8(_mm512_srai_epi16::<7>(w)),
+            );
         }
-        std::ptr::copy_nonoverlapping(ws.as_ptr() as *const u8, o.add(P_WSUM), 64);
-        // 8 pair vectors, lane i: row i's multipliers of the activation 16-sums 2p and 2p + 1
-        // as i16 (the two groups' 32 bytes side by side)
-        let tail = 8 * 256 + 32 * n_scales;
-        if q45 {
-            // min pair vector p holds sub-blocks 2p and 2p + 1; a sub-block's min multiplies
-            // both of its 16-sums
-            for p in 0..8 {
-                let v = [0, 1]
-                    .map(|g| _mm256_loadu_si256(src[g].add(tail + 32 * (p / 2)) as *const __m256i));
-                let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v[0]), v[1]);
-                let e: [i16; 32] = std::array::from_fn(|e| {
-                    let lane = e / 2;
-                    (16 * (lane / 8) + 2 * (lane % 8) + p % 2) as i16
-                });
-                let idx = _mm512_loadu_si512(e.as_ptr() as *const _);
-                _mm512_storeu_si512(
-                    o.add(P_PAIRS + 64 * p) as *mut _,
-                    _mm512_permutexvar_epi16(idx, z),
-                );
-            }
-        } else {
-            for p in 0..8 {
-                for g in 0..2 {
-                    let from = src[g].add(tail + 32 * p);
-                    std::ptr::copy_nonoverlapping(from, o.add(P_PAIRS + 64 * p + 32 * g), 32);
-                }
-            }
+    }
+    // row 8g + i: 32-bit lanes 2i and 2i + 1 of wsum[g]
+    let mut ws = [0i32; 16];
+    for g in 0..2 {
+        let l: [i32; 16] = std::mem::transmute(wsum[g]);
+        for i in 0..8 {
+            ws[8 * g + i] = 128 * (l[2 * i] + l[2 * i + 1]);
         }
-        // d and f (Q4_K, Q5_K: dmin): 8 f32 per group after the pair vectors
-        let df = tail + if q45 { 4 * 32 } else { 8 * 32 };
-        for v in 0..2 {
+    }
+    std::ptr::copy_nonoverlapping(ws.as_ptr() as *const u8, o.add(P_WSUM), 64);
+    // 8 pair vectors, lane i: row i's multipliers of the activation 16-sums 2p and 2p + 1
+    // as i16 (the two groups' 32 bytes side by side)
+    let tail = 8 * 256 + 32 * n_scales;
+    if q45 {
+        // min pair vector p holds sub-blocks 2p and 2p + 1; a sub-block's min multiplies
+        // both of its 16-sums
+        for p in 0..8 {
+            let v = [0, 1]
+                .map(|g| _mm256_loadu_si256(src[g].add(tail + 32 * (p / 2)) as *const __m256i));
+            let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v[0]), v[1]);
+            let e: [i16; 32] = std::array::from_fn(|e| {
+                let lane = e / 2;
+                (16 * (lane / 8) + 2 * (lane % 8) + p % 2) as i16
+            });
+            let idx = _mm512_loadu_si512(e.as_ptr() as *const _);
+            _mm512_storeu_si512(
+                o.add(P_PAIRS + 64 * p) as *mut _,
+                _mm512_permutexvar_epi16(idx, z),
+            );
+        }
+    } else {
+        for p in 0..8 {
             for g in 0..2 {
-                let from = src[g].add(df + 32 * v);
-                std::ptr::copy_nonoverlapping(from, o.add(P_D + 64 * v + 32 * g), 32);
+                let from = src[g].add(tail + 32 * p);
+                std::ptr::copy_nonoverlapping(from, o.add(P_PAIRS + 64 * p + 32 * g), 32);
             }
+        }
+    }
+    // d and f (Q4_K, Q5_K: dmin): 8 f32 per group after the pair vectors
+    let df = tail + if q45 { 4 * 32 } else { 8 * 32 };
+    for v in 0..2 {
+        for g in 0..2 {
+            let from = src[g].add(df + 32 * v);
+            std::ptr::copy_nonoverlapping(from, o.add(P_D + 64 * v + 32 * g), 32);
         }
     }
 }
