@@ -15,7 +15,9 @@ out=$(mkdir -p "$1" && cd "$1" && pwd)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE="${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/med42-rs}"
 t0=$(date +%s)
-eval "$("$root/tools/cuda/toolchain.sh" "$CACHE/cuda-13.0")"
+# (an assignment, so that set -e stops here if toolchain.sh fails; `eval "$(...)"` would not)
+exports=$("$root/tools/cuda/toolchain.sh" "$CACHE/cuda-13.0")
+eval "$exports"
 echo "CUDA toolchain ready in $(( $(date +%s) - t0 ))s: $(du -sh "$CACHE/cuda-13.0" | cut -f1) in $CACHE/cuda-13.0"
 t1=$(date +%s)
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"

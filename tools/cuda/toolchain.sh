@@ -27,8 +27,12 @@ if [ ! -f "$stubs/libcuda.so" ]; then
   ln -sf "$CU/lib/libnvrtc.so.13" "$stubs/libnvrtc.so"
   # No driver or cuBLAS stub ships on PyPI: make link-time stubs from the symbol names cudarc binds
   # (the real libraries come from the driver and the nvidia-cublas wheel on the GPU machine).
-  cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10 2>/dev/null | head -1)
-  [ -n "$cudarc" ] || { (cd "$(dirname "$0")" && cargo fetch -q >&2 || true); cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10 | head -1); }
+  # (On a fresh cargo home cudarc is not unpacked yet: `cargo fetch` brings it; `|| true` because
+  # a failed `ls` fails the pipeline, and with it this script, under pipefail.)
+  find_cudarc() { ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.10 2>/dev/null | head -1 || true; }
+  cudarc=$(find_cudarc)
+  [ -n "$cudarc" ] || { (cd "$(dirname "$0")" && cargo fetch -q >&2); cudarc=$(find_cudarc); }
+  [ -n "$cudarc" ] || { echo "toolchain.sh: cudarc 0.19.10's source is not in the cargo registry" >&2; exit 1; }
   mk() { grep -ohE "^\s+(pub )?fn $2[A-Za-z0-9_]*\(" "$cudarc/src/$1/sys/mod.rs" | sed -E 's/^ *(pub )?fn //;s/\(//' \
          | sort -u | sed 's/.*/int &(void){return 100;}/' > "$stubs/$3.c"
          gcc -shared -fPIC -Wl,-soname,"$4" -o "$stubs/$3.so" "$stubs/$3.c"; }
