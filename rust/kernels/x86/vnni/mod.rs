@@ -220,22 +220,20 @@ pub(crate) unsafe fn gemm<const N: usize, const AVX512: bool>(
     rows: [*const u8; N],
     acc: [&mut [Acc; N]; PACK_PAIR],
 ) {
-    use packed::{avx512vnni as e, avxvnni as v};
+    use packed::{avx512vnni_x2 as z, avxvnni as v};
     use packed_k::{avx512vnni_x2 as kz, avxvnni as kv};
     use GgmlType::*;
-    // Q4_0 and Q5_0 run both groups in one pass, Q8_0 one group at a time (as AVX2)
+    // With AVX-512 the 32-value-block types run both groups in the halves of 512-bit registers;
+    // with AVX-VNNI Q4_0 and Q5_0 run both groups in one pass, Q8_0 one group at a time (as AVX2)
     match (t, AVX512) {
-        (Q4_0, true) => return e::gemm_q45_0::<N, false>(b0, nb, row_nb, p, rows, acc),
-        (Q5_0, true) => return e::gemm_q45_0::<N, true>(b0, nb, row_nb, p, rows, acc),
+        (Q4_0, true) => return z::gemm_q45_0::<N, false>(b0, nb, row_nb, p, rows, acc),
+        (Q5_0, true) => return z::gemm_q45_0::<N, true>(b0, nb, row_nb, p, rows, acc),
+        (Q8_0, true) => return z::gemm_q8_0::<N>(b0, nb, row_nb, p, rows, acc),
         (Q4_0, false) => return v::gemm_q45_0::<N, false>(b0, nb, row_nb, p, rows, acc),
         (Q5_0, false) => return v::gemm_q45_0::<N, true>(b0, nb, row_nb, p, rows, acc),
-        (Q8_0, _) => {
+        (Q8_0, false) => {
             for (p, acc) in p.into_iter().zip(acc) {
-                if AVX512 {
-                    e::gemm_q8_0::<N>(b0, nb, row_nb, p, rows, acc);
-                } else {
-                    v::gemm_q8_0::<N>(b0, nb, row_nb, p, rows, acc);
-                }
+                v::gemm_q8_0::<N>(b0, nb, row_nb, p, rows, acc);
             }
             return;
         }
