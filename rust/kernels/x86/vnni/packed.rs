@@ -216,6 +216,32 @@ pub mod avx512vnni_x2 {
         );
     }
 
+    /// Every (part, row) accumulator pair of both groups, as `[part][row]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn acc_load_all<const N: usize>(acc: &[&mut [Acc; N]; PAIR]) -> [[__m512; N]; PARTS] {
+        let mut v = [[_mm512_setzero_ps(); N]; PARTS];
+        for (part, v) in v.iter_mut().enumerate() {
+            for (r, v) in v.iter_mut().enumerate() {
+                *v = acc_load(acc, r, part);
+            }
+        }
+        v
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn acc_store_all<const N: usize>(
+        acc: &mut [&mut [Acc; N]; PAIR],
+        v: &[[__m512; N]; PARTS],
+    ) {
+        for (part, v) in v.iter().enumerate() {
+            for (r, &v) in v.iter().enumerate() {
+                acc_store(acc, r, part, v);
+            }
+        }
+    }
+
     /// Block `b`'s exact per-row sums `i` (both groups, the offset not yet taken off) added to
     /// the part's accumulators `v` as [`super::avxvnni::gemm_q45_0`] adds them.
     #[inline]
@@ -278,12 +304,7 @@ pub mod avx512vnni_x2 {
         let q = a.map(|p| p.add(b0 * Q8_0_BYTES));
         let scales = a.map(|p| p.add(q8_0_scales_offset(row_nb) + 4 * b0) as *const f32);
         let sums = a.map(|p| p.add(q8_0_sums_offset(row_nb) + 4 * b0) as *const i32);
-        let mut v = [[_mm512_setzero_ps(); N]; PARTS];
-        for (part, v) in v.iter_mut().enumerate() {
-            for (r, v) in v.iter_mut().enumerate() {
-                *v = acc_load(&acc, r, part);
-            }
-        }
+        let mut v = acc_load_all(&acc);
         for b in 0..nb {
             let pb = packed.map(|p| p.add(b * Q4_0_PACKED));
             let mut i = [_mm512_setzero_si512(); N];
@@ -305,11 +326,7 @@ pub mod avx512vnni_x2 {
             });
             with_part!(v, (b0 + b) % PARTS, |p| add_block(p, i, dw, da, off));
         }
-        for (part, v) in v.iter().enumerate() {
-            for (r, &v) in v.iter().enumerate() {
-                acc_store(&mut acc, r, part, v);
-            }
-        }
+        acc_store_all(&mut acc, &v);
     }
 
     /// [`super::avxvnni::gemm_q8_0`] for both groups of a pair at once: the same
@@ -330,12 +347,7 @@ pub mod avx512vnni_x2 {
         const { assert!(PARTS == 4) };
         let q = a.map(|p| p.add(b0 * Q8_0_BYTES));
         let scales = a.map(|p| p.add(q8_0_scales_offset(row_nb) + 4 * b0) as *const f32);
-        let mut v = [[_mm512_setzero_ps(); N]; PARTS];
-        for (part, v) in v.iter_mut().enumerate() {
-            for (r, v) in v.iter_mut().enumerate() {
-                *v = acc_load(&acc, r, part);
-            }
-        }
+        let mut v = acc_load_all(&acc);
         for b in 0..nb {
             let pb = packed.map(|p| p.add(b * Q8_0_PACKED));
             let mut s = [ld2(pb, Q8_0_NEG_SUMS); N];
@@ -351,10 +363,6 @@ pub mod avx512vnni_x2 {
             let da: [f32; N] = std::array::from_fn(|r| *scales[r].add(b));
             with_part!(v, (b0 + b) % PARTS, |p| add_block(p, s, dw, da, [0; N]));
         }
-        for (part, v) in v.iter().enumerate() {
-            for (r, &v) in v.iter().enumerate() {
-                acc_store(&mut acc, r, part, v);
-            }
-        }
+        acc_store_all(&mut acc, &v);
     }
 }
