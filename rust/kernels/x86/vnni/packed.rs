@@ -150,7 +150,7 @@ pub mod avxvnni {
 /// lane the same integer sums and f32 operations as the 256-bit kernels: the same accumulators bit
 /// for bit (tested through the dispatch, which runs these with AVX-512).
 ///
-/// On the AMD EPYC (Zen 5: avx2 avx512f avx512_vnni avx_vnni), 2 cores, where 512-bit
+/// On the AMD EPYC (avx2 avx512_vnni avx512f avx_vnni), 2 cores, where 512-bit
 /// instructions run at the 256-bit ones' rate, the 70B slice's 512-token prompt (all logits)
 /// went from 125 to 160 tok/s on Q4_0 and from 79 to 122 tok/s on Q8_0 with these, next to the
 /// 256-bit kernels in their AVX-512 (EVEX) form (alternated runs, medians).
